@@ -1,0 +1,500 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Scheduling chooses how the pool picks between priority classes.
+type Scheduling int
+
+const (
+	// Weighted picks classes by smooth weighted round-robin: under
+	// contention each class gets its weight's share of the picks and no
+	// class with a runnable task starves.
+	Weighted Scheduling = iota
+	// Strict always picks the first class (in Options.Classes order) that
+	// has a runnable task; lower classes run only when higher ones are
+	// empty or blocked by kind limits.
+	Strict
+)
+
+// String returns the name used in LoopSpec.scheduling.
+func (s Scheduling) String() string {
+	if s == Strict {
+		return "Strict"
+	}
+	return "Weighted"
+}
+
+// Class is a priority class.
+type Class struct {
+	// Name identifies the class, e.g. "high".
+	Name string
+	// Weight is the class's share under Weighted scheduling. Default 1.
+	Weight int
+}
+
+// Options configure a Pool. The zero value is usable: one class, between 0
+// and 1 goroutines, no limits and no timeout.
+type Options struct {
+	// MinWorkers goroutines are kept even when idle. Default 0.
+	MinWorkers int
+	// MaxWorkers bounds the goroutines running tasks. Default 1.
+	MaxWorkers int
+	// IdleTimeout is how long a goroutine above MinWorkers waits for work
+	// before it exits. Default 30s.
+	IdleTimeout time.Duration
+	// Classes lists the priority classes, highest priority first. Default
+	// one class named "default".
+	Classes []Class
+	// Scheduling picks between classes. Default Weighted.
+	Scheduling Scheduling
+	// KindLimits caps the number of running tasks per kind. Kinds not in
+	// the map are unlimited. A limit must be at least 1.
+	KindLimits map[string]int
+	// TaskTimeout bounds each task's run through its context. Zero means
+	// no timeout.
+	TaskTimeout time.Duration
+	// Backlog is how many tasks may wait beyond MaxWorkers; Submit fails
+	// with ErrFull (TrySubmit) or blocks (Submit) above MaxWorkers+Backlog.
+	// Default 0: the pool holds at most MaxWorkers tasks, which is what a
+	// queue consumer wants so that it never takes more than it can start.
+	Backlog int
+}
+
+// Result describes how one task ended.
+type Result struct {
+	// Kind and Class are the values the task was submitted with.
+	Kind  string
+	Class int
+	// Err is the handler's error, a *PanicError, or an error wrapping
+	// ErrTimeout.
+	Err error
+	// Aborted reports that Abort was called while the task ran.
+	Aborted bool
+	// Enqueued, Started and Finished are the task's timestamps.
+	Enqueued, Started, Finished time.Time
+}
+
+// Handler runs one task. It must return when ctx is done.
+type Handler[T any] func(ctx context.Context, task T) error
+
+// DoneFunc is called on the worker goroutine after each task, before the
+// task's slot is released.
+type DoneFunc[T any] func(task T, r Result)
+
+var (
+	// ErrClosed is returned by Submit after Stop.
+	ErrClosed = errors.New("pool: stopped")
+	// ErrFull is returned by TrySubmit when MaxWorkers+Backlog tasks are
+	// queued or running.
+	ErrFull = errors.New("pool: full")
+	// ErrTimeout is wrapped by the error of a task that ran past
+	// TaskTimeout.
+	ErrTimeout = errors.New("pool: task timed out")
+)
+
+// PanicError is the error of a task whose handler panicked.
+type PanicError struct {
+	// Value is what the handler passed to panic.
+	Value any
+	// Stack is the goroutine's stack at the panic.
+	Stack []byte
+}
+
+// Error returns the panic value and the stack.
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("panic: %v\n%s", e.Value, e.Stack)
+}
+
+// Unwrap returns the panic value if it is an error.
+func (e *PanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
+}
+
+// Stats is a snapshot of the pool.
+type Stats struct {
+	// Workers is the number of goroutines, Idle of them waiting for work.
+	Workers, Idle int
+	// Running tasks are in their handler; Queued ones wait for a goroutine
+	// or a kind slot.
+	Running, Queued int
+}
+
+// Pool runs tasks of type T. Create it with New; the zero value is not
+// usable.
+type Pool[T any] struct {
+	opts    Options
+	handler Handler[T]
+	done    DoneFunc[T]
+
+	ctx     context.Context
+	abort   context.CancelFunc
+	aborted atomic.Bool
+
+	mu        sync.Mutex
+	q         *queue[T]
+	workers   int
+	idle      []*worker // LIFO: the most recently idle goroutine is woken first
+	running   int
+	byKind    map[string]int
+	stopped   bool
+	exited    chan struct{} // closed when stopped and no goroutine is left
+	space     chan struct{} // closed when a slot frees and spaceWait is set
+	spaceWait bool
+	classIdx  map[string]int
+}
+
+type worker struct {
+	wake chan struct{}
+}
+
+// New returns a running pool that calls handler for every task and done,
+// if not nil, after each. It starts MinWorkers goroutines.
+func New[T any](opts Options, handler Handler[T], done DoneFunc[T]) (*Pool[T], error) {
+	if handler == nil {
+		return nil, errors.New("pool: handler is nil")
+	}
+	if opts.MaxWorkers == 0 {
+		opts.MaxWorkers = 1
+	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = 30 * time.Second
+	}
+	if len(opts.Classes) == 0 {
+		opts.Classes = []Class{{Name: "default", Weight: 1}}
+	}
+	switch {
+	case opts.MaxWorkers < 1:
+		return nil, fmt.Errorf("pool: MaxWorkers %d must be at least 1", opts.MaxWorkers)
+	case opts.MinWorkers < 0 || opts.MinWorkers > opts.MaxWorkers:
+		return nil, fmt.Errorf("pool: MinWorkers %d must be between 0 and MaxWorkers %d", opts.MinWorkers, opts.MaxWorkers)
+	case opts.IdleTimeout < 0:
+		return nil, fmt.Errorf("pool: IdleTimeout %s must not be negative", opts.IdleTimeout)
+	case opts.TaskTimeout < 0:
+		return nil, fmt.Errorf("pool: TaskTimeout %s must not be negative", opts.TaskTimeout)
+	case opts.Backlog < 0:
+		return nil, fmt.Errorf("pool: Backlog %d must not be negative", opts.Backlog)
+	case opts.Scheduling != Weighted && opts.Scheduling != Strict:
+		return nil, fmt.Errorf("pool: unknown scheduling %d", opts.Scheduling)
+	}
+	weights := make([]int, len(opts.Classes))
+	classIdx := make(map[string]int, len(opts.Classes))
+	for i, c := range opts.Classes {
+		if c.Weight == 0 {
+			c.Weight = 1
+		}
+		if c.Weight < 0 {
+			return nil, fmt.Errorf("pool: class %q has negative weight %d", c.Name, c.Weight)
+		}
+		if _, dup := classIdx[c.Name]; dup {
+			return nil, fmt.Errorf("pool: class %q is listed twice", c.Name)
+		}
+		weights[i] = c.Weight
+		classIdx[c.Name] = i
+	}
+	limits := make(map[string]int, len(opts.KindLimits))
+	for kind, n := range opts.KindLimits {
+		if n < 1 {
+			return nil, fmt.Errorf("pool: limit %d for kind %q must be at least 1", n, kind)
+		}
+		limits[kind] = n
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Pool[T]{
+		opts:     opts,
+		handler:  handler,
+		done:     done,
+		ctx:      ctx,
+		abort:    cancel,
+		q:        newQueue[T](weights, opts.Scheduling == Strict, limits),
+		byKind:   make(map[string]int),
+		exited:   make(chan struct{}),
+		space:    make(chan struct{}),
+		classIdx: classIdx,
+	}
+	p.mu.Lock()
+	for range opts.MinWorkers {
+		p.spawn()
+	}
+	p.mu.Unlock()
+	return p, nil
+}
+
+// Class returns the index of the class with the given name.
+func (p *Pool[T]) Class(name string) (int, bool) {
+	i, ok := p.classIdx[name]
+	return i, ok
+}
+
+// TrySubmit queues a task of the given kind in class (an index into
+// Options.Classes). It returns ErrFull when the pool holds
+// MaxWorkers+Backlog tasks and ErrClosed after Stop.
+func (p *Pool[T]) TrySubmit(kind string, class int, task T) error {
+	if class < 0 || class >= len(p.opts.Classes) {
+		return fmt.Errorf("pool: class %d out of range [0,%d)", class, len(p.opts.Classes))
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.stopped:
+		return ErrClosed
+	case p.free() == 0:
+		return ErrFull
+	}
+	p.q.push(entry[T]{kind: kind, class: class, enqueued: time.Now(), value: task})
+	if n := len(p.idle); n > 0 {
+		w := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		w.wake <- struct{}{} // capacity 1 and only the popper sends
+	} else if p.workers < p.opts.MaxWorkers {
+		p.spawn()
+	}
+	return nil
+}
+
+// Submit is TrySubmit that waits while the pool is full. It returns
+// ctx.Err() if ctx ends first, leaving the pool unchanged.
+func (p *Pool[T]) Submit(ctx context.Context, kind string, class int, task T) error {
+	for {
+		err := p.TrySubmit(kind, class, task)
+		if !errors.Is(err, ErrFull) {
+			return err
+		}
+		if _, err := p.WaitFree(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// Free returns how many more tasks the pool accepts now.
+func (p *Pool[T]) Free() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return 0
+	}
+	return p.free()
+}
+
+func (p *Pool[T]) free() int {
+	return p.opts.MaxWorkers + p.opts.Backlog - p.running - p.q.len()
+}
+
+// WaitFree blocks until the pool accepts at least one task and returns how
+// many it accepts. It returns ErrClosed after Stop and ctx.Err() when ctx
+// ends first.
+func (p *Pool[T]) WaitFree(ctx context.Context) (int, error) {
+	for {
+		p.mu.Lock()
+		if p.stopped {
+			p.mu.Unlock()
+			return 0, ErrClosed
+		}
+		if n := p.free(); n > 0 {
+			p.mu.Unlock()
+			return n, nil
+		}
+		p.spaceWait = true
+		space := p.space
+		p.mu.Unlock()
+		select {
+		case <-space:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// Stats returns a snapshot of the pool.
+func (p *Pool[T]) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return Stats{Workers: p.workers, Idle: len(p.idle), Running: p.running, Queued: p.q.len()}
+}
+
+// RunningByKind returns the number of running tasks per kind.
+func (p *Pool[T]) RunningByKind() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]int, len(p.byKind))
+	for k, n := range p.byKind {
+		if n > 0 {
+			out[k] = n
+		}
+	}
+	return out
+}
+
+// Stop makes the pool refuse new tasks and returns the queued tasks that
+// have not started, in class order and FIFO within a class. Running tasks
+// go on; Wait waits for them. Stop is idempotent.
+func (p *Pool[T]) Stop() []T {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return nil
+	}
+	p.stopped = true
+	entries := p.q.removeAll()
+	out := make([]T, len(entries))
+	for i := range entries {
+		out[i] = entries[i].value
+	}
+	for _, w := range p.idle {
+		w.wake <- struct{}{}
+	}
+	p.idle = p.idle[:0]
+	if p.spaceWait {
+		close(p.space)
+		p.spaceWait = false
+	}
+	if p.workers == 0 {
+		close(p.exited)
+	}
+	return out
+}
+
+// Abort cancels the context of every running task. Tasks submitted later
+// start with a cancelled context.
+func (p *Pool[T]) Abort() {
+	p.aborted.Store(true)
+	p.abort()
+}
+
+// Wait blocks until Stop was called and every goroutine has exited, which
+// means every task finished and its DoneFunc returned. It returns ctx.Err()
+// if ctx ends first.
+func (p *Pool[T]) Wait(ctx context.Context) error {
+	select {
+	case <-p.exited:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops the pool, aborts running tasks and waits for them. It returns
+// the tasks that never started.
+func (p *Pool[T]) Close() []T {
+	rest := p.Stop()
+	p.Abort()
+	<-p.exited
+	return rest
+}
+
+// spawn starts a goroutine. p.mu must be held.
+func (p *Pool[T]) spawn() {
+	p.workers++
+	w := &worker{wake: make(chan struct{}, 1)}
+	go p.loop(w)
+}
+
+func (p *Pool[T]) loop(w *worker) {
+	timer := time.NewTimer(p.opts.IdleTimeout)
+	defer timer.Stop()
+	p.mu.Lock()
+	for {
+		if e, ok := p.q.pop(); ok {
+			p.running++
+			p.byKind[e.kind]++
+			p.mu.Unlock()
+			p.run(e)
+			p.mu.Lock()
+			p.q.release(e.kind)
+			p.byKind[e.kind]--
+			p.running--
+			if p.spaceWait {
+				close(p.space)
+				p.space = make(chan struct{})
+				p.spaceWait = false
+			}
+			continue
+		}
+		if p.stopped {
+			break
+		}
+		p.idle = append(p.idle, w)
+		p.mu.Unlock()
+		timer.Reset(p.opts.IdleTimeout)
+		var woken bool
+		select {
+		case <-w.wake:
+			woken = true
+		case <-timer.C:
+		}
+		p.mu.Lock()
+		if woken {
+			continue
+		}
+		// Timed out; a Submit may have popped us meanwhile.
+		if i := p.idleIndex(w); i >= 0 {
+			if p.workers > p.opts.MinWorkers {
+				p.idle = append(p.idle[:i], p.idle[i+1:]...)
+				break
+			}
+			// Stay idle: remove and re-add on the next iteration.
+			p.idle = append(p.idle[:i], p.idle[i+1:]...)
+			continue
+		}
+		<-w.wake
+	}
+	p.workers--
+	if p.stopped && p.workers == 0 {
+		close(p.exited)
+	}
+	p.mu.Unlock()
+}
+
+func (p *Pool[T]) idleIndex(w *worker) int {
+	for i, x := range p.idle {
+		if x == w {
+			return i
+		}
+	}
+	return -1
+}
+
+func (p *Pool[T]) run(e entry[T]) {
+	ctx := p.ctx
+	var cancel context.CancelFunc
+	if p.opts.TaskTimeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, p.opts.TaskTimeout)
+	}
+	started := time.Now()
+	err := p.call(ctx, e.value)
+	if cancel != nil {
+		if err != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded) && p.ctx.Err() == nil {
+			err = fmt.Errorf("%w after %s: %w", ErrTimeout, p.opts.TaskTimeout, err)
+		}
+		cancel()
+	}
+	if p.done != nil {
+		p.done(e.value, Result{
+			Kind:     e.kind,
+			Class:    e.class,
+			Err:      err,
+			Aborted:  p.aborted.Load(),
+			Enqueued: e.enqueued,
+			Started:  started,
+			Finished: time.Now(),
+		})
+	}
+}
+
+func (p *Pool[T]) call(ctx context.Context, task T) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return p.handler(ctx, task)
+}

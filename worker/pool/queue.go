@@ -1,0 +1,183 @@
+package pool
+
+import "time"
+
+// entry is one queued task, held by value.
+type entry[T any] struct {
+	kind     string
+	class    int
+	enqueued time.Time
+	value    T
+}
+
+// ring is a FIFO of entries backed by a circular buffer that doubles when
+// full and is never shrunk, so a warmed-up ring does not allocate.
+type ring[T any] struct {
+	buf  []entry[T]
+	head int
+	n    int
+}
+
+func (r *ring[T]) at(i int) *entry[T] {
+	return &r.buf[(r.head+i)%len(r.buf)]
+}
+
+func (r *ring[T]) push(e entry[T]) {
+	if r.n == len(r.buf) {
+		size := 2 * len(r.buf)
+		if size == 0 {
+			size = 8
+		}
+		buf := make([]entry[T], size)
+		for i := range r.n {
+			buf[i] = *r.at(i)
+		}
+		r.buf, r.head = buf, 0
+	}
+	*r.at(r.n) = e
+	r.n++
+}
+
+// remove takes out the entry at position i (0 is the oldest) and keeps the
+// order of the others.
+func (r *ring[T]) remove(i int) entry[T] {
+	e := *r.at(i)
+	var zero entry[T]
+	if i == 0 {
+		*r.at(0) = zero
+		r.head = (r.head + 1) % len(r.buf)
+		r.n--
+		return e
+	}
+	for j := i; j < r.n-1; j++ {
+		*r.at(j) = *r.at(j + 1)
+	}
+	*r.at(r.n - 1) = zero
+	r.n--
+	return e
+}
+
+// class is the queue of one priority class with its scheduling state.
+type class[T any] struct {
+	ring    ring[T]
+	weight  int
+	current int // smooth weighted round-robin credit
+	cand    int // index of the first runnable entry during a pick, or -1
+}
+
+// queue is the scheduling queue: one FIFO per priority class, a picking
+// policy across classes and per-kind limits. It is not safe for concurrent
+// use; the pool guards it with its mutex.
+type queue[T any] struct {
+	classes []class[T]
+	strict  bool
+	limits  map[string]int
+	running map[string]int
+	n       int
+}
+
+func newQueue[T any](weights []int, strict bool, limits map[string]int) *queue[T] {
+	q := &queue[T]{
+		classes: make([]class[T], len(weights)),
+		strict:  strict,
+		limits:  limits,
+		running: make(map[string]int, len(limits)),
+	}
+	for i, w := range weights {
+		q.classes[i].weight = w
+	}
+	return q
+}
+
+func (q *queue[T]) len() int { return q.n }
+
+func (q *queue[T]) push(e entry[T]) {
+	q.classes[e.class].ring.push(e)
+	q.n++
+}
+
+// runnable reports whether a task of kind may start now.
+func (q *queue[T]) runnable(kind string) bool {
+	limit, ok := q.limits[kind]
+	return !ok || q.running[kind] < limit
+}
+
+// first returns the position of the oldest runnable entry of class c, or -1.
+func (q *queue[T]) first(c *class[T]) int {
+	if len(q.limits) == 0 {
+		if c.ring.n > 0 {
+			return 0
+		}
+		return -1
+	}
+	for i := range c.ring.n {
+		if q.runnable(c.ring.at(i).kind) {
+			return i
+		}
+	}
+	return -1
+}
+
+// pop removes and returns the next task to run and counts it against its
+// kind's limit. It returns false when no queued task may run now.
+func (q *queue[T]) pop() (entry[T], bool) {
+	best := -1
+	if q.strict {
+		for i := range q.classes {
+			c := &q.classes[i]
+			if c.cand = q.first(c); c.cand >= 0 {
+				best = i
+				break
+			}
+		}
+	} else {
+		total := 0
+		for i := range q.classes {
+			c := &q.classes[i]
+			if c.cand = q.first(c); c.cand < 0 {
+				continue
+			}
+			c.current += c.weight
+			total += c.weight
+			if best < 0 || c.current > q.classes[best].current {
+				best = i
+			}
+		}
+		if best >= 0 {
+			q.classes[best].current -= total
+		}
+	}
+	if best < 0 {
+		var zero entry[T]
+		return zero, false
+	}
+	c := &q.classes[best]
+	e := c.ring.remove(c.cand)
+	q.n--
+	if _, ok := q.limits[e.kind]; ok {
+		q.running[e.kind]++
+	}
+	return e, true
+}
+
+// release returns the slot a task of kind took in pop.
+func (q *queue[T]) release(kind string) {
+	if _, ok := q.limits[kind]; ok {
+		q.running[kind]--
+	}
+}
+
+// removeAll empties the queue and returns the entries, oldest first within
+// each class, classes in order.
+func (q *queue[T]) removeAll() []entry[T] {
+	out := make([]entry[T], 0, q.n)
+	for i := range q.classes {
+		c := &q.classes[i]
+		for c.ring.n > 0 {
+			out = append(out, c.ring.remove(0))
+		}
+		c.current = 0
+	}
+	q.n = 0
+	return out
+}
