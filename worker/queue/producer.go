@@ -1,0 +1,116 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Envelope header names; see the package documentation.
+const (
+	HeaderKind     = "Loop-Kind"
+	HeaderTaskID   = "Loop-Task-Id"
+	HeaderPriority = "Loop-Priority"
+	HeaderError    = "Loop-Error"
+	HeaderAttempts = "Loop-Attempts"
+	HeaderFailedAt = "Loop-Failed-At"
+)
+
+// Task is a task to submit.
+type Task struct {
+	// ID identifies the task; the stream drops a second task with the same
+	// id within its duplicate window. Optional.
+	ID string
+	// Kind selects the handler. Required.
+	Kind string
+	// Priority is the priority class. Default DefaultPriority.
+	Priority string
+	// Payload is the handler's input.
+	Payload []byte
+}
+
+// ErrInvalidTask is wrapped by the error of Submit for a task that cannot
+// be sent.
+var ErrInvalidTask = errors.New("queue: invalid task")
+
+// Producer submits tasks to a loop's stream. It is safe for concurrent use.
+type Producer struct {
+	js    jetstream.JetStream
+	names Names
+}
+
+// NewProducer returns a producer for the loop with the given names.
+func NewProducer(js jetstream.JetStream, names Names) *Producer {
+	return &Producer{js: js, names: names}
+}
+
+func (p *Producer) msg(t Task) (*nats.Msg, error) {
+	if t.Kind == "" {
+		return nil, fmt.Errorf("%w: kind is empty", ErrInvalidTask)
+	}
+	if t.Priority == "" {
+		t.Priority = DefaultPriority
+	}
+	if err := ValidatePriority(t.Priority); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidTask, err)
+	}
+	m := nats.NewMsg(p.names.TaskSubject(t.Priority))
+	m.Header.Set(HeaderKind, t.Kind)
+	if t.ID != "" {
+		m.Header.Set(HeaderTaskID, t.ID)
+		m.Header.Set(jetstream.MsgIDHeader, t.ID)
+	}
+	m.Data = t.Payload
+	return m, nil
+}
+
+// Submit publishes one task and waits for the stream to store it. It
+// returns the stream sequence and whether the stream dropped it as a
+// duplicate of an earlier task with the same id.
+func (p *Producer) Submit(ctx context.Context, t Task) (seq uint64, duplicate bool, err error) {
+	m, err := p.msg(t)
+	if err != nil {
+		return 0, false, err
+	}
+	ack, err := p.js.PublishMsg(ctx, m, jetstream.WithExpectStream(p.names.Stream))
+	if err != nil {
+		return 0, false, fmt.Errorf("queue: submit %s task %q: %w", t.Kind, t.ID, err)
+	}
+	return ack.Sequence, ack.Duplicate, nil
+}
+
+// SubmitBatch publishes tasks without waiting for each, then waits for all
+// of them to be stored. It returns the first error; tasks after an invalid
+// one are not sent.
+func (p *Producer) SubmitBatch(ctx context.Context, tasks []Task) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(tasks))
+	var firstErr error
+	for _, t := range tasks {
+		m, err := p.msg(t)
+		if err != nil {
+			firstErr = err
+			break
+		}
+		f, err := p.js.PublishMsgAsync(m, jetstream.WithExpectStream(p.names.Stream))
+		if err != nil {
+			firstErr = fmt.Errorf("queue: submit %s task %q: %w", t.Kind, t.ID, err)
+			break
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			if firstErr == nil {
+				firstErr = fmt.Errorf("queue: submit task on %s: %w", f.Msg().Subject, err)
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return firstErr
+}
