@@ -1,0 +1,383 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// LoopDeploymentSpec is the desired state of a LoopDeployment.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.template.spec) && size(self.template.spec.containers) > 0",message="template.spec.containers must list at least one container: the worker (named \"worker\", or the first one)"
+type LoopDeploymentSpec struct {
+	// replicas is the number of worker pods to run. Scaling down drains the
+	// pods that go before they are deleted. Defaults to 1.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// suspend, when true, drains and removes every worker pod but keeps the
+	// LoopDeployment and its queue; setting it back to false scales up again.
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+
+	// template describes the worker pods. The worker container is the one
+	// named "worker", or the first container. The operator adds the pod's
+	// name and namespace, the loop settings (LOOP_SETTINGS), an admin port
+	// with a readiness probe on /readyz and, unless set here, a restricted
+	// security context and a termination grace period of drain.timeout plus
+	// a margin.
+	// +required
+	Template corev1.PodTemplateSpec `json:"template"`
+
+	// loop holds the settings of the event loop and worker pool that runs
+	// inside every worker pod.
+	// +kubebuilder:default={}
+	// +optional
+	Loop LoopSpec `json:"loop,omitempty"`
+
+	// queue is where the tasks come from.
+	// +required
+	Queue QueueSpec `json:"queue"`
+
+	// drain says how pods are drained before they are deleted.
+	// +kubebuilder:default={}
+	// +optional
+	Drain DrainSpec `json:"drain,omitempty"`
+
+	// updateStrategy says how pods are replaced when the template, the loop
+	// or the queue settings change.
+	// +kubebuilder:default={}
+	// +optional
+	UpdateStrategy UpdateStrategy `json:"updateStrategy,omitempty"`
+}
+
+// SchedulingMode chooses how the pool picks the next task among priority
+// classes.
+// +kubebuilder:validation:Enum=Weighted;Strict
+type SchedulingMode string
+
+const (
+	// SchedulingWeighted gives each priority class its weight's share of the
+	// pool when classes compete; no class starves.
+	SchedulingWeighted SchedulingMode = "Weighted"
+	// SchedulingStrict always runs the highest class that has work first;
+	// lower classes run only when higher ones are empty.
+	SchedulingStrict SchedulingMode = "Strict"
+)
+
+// LoopSpec holds the settings of the loop and its worker pool.
+type LoopSpec struct {
+	// pool sizes the worker pool of each pod.
+	// +kubebuilder:default={}
+	// +optional
+	Pool PoolSpec `json:"pool,omitempty"`
+
+	// priorities lists the priority classes, highest first. Tasks are
+	// submitted to one class by name. Defaults to a single class "default".
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	Priorities []PriorityClass `json:"priorities,omitempty"`
+
+	// scheduling is Weighted (each class gets its weight's share under
+	// contention) or Strict (higher classes always first). Defaults to
+	// Weighted.
+	// +kubebuilder:default=Weighted
+	// +optional
+	Scheduling SchedulingMode `json:"scheduling,omitempty"`
+
+	// kindLimits caps how many tasks of one kind run at once in one pod,
+	// e.g. {resize: 4}. Kinds not listed are limited only by the pool.
+	// +kubebuilder:validation:MaxProperties=256
+	// +kubebuilder:validation:XValidation:rule="self.all(k, self[k] >= 1)",message="kindLimits values must be at least 1; remove a kind to leave it unlimited"
+	// +optional
+	KindLimits map[string]int32 `json:"kindLimits,omitempty"`
+
+	// taskTimeout is how long one attempt of a task may run before it is
+	// cancelled and counted as failed. Defaults to 10m.
+	// +kubebuilder:default="10m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="taskTimeout must be a positive duration such as 10m"
+	// +optional
+	TaskTimeout *metav1.Duration `json:"taskTimeout,omitempty"`
+
+	// retry says how failed tasks are retried before they go to the
+	// dead-letter subject.
+	// +kubebuilder:default={}
+	// +optional
+	Retry RetrySpec `json:"retry,omitempty"`
+
+	// circuitBreaker stops running a task kind that keeps failing.
+	// +kubebuilder:default={}
+	// +optional
+	CircuitBreaker CircuitBreakerSpec `json:"circuitBreaker,omitempty"`
+}
+
+// PoolSpec sizes the worker pool of one pod.
+// +kubebuilder:validation:XValidation:rule="self.minWorkers <= self.maxWorkers",message="pool.minWorkers must not be greater than pool.maxWorkers"
+type PoolSpec struct {
+	// minWorkers is the number of workers kept even when idle. Defaults to 1.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	MinWorkers *int32 `json:"minWorkers,omitempty"`
+
+	// maxWorkers is the most tasks one pod runs at once; the pool grows to
+	// it under backlog. Defaults to 16.
+	// +kubebuilder:default=16
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	MaxWorkers int32 `json:"maxWorkers,omitempty"`
+
+	// idleTimeout is how long a worker above minWorkers may sit idle before
+	// it stops. Defaults to 30s.
+	// +kubebuilder:default="30s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="pool.idleTimeout must be a positive duration such as 30s"
+	// +optional
+	IdleTimeout *metav1.Duration `json:"idleTimeout,omitempty"`
+}
+
+// PriorityClass is one class of tasks with its share of the pool.
+type PriorityClass struct {
+	// name identifies the class; tasks are submitted to it by name. Lower
+	// case letters, digits and '-'.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +required
+	Name string `json:"name"`
+
+	// weight is the class's share of the pool under Weighted scheduling
+	// (a class of weight 6 beside one of weight 2 gets three quarters).
+	// Defaults to 1.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	Weight int32 `json:"weight,omitempty"`
+}
+
+// RetrySpec says how failed tasks are retried.
+// +kubebuilder:validation:XValidation:rule="duration(self.initialBackoff) <= duration(self.maxBackoff)",message="retry.initialBackoff must not be greater than retry.maxBackoff"
+type RetrySpec struct {
+	// maxAttempts is how many times a task runs at most, the first attempt
+	// included; after the last failure it goes to the dead-letter subject
+	// with its error. Defaults to 5.
+	// +kubebuilder:default=5
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	MaxAttempts int32 `json:"maxAttempts,omitempty"`
+
+	// initialBackoff is the delay before the first retry; it doubles with
+	// each attempt, with jitter. Defaults to 1s.
+	// +kubebuilder:default="1s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="retry.initialBackoff must be a positive duration such as 1s"
+	// +optional
+	InitialBackoff *metav1.Duration `json:"initialBackoff,omitempty"`
+
+	// maxBackoff caps the delay between attempts. Defaults to 5m.
+	// +kubebuilder:default="5m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="retry.maxBackoff must be a positive duration such as 5m"
+	// +optional
+	MaxBackoff *metav1.Duration `json:"maxBackoff,omitempty"`
+}
+
+// CircuitBreakerSpec stops running a task kind that keeps failing.
+type CircuitBreakerSpec struct {
+	// failureThreshold is how many consecutive failures of one kind open
+	// its breaker; while open, that kind's tasks go back to the queue with
+	// a delay. Defaults to 5.
+	// +kubebuilder:default=5
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	FailureThreshold int32 `json:"failureThreshold,omitempty"`
+
+	// cooldown is how long a breaker stays open before it lets probe tasks
+	// through (half-open). Defaults to 30s.
+	// +kubebuilder:default="30s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="circuitBreaker.cooldown must be a positive duration such as 30s"
+	// +optional
+	Cooldown *metav1.Duration `json:"cooldown,omitempty"`
+}
+
+// QueueSpec says where the tasks come from.
+type QueueSpec struct {
+	// nats is a NATS JetStream server.
+	// +required
+	NATS NATSQueueSpec `json:"nats"`
+}
+
+// NATSQueueSpec is a NATS JetStream work queue.
+type NATSQueueSpec struct {
+	// url of the NATS server, e.g. nats://nats.nats:4222.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(nats|tls|ws|wss)://[^\\\\s]+$')",message="queue.nats.url must be a NATS URL such as nats://nats.nats:4222"
+	// +required
+	URL string `json:"url"`
+
+	// credentialsSecretRef names a Secret in the same namespace whose key
+	// "nats.creds" holds NATS user credentials; it is mounted into the
+	// worker pods.
+	// +optional
+	CredentialsSecretRef *corev1.LocalObjectReference `json:"credentialsSecretRef,omitempty"`
+
+	// stream is the JetStream stream. Defaults to LOOP_<namespace>_<name>.
+	// +kubebuilder:validation:MaxLength=200
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_-]*$`
+	// +optional
+	Stream string `json:"stream,omitempty"`
+
+	// ackWait is how long the server waits for a worker's acknowledgement
+	// before it redelivers a task; workers send progress heartbeats for
+	// longer tasks. Defaults to 30s.
+	// +kubebuilder:default="30s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="queue.nats.ackWait must be at least 1s"
+	// +optional
+	AckWait *metav1.Duration `json:"ackWait,omitempty"`
+
+	// maxAckPending caps the tasks handed out and not yet acknowledged,
+	// per priority class, across all pods. Defaults to 1000.
+	// +kubebuilder:default=1000
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxAckPending int32 `json:"maxAckPending,omitempty"`
+
+	// replicas is the stream's replication factor. Defaults to 1.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=5
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+}
+
+// DrainSpec says how pods are drained before they are deleted.
+type DrainSpec struct {
+	// timeout is how long a draining pod may take to finish its in-flight
+	// tasks; what is still running then is handed back to the queue. The
+	// pods' termination grace period is this plus a margin. Defaults to 5m.
+	// +kubebuilder:default="5m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="drain.timeout must be a positive duration such as 5m"
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// maxConcurrent is the most pods draining at once, as a number (at
+	// least 1) or a percentage of replicas (1% to 100%, rounded up). It is
+	// also the maxUnavailable of the PodDisruptionBudget, so node drains
+	// keep to it too. Defaults to 25%.
+	// +kubebuilder:default="25%"
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 1 : self.matches('^([1-9][0-9]?|100)%$')",message="drain.maxConcurrent must be a number of at least 1 or a percentage from 1% to 100%"
+	// +optional
+	MaxConcurrent *intstr.IntOrString `json:"maxConcurrent,omitempty"`
+}
+
+// UpdateStrategy says how pods are replaced when the template or settings
+// change.
+type UpdateStrategy struct {
+	// maxSurge is how many new pods may run above replicas during an
+	// update, as a number or a percentage of replicas (rounded up). New
+	// pods start first; old ones are drained once new ones are Ready.
+	// 0 drains old pods before their replacements start. Defaults to 25%.
+	// +kubebuilder:default="25%"
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 0 : self.matches('^([0-9]|[1-9][0-9]|100)%$')",message="updateStrategy.maxSurge must be a number of at least 0 or a percentage from 0% to 100%"
+	// +optional
+	MaxSurge *intstr.IntOrString `json:"maxSurge,omitempty"`
+}
+
+// LoopDeploymentStatus is the observed state of a LoopDeployment.
+type LoopDeploymentStatus struct {
+	// observedGeneration is the generation this status was computed for.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// replicas counts the worker pods that exist and are not being
+	// deleted, draining ones included.
+	// +optional
+	Replicas int32 `json:"replicas"`
+
+	// readyReplicas counts the pods whose Ready condition is True.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas"`
+
+	// availableReplicas counts the ready pods that are not draining.
+	// +optional
+	AvailableReplicas int32 `json:"availableReplicas"`
+
+	// updatedReplicas counts the pods of the current template revision
+	// that are not draining.
+	// +optional
+	UpdatedReplicas int32 `json:"updatedReplicas"`
+
+	// drainingReplicas counts the pods asked to drain and not yet deleted.
+	// +optional
+	DrainingReplicas int32 `json:"drainingReplicas"`
+
+	// selector is the label selector of the worker pods, for the scale
+	// subresource (HPA).
+	// +optional
+	Selector string `json:"selector,omitempty"`
+
+	// currentRevision is the revision that the oldest pods run.
+	// +optional
+	CurrentRevision string `json:"currentRevision,omitempty"`
+
+	// updateRevision is the revision of the current template and settings.
+	// +optional
+	UpdateRevision string `json:"updateRevision,omitempty"`
+
+	// conditions: Available, Progressing, Draining, Suspended and Degraded.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// LoopDeployment runs a distributed task loop: a set of worker pods that
+// pull tasks from a queue and are drained, never killed mid-task, when they
+// go.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
+// +kubebuilder:resource:shortName=ld,categories=tenire
+// +kubebuilder:printcolumn:name="Desired",type=integer,JSONPath=`.spec.replicas`
+// +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`
+// +kubebuilder:printcolumn:name="Available",type=integer,JSONPath=`.status.availableReplicas`
+// +kubebuilder:printcolumn:name="Draining",type=integer,JSONPath=`.status.drainingReplicas`
+// +kubebuilder:printcolumn:name="Up-to-date",type=integer,JSONPath=`.status.updatedReplicas`
+// +kubebuilder:printcolumn:name="Suspended",type=boolean,JSONPath=`.spec.suspend`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type LoopDeployment struct {
+	metav1.TypeMeta `json:",inline"`
+
+	// metadata is the standard object metadata.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired state.
+	// +required
+	Spec LoopDeploymentSpec `json:"spec"`
+
+	// status is the observed state.
+	// +optional
+	Status LoopDeploymentStatus `json:"status,omitempty"`
+}
+
+// LoopDeploymentList is a list of LoopDeployments.
+//
+// +kubebuilder:object:root=true
+type LoopDeploymentList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []LoopDeployment `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&LoopDeployment{}, &LoopDeploymentList{})
+}
