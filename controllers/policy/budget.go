@@ -1,0 +1,46 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// ErrInvalidBudget is returned for a budget that is neither a non-negative
+// integer nor a percentage.
+var ErrInvalidBudget = errors.New("invalid budget")
+
+// MaxConcurrent returns how many pods may drain at once: v as a number, or
+// v as a percentage of replicas rounded up, and never less than 1 so that a
+// scale-down always makes progress (also with replicas 0).
+func MaxConcurrent(v intstr.IntOrString, replicas int32) (int32, error) {
+	n, err := scaled(v, replicas)
+	if err != nil {
+		return 0, fmt.Errorf("drain.maxConcurrent: %w", err)
+	}
+	return max(n, 1), nil
+}
+
+// MaxSurge returns how many pods may run above replicas during a rolling
+// update: v as a number, or v as a percentage of replicas rounded up. It may
+// be 0: then old pods are drained before their replacements are created.
+func MaxSurge(v intstr.IntOrString, replicas int32) (int32, error) {
+	n, err := scaled(v, replicas)
+	if err != nil {
+		return 0, fmt.Errorf("updateStrategy.maxSurge: %w", err)
+	}
+	return n, nil
+}
+
+// scaled resolves an int-or-percent against total, rounding up.
+func scaled(v intstr.IntOrString, total int32) (int32, error) {
+	n, err := intstr.GetScaledValueFromIntOrPercent(&v, int(total), true)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrInvalidBudget, err)
+	}
+	if n < 0 {
+		return 0, fmt.Errorf("%w: %s is negative", ErrInvalidBudget, v.String())
+	}
+	return int32(min(n, int(^uint32(0)>>1))), nil
+}

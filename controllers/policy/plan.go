@@ -1,0 +1,113 @@
+package policy
+
+// PlanInput is what one reconcile knows when it decides how many pods to
+// create and which ones to drain.
+type PlanInput struct {
+	// Replicas is the number of serving pods wanted: spec.replicas, or 0
+	// when the loop is suspended or being deleted.
+	Replicas int32
+	// MaxSurge is how many pods may serve above Replicas during a rolling
+	// update (see MaxSurge).
+	MaxSurge int32
+	// MaxConcurrent is how many pods may drain at once (see MaxConcurrent).
+	MaxConcurrent int32
+	// Draining is how many pods drain now: asked to drain and not yet
+	// gone, or terminating. Each takes one of the MaxConcurrent slots.
+	Draining int32
+	// Pods are the serving pods: not asked to drain, not terminating, not
+	// failed.
+	Pods []Candidate
+}
+
+// Plan is what one reconcile does.
+type Plan struct {
+	// Create is how many pods of the current revision to create.
+	Create int32
+	// Drain names the pods to ask to drain, first victim first.
+	Drain []string
+}
+
+// PlanPods decides one step towards Replicas updated, serving pods.
+//
+// Without outdated pods it scales: it creates the missing pods, or drains
+// the surplus in victim order (SortVictims).
+//
+// With outdated pods it rolls: it creates updated pods while there are
+// fewer than Replicas of them and fewer than Replicas+MaxSurge serving
+// pods in all; it drains outdated pods that are not ready at once, and
+// ready outdated pods only while the ready serving pods stay at least
+// Replicas minus the allowed unavailability; updated pods beyond Replicas
+// are drained as in a scale-down. That allowance is 0 when
+// MaxSurge > 0 (new pods must be ready before old ones go) and
+// MaxConcurrent when MaxSurge is 0 (old pods go first, their replacements
+// start as they drain).
+//
+// Drains never take more than the MaxConcurrent-Draining free slots. A
+// draining pod no longer pulls tasks, so it is not a serving pod and its
+// replacement may start while it drains.
+func PlanPods(in PlanInput) Plan {
+	var plan Plan
+	free := max(in.MaxConcurrent-in.Draining, 0)
+	pods := append([]Candidate(nil), in.Pods...)
+	SortVictims(pods)
+
+	serving := int32(len(pods))
+	var updated, ready int32
+	for _, p := range pods {
+		if p.Updated {
+			updated++
+		}
+		if p.Ready {
+			ready++
+		}
+	}
+
+	if updated == serving { // scaling only
+		switch {
+		case serving < in.Replicas:
+			plan.Create = in.Replicas - serving
+		case serving > in.Replicas:
+			for _, p := range pods[:min(serving-in.Replicas, free)] {
+				plan.Drain = append(plan.Drain, p.Name)
+			}
+		}
+		return plan
+	}
+
+	// Rolling update.
+	plan.Create = max(min(in.Replicas-updated, in.Replicas+in.MaxSurge-serving), 0)
+	unavailable := int32(0)
+	if in.MaxSurge == 0 {
+		unavailable = in.MaxConcurrent
+	}
+	spare := max(ready-max(in.Replicas-unavailable, 0), 0) // ready pods that may go
+	for _, p := range pods {
+		if free == 0 {
+			break
+		}
+		if p.Updated {
+			continue
+		}
+		if p.Ready {
+			if spare == 0 {
+				continue
+			}
+			spare--
+		}
+		plan.Drain = append(plan.Drain, p.Name)
+		free--
+	}
+	// Updated pods beyond Replicas (a scale-down during a rollout) go too.
+	surplus := updated - in.Replicas
+	for _, p := range pods {
+		if free == 0 || surplus <= 0 {
+			break
+		}
+		if p.Updated {
+			plan.Drain = append(plan.Drain, p.Name)
+			free--
+			surplus--
+		}
+	}
+	return plan
+}

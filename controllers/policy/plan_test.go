@@ -1,0 +1,138 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+)
+
+// pods returns n ready, scheduled pods named prefix-0.., the first the
+// oldest.
+func pods(prefix string, n int, updated, ready bool) []Candidate {
+	var out []Candidate
+	for i := range n {
+		out = append(out, Candidate{
+			Name: fmt.Sprintf("%s-%d", prefix, i), Scheduled: true, Ready: ready, Updated: updated,
+			Created: t0.Add(time.Duration(i) * time.Minute),
+		})
+	}
+	return out
+}
+
+func TestPlanPods(t *testing.T) {
+	tests := []struct {
+		name       string
+		in         PlanInput
+		wantCreate int32
+		wantDrain  []string
+	}{
+		{"missing pods are created",
+			PlanInput{Replicas: 3, MaxConcurrent: 1, Pods: pods("new", 1, true, true)}, 2, nil},
+		{"the right count of updated pods needs nothing",
+			PlanInput{Replicas: 3, MaxConcurrent: 1, Pods: pods("new", 3, true, true)}, 0, nil},
+		{"surplus pods are drained newest first",
+			PlanInput{Replicas: 1, MaxConcurrent: 5, Pods: pods("new", 3, true, true)}, 0, []string{"new-2", "new-1"}},
+		{"a scale-down drains no more pods than the free slots",
+			PlanInput{Replicas: 0, MaxConcurrent: 2, Draining: 1, Pods: pods("new", 4, true, true)}, 0, []string{"new-3"}},
+		{"a scale-down with every slot taken drains nothing",
+			PlanInput{Replicas: 0, MaxConcurrent: 2, Draining: 2, Pods: pods("new", 4, true, true)}, 0, nil},
+		{"a pod that is not ready is drained before ready ones",
+			PlanInput{Replicas: 2, MaxConcurrent: 1, Pods: append(pods("new", 2, true, true), Candidate{Name: "sick", Scheduled: true, Updated: true})},
+			0, []string{"sick"}},
+		{"a draining pod's replacement is created while it drains",
+			PlanInput{Replicas: 3, MaxConcurrent: 1, Draining: 1, Pods: pods("new", 2, true, true)}, 1, nil},
+		{"a rolling update first surges new pods and keeps every old one while they start",
+			PlanInput{Replicas: 4, MaxSurge: 1, MaxConcurrent: 2, Pods: pods("old", 4, false, true)}, 1, nil},
+		{"a rolling update drains an old pod once a new one is ready",
+			PlanInput{Replicas: 4, MaxSurge: 1, MaxConcurrent: 2, Pods: append(pods("old", 4, false, true), pods("new", 1, true, true)...)},
+			0, []string{"old-3"}},
+		{"a rolling update does not drain ready old pods for new ones that are not ready",
+			PlanInput{Replicas: 4, MaxSurge: 2, MaxConcurrent: 2, Pods: append(pods("old", 4, false, true), pods("new", 2, true, false)...)},
+			0, nil},
+		{"a rolling update drains old pods that are not ready at once",
+			PlanInput{Replicas: 2, MaxSurge: 1, MaxConcurrent: 2, Pods: append(pods("old", 1, false, true), pods("sick", 1, false, false)...)},
+			1, []string{"sick-0"}},
+		{"a rolling update never drains more than the free slots",
+			PlanInput{Replicas: 2, MaxSurge: 2, MaxConcurrent: 1, Pods: append(pods("old", 2, false, true), pods("new", 2, true, true)...)},
+			0, []string{"old-1"}},
+		{"a rolling update without surge drains old pods first within maxConcurrent",
+			PlanInput{Replicas: 4, MaxSurge: 0, MaxConcurrent: 1, Pods: pods("old", 4, false, true)}, 0, []string{"old-3"}},
+		{"a rolling update without surge replaces a draining old pod",
+			PlanInput{Replicas: 4, MaxSurge: 0, MaxConcurrent: 1, Draining: 1, Pods: pods("old", 3, false, true)}, 1, nil},
+		{"a rolling update without surge waits for the replacement before the next drain",
+			PlanInput{Replicas: 4, MaxSurge: 0, MaxConcurrent: 1, Pods: append(pods("old", 3, false, true), pods("new", 1, true, false)...)}, 0, nil},
+		{"suspending drains old and new pods, old first",
+			PlanInput{Replicas: 0, MaxSurge: 0, MaxConcurrent: 2, Pods: append(pods("new", 2, true, true), pods("old", 1, false, true)...)},
+			0, []string{"old-0", "new-1"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := PlanPods(tt.in)
+			if got.Create != tt.wantCreate || !slices.Equal(got.Drain, tt.wantDrain) {
+				t.Errorf("plan = create %d, drain %v; want create %d, drain %v", got.Create, got.Drain, tt.wantCreate, tt.wantDrain)
+			}
+		})
+	}
+}
+
+// TestPlanPodsConverges runs the plan against a small simulation (created
+// pods become ready at the next step, a drain takes one step) and checks
+// that every rollout and scaling ends with the wanted pods and never has
+// more draining than maxConcurrent or more serving than replicas+maxSurge.
+func TestPlanPodsConverges(t *testing.T) {
+	tests := []struct {
+		name              string
+		start, replicas   int
+		startUpdated      bool
+		surge, concurrent int32
+	}{
+		{"a rollout with surge converges", 5, 5, false, 2, 2},
+		{"a rollout without surge converges", 5, 5, false, 0, 1},
+		{"a rollout with a scale-up converges", 2, 6, false, 1, 1},
+		{"a rollout with a scale-down converges", 6, 2, false, 1, 3},
+		{"a scale-up from zero converges", 0, 4, true, 1, 1},
+		{"a scale-down to zero converges", 7, 0, true, 1, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			serving := pods("p", tt.start, tt.startUpdated, true)
+			draining := 0
+			next := tt.start
+			for step := range 100 {
+				for i := range serving { // pods created last step are ready now
+					serving[i].Ready = true
+				}
+				plan := PlanPods(PlanInput{Replicas: int32(tt.replicas), MaxSurge: tt.surge, MaxConcurrent: tt.concurrent, Draining: int32(draining), Pods: serving})
+				if draining == 0 && plan.Create == 0 && len(plan.Drain) == 0 {
+					updated := 0
+					for _, c := range serving {
+						if c.Updated {
+							updated++
+						}
+					}
+					if updated != tt.replicas || len(serving) != tt.replicas {
+						t.Fatalf("step %d: stuck with %d serving, %d updated", step, len(serving), updated)
+					}
+					return
+				}
+				draining = 0 // drains started last step finish now
+				for _, name := range plan.Drain {
+					serving = slices.DeleteFunc(serving, func(c Candidate) bool { return c.Name == name })
+					draining++
+				}
+				if int32(draining) > tt.concurrent {
+					t.Fatalf("step %d: %d draining, maxConcurrent %d", step, draining, tt.concurrent)
+				}
+				for range plan.Create {
+					serving = append(serving, Candidate{Name: fmt.Sprintf("p-%d", next), Scheduled: true, Updated: true, Created: t0.Add(time.Duration(next) * time.Minute)})
+					next++
+				}
+				if plan.Create > 0 && len(serving) > max(tt.replicas, tt.start)+int(tt.surge) {
+					t.Fatalf("step %d: %d serving, above replicas+surge", step, len(serving))
+				}
+			}
+			t.Fatal("no convergence in 100 steps")
+		})
+	}
+}

@@ -1,0 +1,60 @@
+package policy
+
+import (
+	"slices"
+	"strings"
+	"time"
+)
+
+// Candidate is a serving pod (not draining, not terminating, not failed) as
+// the plan sees it.
+type Candidate struct {
+	// Name is the pod's name.
+	Name string
+	// Scheduled is true once the pod is bound to a node.
+	Scheduled bool
+	// Ready is the pod's Ready condition.
+	Ready bool
+	// Updated is true when the pod runs the spec's current revision.
+	Updated bool
+	// Created is the pod's creation time.
+	Created time.Time
+}
+
+// SortVictims orders pods from the first to go to the last: unscheduled
+// pods, then scheduled pods that are not ready, then ready ones; within
+// each of those, pods of an outdated revision before updated ones; then the
+// newest first (it has the least warm state and the least work in flight);
+// then by name, so the order is total and stable.
+func SortVictims(pods []Candidate) {
+	slices.SortStableFunc(pods, compareVictims)
+}
+
+func compareVictims(a, b Candidate) int {
+	if c := rank(a) - rank(b); c != 0 {
+		return c
+	}
+	if a.Updated != b.Updated {
+		if !a.Updated {
+			return -1
+		}
+		return 1
+	}
+	if c := b.Created.Compare(a.Created); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Name, b.Name)
+}
+
+// rank is 0 for an unscheduled pod, 1 for a scheduled pod that is not
+// ready and 2 for a ready one.
+func rank(c Candidate) int {
+	switch {
+	case !c.Scheduled:
+		return 0
+	case !c.Ready:
+		return 1
+	default:
+		return 2
+	}
+}
