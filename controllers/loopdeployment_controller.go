@@ -1,0 +1,218 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+)
+
+// ControllerName names the controller, its event reporter and its field
+// manager.
+const ControllerName = "loopdeployment"
+
+// DefaultDrainGrace is how long after a drain's deadline the operator still
+// waits for the worker's Drained report before it deletes the pod anyway.
+const DefaultDrainGrace = 15 * time.Second
+
+// Labels the operator puts on the objects it creates besides pods, and by
+// which its cache selects them.
+const (
+	// LabelManagedBy is the standard label that marks the operator's
+	// objects.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedByValue is the value of LabelManagedBy.
+	ManagedByValue = "tenire-loop-operator"
+)
+
+// LoopDeploymentReconciler runs the worker pods of LoopDeployments and
+// drains them before they go.
+//
+// Reconcile contract: a returned error means the reconcile is retried with
+// backoff; a reconcile.TerminalError (the API server rejected the pod
+// template as invalid) is not retried until the LoopDeployment changes; a
+// RequeueAfter is when the next deadline falls (a drain's deadline plus
+// grace, an expectation's timeout). Every other change arrives as a watch
+// event on the LoopDeployment or the objects it owns.
+type LoopDeploymentReconciler struct {
+	// Client reads from the manager's cache and writes to the API server.
+	Client client.Client
+	// APIReader reads from the API server, for objects the cache does not
+	// hold (a worker ServiceAccount created by someone else).
+	APIReader client.Reader
+	// Recorder records events on LoopDeployments.
+	Recorder events.EventRecorder
+	// Clock tells the time; tests may inject a fake one. Defaults to the
+	// real clock.
+	Clock clock.PassiveClock
+	// DrainGrace is how long after a drain's deadline the reconciler still
+	// waits for the Drained report. Defaults to DefaultDrainGrace.
+	DrainGrace time.Duration
+
+	expectations *expectations
+}
+
+// CacheByObject restricts the manager's cache to the objects the operator
+// manages: worker pods (they carry loops.tenire.io/name) and the
+// ServiceAccounts, Roles, RoleBindings and PodDisruptionBudgets it labelled
+// as its own. Pass it as cache.Options.ByObject.
+func CacheByObject() map[client.Object]cache.ByObject {
+	podReq, err := labels.NewRequirement(loopsv1alpha1.LabelName, selection.Exists, nil)
+	if err != nil {
+		panic(err) // a constant, valid requirement
+	}
+	managed := labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})
+	return map[client.Object]cache.ByObject{
+		&corev1.Pod{}:                   {Label: labels.NewSelector().Add(*podReq)},
+		&corev1.ServiceAccount{}:        {Label: managed},
+		&rbacv1.Role{}:                  {Label: managed},
+		&rbacv1.RoleBinding{}:           {Label: managed},
+		&policyv1.PodDisruptionBudget{}: {Label: managed},
+	}
+}
+
+// SetupWithManager registers the reconciler with mgr, filling in the
+// defaults of unset fields.
+func (r *LoopDeploymentReconciler) SetupWithManager(mgr ctrl.Manager, options controller.Options) error {
+	if r.Client == nil {
+		r.Client = mgr.GetClient()
+	}
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
+	if r.Recorder == nil {
+		r.Recorder = mgr.GetEventRecorder(ControllerName)
+	}
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
+	if r.DrainGrace == 0 {
+		r.DrainGrace = DefaultDrainGrace
+	}
+	r.expectations = newExpectations(r.Clock)
+	owners := handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &loopsv1alpha1.LoopDeployment{})
+	err := ctrl.NewControllerManagedBy(mgr).
+		Named(ControllerName).
+		WithOptions(options).
+		For(&loopsv1alpha1.LoopDeployment{}).
+		Owns(&corev1.Pod{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		Watches(&corev1.ServiceAccount{}, owners).
+		Watches(&rbacv1.Role{}, owners).
+		Watches(&rbacv1.RoleBinding{}, owners).
+		Complete(r)
+	if err != nil {
+		return fmt.Errorf("setting up the %s controller: %w", ControllerName, err)
+	}
+	return nil
+}
+
+// +kubebuilder:rbac:groups=loops.tenire.io,resources=loopdeployments,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=loops.tenire.io,resources=loopdeployments/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=loops.tenire.io,resources=loopdeployments/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete;patch
+// +kubebuilder:rbac:groups="",resources=pods/status,verbs=patch
+// +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+
+// Reconcile brings the pods of one LoopDeployment one step closer to its
+// spec and records what it saw in its status, patched once at the end.
+func (r *LoopDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, reterr error) {
+	logger := log.FromContext(ctx)
+
+	ld := &loopsv1alpha1.LoopDeployment{}
+	if err := r.Client.Get(ctx, req.NamespacedName, ld); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.expectations.forget(req.NamespacedName)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("getting LoopDeployment %s: %w", req.NamespacedName, err)
+	}
+
+	if ld.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(ld, loopsv1alpha1.FinalizerDrain) {
+		before := ld.DeepCopy()
+		controllerutil.AddFinalizer(ld, loopsv1alpha1.FinalizerDrain)
+		if err := r.Client.Patch(ctx, ld, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+			return ctrl.Result{}, fmt.Errorf("adding the finalizer: %w", err)
+		}
+	}
+	if !ld.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(ld, loopsv1alpha1.FinalizerDrain) {
+		return ctrl.Result{}, nil // not ours to hold any more
+	}
+
+	s, err := r.newScope(ctx, ld)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+
+	defer func() {
+		if s.released {
+			return // the object is gone or going; nothing to report on
+		}
+		before := ld.DeepCopy()
+		r.computeStatus(s)
+		if equality.Semantic.DeepEqual(before.Status, ld.Status) {
+			return
+		}
+		if err := r.Client.Status().Patch(ctx, ld, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+			reterr = kerrors.NewAggregate([]error{reterr, fmt.Errorf("patching the status: %w", err)})
+		}
+	}()
+
+	var phases []phase
+	if !ld.DeletionTimestamp.IsZero() {
+		logger.V(1).Info("Reconciling a LoopDeployment being deleted")
+		phases = []phase{r.reconcileFailedPods, r.reconcileDrains, r.reconcileReplicas, r.reconcileRelease}
+	} else {
+		phases = []phase{r.reconcileWorkerRBAC, r.reconcilePDB, r.reconcileFailedPods, r.reconcileDrains, r.reconcileReplicas}
+	}
+	return runPhases(ctx, s, phases)
+}
+
+// phase is one step of a reconcile. It acts on the API server, records what
+// it did in the scope, and returns when to come back.
+type phase func(ctx context.Context, s *scope) (ctrl.Result, error)
+
+// runPhases runs every phase, even after one failed (later phases act on
+// a conservative view: a pod that failed to go is still counted), and
+// returns the earliest requeue and every error.
+func runPhases(ctx context.Context, s *scope, phases []phase) (ctrl.Result, error) {
+	var res ctrl.Result
+	var errs []error
+	for _, p := range phases {
+		r, err := p(ctx, s)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if r.RequeueAfter > 0 && (res.RequeueAfter == 0 || r.RequeueAfter < res.RequeueAfter) {
+			res.RequeueAfter = r.RequeueAfter
+		}
+	}
+	if len(errs) > 0 {
+		return ctrl.Result{}, kerrors.NewAggregate(errs)
+	}
+	return res, nil
+}

@@ -1,0 +1,280 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/controllers/policy"
+)
+
+// Event actions (the events.k8s.io "action" field).
+const (
+	actionCreate = "Create"
+	actionDrain  = "Drain"
+	actionDelete = "Delete"
+)
+
+// reconcileFailedPods deletes pods whose containers stopped for good
+// (phase Failed or Succeeded): they hold no task, so they go without a
+// drain, and reconcileReplicas replaces them.
+func (r *LoopDeploymentReconciler) reconcileFailedPods(ctx context.Context, s *scope) (ctrl.Result, error) {
+	var errs []error
+	for _, p := range s.pods {
+		if !isFinished(p) || isTerminating(p) {
+			continue
+		}
+		s.failing = append(s.failing, p.Name)
+		deleted, err := r.deletePod(ctx, s, p)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if !deleted {
+			continue
+		}
+		r.Recorder.Eventf(s.ld, p, corev1.EventTypeWarning, loopsv1alpha1.EventPodReplaced, actionDelete,
+			"Pod %s stopped (phase %s, reason %q) and is replaced", p.Name, p.Status.Phase, p.Status.Reason)
+	}
+	for _, p := range s.pods {
+		if isActive(p) && crashLooping(p) {
+			s.failing = append(s.failing, p.Name)
+		}
+	}
+	return ctrl.Result{}, kerrors.NewAggregate(errs)
+}
+
+// crashLooping reports whether a container of p waits to be restarted or
+// cannot pull its image.
+func crashLooping(p *corev1.Pod) bool {
+	for _, c := range p.Status.ContainerStatuses {
+		if w := c.State.Waiting; w != nil {
+			switch w.Reason {
+			case "CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError", "InvalidImageName":
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// reconcileDrains finishes drains: it deletes pods that report Drained and
+// pods whose deadline plus grace passed, and asks again, with fresh times,
+// pods whose drain annotations cannot be read. It comes back when the
+// earliest pending drain runs out of time.
+func (r *LoopDeploymentReconciler) reconcileDrains(ctx context.Context, s *scope) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
+	var res ctrl.Result
+	var errs []error
+	for _, p := range s.pods {
+		if !isActive(p) {
+			continue
+		}
+		d := policy.DrainOf(p, r.Clock, r.DrainGrace)
+		switch d.Phase {
+		case policy.DrainNotRequested:
+		case policy.DrainInProgress:
+			wait := d.GiveUpAt.Sub(s.now) + time.Second
+			if res.RequeueAfter == 0 || wait < res.RequeueAfter {
+				res.RequeueAfter = wait
+			}
+		case policy.DrainInvalid:
+			logger.Info("Drain annotations unreadable; requesting the drain again", "pod", p.Name)
+			if err := r.requestDrain(ctx, s, p); err != nil {
+				errs = append(errs, err)
+			}
+		case policy.DrainDrained:
+			deleted, err := r.deletePod(ctx, s, p)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			if !deleted {
+				continue
+			}
+			s.reportedDrain = true
+			result := DrainResultCompleted
+			if d.Reason == loopsv1alpha1.DrainedReasonDeadlineExceeded {
+				result = DrainResultDeadlineExceeded
+			}
+			observeDrain(result, d, s.now)
+			logger.Info("Pod drained; deleted it", "pod", p.Name, "reason", d.Reason, "report", d.Message)
+			r.Recorder.Eventf(s.ld, p, corev1.EventTypeNormal, loopsv1alpha1.EventDrainCompleted, actionDelete,
+				"Pod %s drained (%s: %s) and was deleted", p.Name, d.Reason, d.Message)
+		case policy.DrainTimedOut:
+			deleted, err := r.deletePod(ctx, s, p)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			if !deleted {
+				continue
+			}
+			s.timedOut = append(s.timedOut, p.Name)
+			observeDrain(DrainResultTimedOut, d, s.now)
+			logger.Info("Pod did not report Drained in time; deleted it anyway", "pod", p.Name, "deadline", d.Deadline)
+			r.Recorder.Eventf(s.ld, p, corev1.EventTypeWarning, loopsv1alpha1.EventDrainTimedOut, actionDelete,
+				"Pod %s did not report Drained by %s plus %s and was deleted; the queue redelivers its tasks",
+				p.Name, d.Deadline.Format(time.RFC3339), r.DrainGrace)
+		}
+	}
+	return res, kerrors.NewAggregate(errs)
+}
+
+func observeDrain(result string, d policy.Drain, now time.Time) {
+	drainsTotal.WithLabelValues(result).Inc()
+	if !d.Requested.IsZero() {
+		drainDuration.WithLabelValues(result).Observe(now.Sub(d.Requested).Seconds())
+	}
+}
+
+// reconcileReplicas creates missing pods and starts drains, as
+// policy.PlanPods decides, unless the cache has yet to show this
+// reconciler's previous writes.
+func (r *LoopDeploymentReconciler) reconcileReplicas(ctx context.Context, s *scope) (ctrl.Result, error) {
+	if ok, retry := r.expectations.met(s.key, s.pods); !ok {
+		s.waiting = true
+		log.FromContext(ctx).V(1).Info("Waiting for the cache to show earlier changes", "retry", retry)
+		return ctrl.Result{RequeueAfter: retry}, nil
+	}
+
+	in := policy.PlanInput{Replicas: s.replicas, MaxSurge: s.maxSurge, MaxConcurrent: s.maxConcurrent}
+	for _, p := range s.pods {
+		// Pods deleted by this reconcile still count as draining: the
+		// cache shows them until they are really gone.
+		switch {
+		case isDraining(p) || (s.gone[p.Name] && !isFinished(p)):
+			in.Draining++
+		case isServing(p):
+			in.Pods = append(in.Pods, s.candidate(p))
+		}
+	}
+	plan := policy.PlanPods(in)
+
+	var errs []error
+	for _, name := range plan.Drain {
+		p := s.pod(name)
+		if !isScheduled(p) {
+			// No node runs it, so it holds no task: no drain needed.
+			if _, err := r.deletePod(ctx, s, p); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		if err := r.requestDrain(ctx, s, p); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r.Recorder.Eventf(s.ld, p, corev1.EventTypeNormal, loopsv1alpha1.EventDrainStarted, actionDrain,
+			"Asked pod %s to drain by %s", p.Name, p.Annotations[loopsv1alpha1.AnnotationDrainDeadline])
+	}
+	if plan.Create > 0 {
+		if err := r.createPods(ctx, s, plan.Create); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return ctrl.Result{}, kerrors.NewAggregate(errs)
+}
+
+// createPods creates n pods of the current revision, one by one, and stops
+// at the first failure.
+func (r *LoopDeploymentReconciler) createPods(ctx context.Context, s *scope, n int32) error {
+	logger := log.FromContext(ctx)
+	var created []string
+	var err error
+	for range n {
+		var pod *corev1.Pod
+		pod, err = newPod(s.ld, s.spec, s.revision, r.Client.Scheme())
+		if err != nil {
+			err = reconcile.TerminalError(err)
+			break
+		}
+		if err = r.Client.Create(ctx, pod); err != nil {
+			err = fmt.Errorf("creating a pod: %w", err)
+			if apierrors.IsInvalid(err) {
+				err = reconcile.TerminalError(err)
+			}
+			break
+		}
+		r.expectations.expect(s.key, pod.Name, expectCreated)
+		s.pods = append(s.pods, pod)
+		created = append(created, pod.Name)
+	}
+	if len(created) > 0 {
+		logger.Info("Created pods", "count", len(created), "revision", s.revision, "pods", created)
+		reason, why := loopsv1alpha1.EventScaledUp, "to reach"
+		if lost := s.ld.Status.Replicas - s.activeBefore; lost > 0 && s.ld.Status.ObservedGeneration == s.ld.Generation {
+			reason, why = loopsv1alpha1.EventPodReplaced, fmt.Sprintf("replacing %d lost outside the operator's control, to keep", lost)
+		}
+		r.Recorder.Eventf(s.ld, nil, corev1.EventTypeNormal, reason, actionCreate,
+			"Created %d pod(s) of revision %s %s %d replicas: %s", len(created), s.revision, why, s.replicas, strings.Join(created, ", "))
+	}
+	if err != nil {
+		s.createErr = err
+		logger.Error(err, "Creating a worker pod failed")
+	}
+	return err
+}
+
+// requestDrain sets the drain annotations on p (now, and now plus
+// drain.timeout) and expects the cache to show them.
+func (r *LoopDeploymentReconciler) requestDrain(ctx context.Context, s *scope, p *corev1.Pod) error {
+	before := p.DeepCopy()
+	if p.Annotations == nil {
+		p.Annotations = map[string]string{}
+	}
+	for k, v := range policy.DrainAnnotations(r.Clock, s.spec.Drain.Timeout.Duration) {
+		p.Annotations[k] = v
+	}
+	if err := r.Client.Patch(ctx, p, client.MergeFrom(before)); err != nil {
+		*p = *before
+		if apierrors.IsNotFound(err) {
+			s.gone[p.Name] = true
+			return nil
+		}
+		return fmt.Errorf("asking pod %s to drain: %w", p.Name, err)
+	}
+	r.expectations.expect(s.key, p.Name, expectDrainRequested)
+	log.FromContext(ctx).Info("Asked a pod to drain", "pod", p.Name, "deadline", p.Annotations[loopsv1alpha1.AnnotationDrainDeadline])
+	return nil
+}
+
+// deletePod deletes p and marks it gone. deleted is false when the pod
+// was already gone (an earlier reconcile deleted it and the cache has not
+// caught up), so that events and metrics count each deletion once.
+func (r *LoopDeploymentReconciler) deletePod(ctx context.Context, s *scope, p *corev1.Pod) (deleted bool, err error) {
+	err = r.Client.Delete(ctx, p, client.Preconditions{UID: &p.UID})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return false, fmt.Errorf("deleting pod %s: %w", p.Name, err)
+	}
+	s.gone[p.Name] = true
+	return err == nil, nil
+}
+
+// reconcileRelease removes the finalizer of a LoopDeployment being deleted
+// once none of its pods is left but terminating ones (which drain on
+// SIGTERM within their grace period).
+func (r *LoopDeploymentReconciler) reconcileRelease(ctx context.Context, s *scope) (ctrl.Result, error) {
+	for _, p := range s.present() {
+		if !isTerminating(p) {
+			return ctrl.Result{}, nil
+		}
+	}
+	before := s.ld.DeepCopy()
+	controllerutil.RemoveFinalizer(s.ld, loopsv1alpha1.FinalizerDrain)
+	if err := r.Client.Patch(ctx, s.ld, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, fmt.Errorf("removing the finalizer: %w", err)
+	}
+	s.released = true
+	r.expectations.forget(s.key)
+	log.FromContext(ctx).Info("Every pod drained; released the LoopDeployment")
+	return ctrl.Result{}, nil
+}

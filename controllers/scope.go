@@ -1,0 +1,158 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/controllers/policy"
+)
+
+// scope is what one reconcile of one LoopDeployment knows and did. The
+// phases update pods as they act, so that later phases and the status see
+// the state after the actions, not before.
+type scope struct {
+	ld       *loopsv1alpha1.LoopDeployment
+	key      types.NamespacedName
+	spec     loopsv1alpha1.LoopDeploymentSpec // defaults applied
+	revision string
+	now      time.Time
+
+	// replicas is the number of serving pods wanted: spec.replicas, or 0
+	// when suspended or being deleted.
+	replicas      int32
+	maxConcurrent int32
+	maxSurge      int32
+
+	// pods are the pods ld controls, as the cache shows them, with this
+	// reconcile's changes applied; gone holds the names it deleted.
+	pods []*corev1.Pod
+	gone map[string]bool
+	// activeBefore counts the pods that were neither terminating nor
+	// finished when the reconcile began.
+	activeBefore int32
+
+	// What happened, for the status.
+	createErr     error    // the last pod creation that failed
+	timedOut      []string // drains given up this reconcile
+	reportedDrain bool     // a worker reported Drained this reconcile
+	failing       []string // pods failed or crash-looping
+	waiting       bool     // the cache lags behind this reconciler's writes
+	released      bool     // the finalizer was removed
+}
+
+func (r *LoopDeploymentReconciler) newScope(ctx context.Context, ld *loopsv1alpha1.LoopDeployment) (*scope, error) {
+	s := &scope{
+		ld:   ld,
+		key:  client.ObjectKeyFromObject(ld),
+		spec: policy.WithDefaults(ld.Spec),
+		now:  r.Clock.Now(),
+		gone: map[string]bool{},
+	}
+	var err error
+	if s.revision, err = policy.Revision(ld.Spec); err != nil {
+		return nil, err
+	}
+	s.replicas = *s.spec.Replicas
+	if ld.Spec.Suspend || !ld.DeletionTimestamp.IsZero() {
+		s.replicas = 0
+	}
+	if s.maxConcurrent, err = policy.MaxConcurrent(*s.spec.Drain.MaxConcurrent, *s.spec.Replicas); err != nil {
+		return nil, err
+	}
+	if s.maxSurge, err = policy.MaxSurge(*s.spec.UpdateStrategy.MaxSurge, *s.spec.Replicas); err != nil {
+		return nil, err
+	}
+
+	list := &corev1.PodList{}
+	if err := r.Client.List(ctx, list, client.InNamespace(ld.Namespace), client.MatchingLabels(selectorLabels(ld))); err != nil {
+		return nil, fmt.Errorf("listing the pods of %s: %w", s.key, err)
+	}
+	for i := range list.Items {
+		p := &list.Items[i]
+		if ref := metav1.GetControllerOf(p); ref == nil || ref.UID != ld.UID {
+			continue // a pod with our label that another object controls
+		}
+		s.pods = append(s.pods, p)
+		if isActive(p) {
+			s.activeBefore++
+		}
+	}
+	slices.SortFunc(s.pods, func(a, b *corev1.Pod) int { return a.CreationTimestamp.Compare(b.CreationTimestamp.Time) })
+	return s, nil
+}
+
+// present returns the pods not deleted by this reconcile.
+func (s *scope) present() []*corev1.Pod {
+	return slices.DeleteFunc(slices.Clone(s.pods), func(p *corev1.Pod) bool { return s.gone[p.Name] })
+}
+
+// isFinished reports whether the pod's containers have all stopped for
+// good (phase Failed or Succeeded): it runs nothing and holds no task.
+func isFinished(p *corev1.Pod) bool {
+	return p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded
+}
+
+// isTerminating reports whether the pod is being deleted.
+func isTerminating(p *corev1.Pod) bool { return p.DeletionTimestamp != nil }
+
+// isActive reports whether the pod counts as a replica: neither
+// terminating nor finished.
+func isActive(p *corev1.Pod) bool { return !isTerminating(p) && !isFinished(p) }
+
+// isDraining reports whether the pod takes a drain slot: asked to drain
+// (or reporting Drained) and not finished, or terminating, which makes a
+// worker drain on SIGTERM.
+func isDraining(p *corev1.Pod) bool {
+	if isFinished(p) {
+		return false
+	}
+	_, drained := policy.Drained(p)
+	return isTerminating(p) || policy.Requested(p) || drained
+}
+
+// isServing reports whether the pod pulls tasks or will: active and not
+// draining.
+func isServing(p *corev1.Pod) bool { return isActive(p) && !isDraining(p) }
+
+// isReady reports the pod's Ready condition.
+func isReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// isScheduled reports whether the pod is bound to a node.
+func isScheduled(p *corev1.Pod) bool { return p.Spec.NodeName != "" }
+
+// candidate is the plan's view of a serving pod.
+func (s *scope) candidate(p *corev1.Pod) policy.Candidate {
+	return policy.Candidate{
+		Name:      p.Name,
+		Scheduled: isScheduled(p),
+		Ready:     isReady(p),
+		Updated:   p.Labels[loopsv1alpha1.LabelRevision] == s.revision,
+		Created:   p.CreationTimestamp.Time,
+	}
+}
+
+// pod returns the pod named name.
+func (s *scope) pod(name string) *corev1.Pod {
+	for _, p := range s.pods {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
