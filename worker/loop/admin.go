@@ -1,0 +1,109 @@
+package loop
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Status is the JSON document served at /status.
+type Status struct {
+	// Name is Config.Name.
+	Name string `json:"name"`
+	// State is the lifecycle state.
+	State string `json:"state"`
+	// Pool describes the worker pool.
+	Pool PoolStatus `json:"pool"`
+	// InFlightByKind counts the held tasks (running or waiting) by kind.
+	InFlightByKind map[string]int `json:"inFlightByKind"`
+	// Counters counts the tasks that ended, by outcome.
+	Counters map[string]uint64 `json:"counters"`
+	// Breakers maps the kinds seen so far to their breaker state.
+	Breakers map[string]string `json:"breakers"`
+	// Drain is the last drain's report, once drained.
+	Drain *DrainReport `json:"drain,omitempty"`
+}
+
+// PoolStatus describes the worker pool in Status.
+type PoolStatus struct {
+	Workers    int `json:"workers"`
+	Idle       int `json:"idle"`
+	Running    int `json:"running"`
+	Queued     int `json:"queued"`
+	MinWorkers int `json:"minWorkers"`
+	MaxWorkers int `json:"maxWorkers"`
+}
+
+// Status returns the loop's status.
+func (l *Loop) Status() Status {
+	ps := l.poolStats()
+	s := Status{
+		Name:  l.cfg.Name,
+		State: l.State().String(),
+		Pool: PoolStatus{Workers: ps.Workers, Idle: ps.Idle, Running: ps.Running, Queued: ps.Queued,
+			MinWorkers: l.cfg.MinWorkers, MaxWorkers: l.cfg.MaxWorkers},
+		InFlightByKind: map[string]int{},
+		Counters:       map[string]uint64{},
+		Breakers:       map[string]string{},
+	}
+	for i, o := range outcomeIndex {
+		s.Counters[o] = l.counters[i].Load()
+	}
+	for kind, st := range l.breakers.States() {
+		s.Breakers[kind] = st.String()
+	}
+	l.mu.Lock()
+	for f := range l.held {
+		s.InFlightByKind[f.d.Kind]++
+	}
+	if l.report != nil {
+		r := *l.report
+		s.Drain = &r
+	}
+	l.mu.Unlock()
+	return s
+}
+
+func (l *Loop) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		st := l.State()
+		switch {
+		case st != Running:
+			http.Error(w, "not ready: "+st.String(), http.StatusServiceUnavailable)
+		case l.nc == nil || !l.nc.IsConnected():
+			http.Error(w, "not ready: not connected to NATS", http.StatusServiceUnavailable)
+		default:
+			fmt.Fprintln(w, "ok")
+		}
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(l.cfg.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(l.Status())
+	})
+	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, r *http.Request) {
+		timeout := l.cfg.DrainTimeout
+		if v := r.URL.Query().Get("timeout"); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				http.Error(w, fmt.Sprintf("bad timeout %q: want a Go duration such as 30s", v), http.StatusBadRequest)
+				return
+			}
+			timeout = d
+		}
+		l.requestDrain(drainRequest{deadline: time.Now().Add(timeout), cause: "http"})
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		_ = json.NewEncoder(w).Encode(map[string]string{"state": l.State().String(), "drain": "requested"})
+	})
+	return mux
+}

@@ -1,0 +1,223 @@
+package loop
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tenire/loop-operator/worker/pool"
+	"github.com/tenire/loop-operator/worker/queue"
+)
+
+// Config configures a Loop. Fields document their defaults; New applies
+// them.
+type Config struct {
+	// Name names the loop in logs and /status. Default "loop".
+	Name string
+
+	// NATSURL is the NATS server to dial. Required unless Conn is set.
+	NATSURL string
+	// NATSOptions are passed to nats.Connect after the loop's own
+	// (reconnect forever, every ReconnectWait).
+	NATSOptions []nats.Option
+	// Conn is an open connection to use instead of dialling NATSURL. The
+	// loop does not close it.
+	Conn *nats.Conn
+	// ReconnectWait is the pause between reconnect attempts. Default 1s.
+	ReconnectWait time.Duration
+
+	// Stream is the work-queue stream. Required.
+	Stream string
+	// SubjectPrefix starts the loop's subjects. Required.
+	SubjectPrefix string
+
+	// Priorities lists the priority classes, highest first. Default one
+	// class "default" of weight 1.
+	Priorities []pool.Class
+	// Scheduling picks between classes. Default pool.Weighted.
+	Scheduling pool.Scheduling
+	// MinWorkers goroutines are kept when idle. Default 1.
+	MinWorkers int
+	// MaxWorkers bounds the tasks running at once. Default 16.
+	MaxWorkers int
+	// IdleTimeout is how long a goroutine above MinWorkers may idle.
+	// Default 30s.
+	IdleTimeout time.Duration
+	// KindLimits caps the running tasks per kind.
+	KindLimits map[string]int
+	// TaskTimeout bounds one attempt of a task. Default 10m.
+	TaskTimeout time.Duration
+
+	// Retry says how failed tasks are retried. Defaults: 5 attempts, 1s
+	// initial backoff, 5m maximum.
+	Retry queue.RetryPolicy
+	// BreakerThreshold consecutive failures of a kind open its breaker.
+	// Default 5; negative disables the breakers.
+	BreakerThreshold int
+	// BreakerCooldown is how long a breaker stays open. Default 30s.
+	BreakerCooldown time.Duration
+
+	// AckWait is the server's redelivery timeout; tasks running longer than
+	// half of it get InProgress heartbeats. Default 30s.
+	AckWait time.Duration
+	// MaxAckPending caps unacknowledged tasks per priority. Default 1000.
+	MaxAckPending int
+	// Replicas is the stream replication factor. Default 1.
+	Replicas int
+	// FetchWait bounds one long poll when the queue is empty; it is also the
+	// longest a drain waits for the last fetch. Default 1s.
+	FetchWait time.Duration
+
+	// DrainTimeout is the drain deadline, from the drain's start, for
+	// drains started by cancelling Run's context or by POST /drain.
+	// Default 5m.
+	DrainTimeout time.Duration
+	// AdminAddr is the admin HTTP server's address. Default ":8081"; "-"
+	// disables the server.
+	AdminAddr string
+
+	// Pod, when set, tells the loop when its pod is asked to drain and
+	// takes the Drained report. Nil outside a cluster.
+	Pod Pod
+	// Logger receives structured logs. Default logr.Discard().
+	Logger logr.Logger
+	// Registry receives the loop's metrics and serves /metrics. Default a
+	// new registry with the Go and process collectors.
+	Registry *prometheus.Registry
+}
+
+// Pod is where drain requests come from and drained reports go, usually
+// the worker's own Pod object (see package podwatch).
+type Pod interface {
+	// WaitForDrain blocks until a drain is requested and returns its
+	// deadline. It returns ctx.Err() when ctx ends first.
+	WaitForDrain(ctx context.Context) (deadline time.Time, err error)
+	// ReportDrained records that the loop has drained.
+	ReportDrained(ctx context.Context, r DrainReport) error
+}
+
+// DrainReport describes a finished drain.
+type DrainReport struct {
+	// DeadlineExceeded reports that tasks were still running at the
+	// deadline and were cancelled and handed back.
+	DeadlineExceeded bool
+	// Finished counts the tasks that ended (succeeded, retried later or
+	// dead-lettered) while draining.
+	Finished int
+	// HandedBack counts the tasks returned to the queue for immediate
+	// redelivery.
+	HandedBack int
+	// Duration is how long the drain took.
+	Duration time.Duration
+	// Cause says what started the drain: "pod", "http" or "context".
+	Cause string
+}
+
+// Message returns the report as a sentence for a pod condition.
+func (r DrainReport) Message() string {
+	return fmt.Sprintf("drained in %s after %s request: %d finished, %d handed back",
+		r.Duration.Round(time.Millisecond), r.Cause, r.Finished, r.HandedBack)
+}
+
+// ErrInvalidConfig is wrapped by New's error for a configuration it
+// rejects.
+var ErrInvalidConfig = errors.New("invalid loop config")
+
+func (c Config) withDefaults() Config {
+	if c.Name == "" {
+		c.Name = "loop"
+	}
+	if c.ReconnectWait <= 0 {
+		c.ReconnectWait = time.Second
+	}
+	if len(c.Priorities) == 0 {
+		c.Priorities = []pool.Class{{Name: queue.DefaultPriority, Weight: 1}}
+	}
+	if c.MinWorkers == 0 && c.MaxWorkers == 0 {
+		c.MinWorkers = 1
+	}
+	if c.MaxWorkers == 0 {
+		c.MaxWorkers = max(16, c.MinWorkers)
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 30 * time.Second
+	}
+	if c.TaskTimeout == 0 {
+		c.TaskTimeout = 10 * time.Minute
+	}
+	c.Retry = c.Retry.WithDefaults()
+	if c.BreakerThreshold == 0 {
+		c.BreakerThreshold = 5
+	}
+	if c.BreakerCooldown == 0 {
+		c.BreakerCooldown = 30 * time.Second
+	}
+	if c.AckWait == 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if c.MaxAckPending == 0 {
+		c.MaxAckPending = 1000
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.FetchWait == 0 {
+		c.FetchWait = time.Second
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 5 * time.Minute
+	}
+	if c.AdminAddr == "" {
+		c.AdminAddr = ":8081"
+	}
+	if c.Logger.GetSink() == nil {
+		c.Logger = logr.Discard()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if c.NATSURL == "" && c.Conn == nil {
+		errs = append(errs, errors.New("NATSURL or Conn is required"))
+	}
+	if err := queue.NewNames(c.Stream, c.SubjectPrefix).Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	for _, p := range c.Priorities {
+		if err := queue.ValidatePriority(p.Name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.MinWorkers < 0 || c.MaxWorkers < 1 || c.MinWorkers > c.MaxWorkers {
+		errs = append(errs, fmt.Errorf("workers: want 0 <= min (%d) <= max (%d) and max >= 1", c.MinWorkers, c.MaxWorkers))
+	}
+	for name, d := range map[string]time.Duration{
+		"IdleTimeout": c.IdleTimeout, "TaskTimeout": c.TaskTimeout, "AckWait": c.AckWait,
+		"FetchWait": c.FetchWait, "DrainTimeout": c.DrainTimeout, "BreakerCooldown": c.BreakerCooldown,
+	} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s %s must not be negative", name, d))
+		}
+	}
+	if c.AckWait > 0 && c.AckWait < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("AckWait %s must be at least 100ms", c.AckWait))
+	}
+	for kind, n := range c.KindLimits {
+		if n < 1 {
+			errs = append(errs, fmt.Errorf("limit %d for kind %q must be at least 1", n, kind))
+		}
+	}
+	if c.Scheduling != pool.Weighted && c.Scheduling != pool.Strict {
+		errs = append(errs, fmt.Errorf("unknown scheduling %d", c.Scheduling))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	return nil
+}

@@ -1,0 +1,47 @@
+// Package loop is the worker's headless event loop: it pulls tasks from a
+// NATS JetStream work queue, runs them on a bounded priority pool with
+// per-kind limits, timeouts, retries, circuit breakers and checkpoints, and
+// drains without losing a task.
+//
+// A user builds a worker by creating a Loop from a Config, registering one
+// Handler per task kind and calling Run:
+//
+//	l, err := loop.New(cfg)
+//	l.Handle("resize", resizeImage)
+//	err = l.Run(ctx)
+//
+// # Lifecycle
+//
+// Run moves the loop through Starting → Running → Draining → Drained →
+// Stopped. Start-up is ordered: configuration, admin HTTP server, queue
+// connection (streams and consumers are created or updated), pool,
+// fetcher; shutdown goes the other way.
+//
+// # Drain
+//
+// A drain starts when the Pod source reports a drain request (the
+// operator's annotations on the worker's own Pod), when POST /drain is
+// called, or when Run's context is cancelled (the binary cancels it on
+// SIGTERM and SIGINT). The loop then stops pulling at once and turns
+// /readyz false, hands back the tasks it holds but has not started, lets the
+// running ones finish until the deadline, cancels what is left and hands
+// it back to the queue for immediate redelivery, and reports Drained to the
+// Pod source with the counts. A drain caused by the context ends Run with
+// nil; any other drain leaves the loop idle in Drained until the context
+// is cancelled, because a pod whose process exits would be restarted.
+//
+// # Outcomes
+//
+// A task whose handler returns nil is acked and its checkpoint deleted. A
+// task that fails is retried with exponential backoff and jitter until it
+// has had RetryPolicy.MaxAttempts deliveries, then published with its last
+// error to the dead-letter subject. A handler can skip the retries by
+// returning an error that wraps ErrPermanent. A kind whose breaker is open
+// is not run: its tasks go back to the queue with the breaker's remaining
+// cooldown as delay.
+//
+// # Admin HTTP
+//
+// /healthz (the process serves), /readyz (Running and connected to NATS),
+// /metrics (Prometheus), /status (JSON), POST /drain.
+package loop

@@ -1,0 +1,656 @@
+package loop_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/funcr"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/tenire/loop-operator/worker/checkpoint"
+	"github.com/tenire/loop-operator/worker/internal/natstest"
+	"github.com/tenire/loop-operator/worker/loop"
+	"github.com/tenire/loop-operator/worker/pool"
+	"github.com/tenire/loop-operator/worker/queue"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const (
+	stream = "LOOP_test_demo"
+	prefix = "loops.test.demo"
+)
+
+var names = queue.NewNames(stream, prefix)
+
+// env is a NATS server with the loop's streams and a producer.
+type env struct {
+	srv      *natstest.Server
+	js       jetstream.JetStream
+	producer *queue.Producer
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	srv := natstest.Start(t)
+	_, js := srv.Connect()
+	return &env{srv: srv, js: js, producer: queue.NewProducer(js, names)}
+}
+
+func (e *env) config(t *testing.T) loop.Config {
+	return loop.Config{
+		Name:          t.Name(),
+		NATSURL:       e.srv.URL,
+		ReconnectWait: 20 * time.Millisecond,
+		Stream:        stream,
+		SubjectPrefix: prefix,
+		MaxWorkers:    4,
+		AckWait:       2 * time.Second,
+		FetchWait:     100 * time.Millisecond,
+		DrainTimeout:  10 * time.Second,
+		AdminAddr:     "127.0.0.1:0",
+		Retry:         queue.RetryPolicy{InitialBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond},
+		Logger: funcr.New(func(prefix, args string) { t.Log(prefix, args) }, funcr.Options{
+			Verbosity: 0,
+		}),
+	}
+}
+
+func (e *env) submit(t *testing.T, tasks ...queue.Task) {
+	t.Helper()
+	if err := e.producer.SubmitBatch(t.Context(), tasks); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// running is a loop whose Run runs in the background.
+type running struct {
+	*loop.Loop
+	cancel context.CancelFunc
+	result chan error
+}
+
+// start runs a loop until the test ends and waits until it is Running.
+func start(t *testing.T, cfg loop.Config, handlers map[string]loop.Handler) *running {
+	t.Helper()
+	l, err := loop.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for kind, h := range handlers {
+		l.Handle(kind, h)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	r := &running{Loop: l, cancel: cancel, result: make(chan error, 1)}
+	go func() { r.result <- l.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-r.result:
+		case <-time.After(30 * time.Second):
+			t.Error("Run did not return within 30s of cancelling its context")
+		}
+	})
+	select {
+	case <-l.Ready():
+	case err := <-r.result:
+		t.Fatalf("Run returned before Running: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("loop not Running after 10s")
+	}
+	return r
+}
+
+// stop cancels Run's context and returns Run's result.
+func (r *running) stop(t *testing.T) error {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.result:
+		r.result <- err // for the cleanup
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return within 30s")
+		return nil
+	}
+}
+
+// eventually polls cond until it holds or fails the test after 20s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// ledger records which tasks finished successfully.
+type ledger struct {
+	mu   sync.Mutex
+	done map[string]int
+}
+
+func newLedger() *ledger { return &ledger{done: map[string]int{}} }
+
+func (l *ledger) add(id string) {
+	l.mu.Lock()
+	l.done[id]++
+	l.mu.Unlock()
+}
+
+func (l *ledger) unique() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.done)
+}
+
+func (e *env) streamMsgs(t *testing.T, name string) uint64 {
+	t.Helper()
+	s, err := e.js.Stream(t.Context(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func tasks(kind string, n int, idPrefix string) []queue.Task {
+	out := make([]queue.Task, n)
+	for i := range out {
+		out[i] = queue.Task{ID: fmt.Sprintf("%s-%d", idPrefix, i), Kind: kind, Payload: []byte(strconv.Itoa(i))}
+	}
+	return out
+}
+
+func TestTasksRunAndAreAcked(t *testing.T) {
+	e := newEnv(t)
+	done := newLedger()
+	l := start(t, e.config(t), map[string]loop.Handler{
+		"echo": func(ctx context.Context, task *loop.Task) error {
+			if task.Attempt != 1 || task.Checkpoint != nil {
+				return fmt.Errorf("fresh task came as attempt %d with checkpoint %q", task.Attempt, task.Checkpoint)
+			}
+			done.add(task.ID)
+			return nil
+		},
+	})
+	e.submit(t, tasks("echo", 50, "t")...)
+	eventually(t, "50 tasks to succeed", func() bool { return l.Status().Counters[loop.OutcomeSucceeded] == 50 })
+	if got := done.unique(); got != 50 {
+		t.Errorf("handled %d distinct tasks, want 50", got)
+	}
+	eventually(t, "the work queue to empty", func() bool { return e.streamMsgs(t, stream) == 0 })
+	if err := l.stop(t); err != nil {
+		t.Errorf("Run = %v, want nil after a clean drain", err)
+	}
+	if s := l.Status(); s.State != "Stopped" || s.Drain == nil || s.Drain.Cause != "context" {
+		t.Errorf("after stop status = %+v", s)
+	}
+}
+
+func TestRetryBackoffAndDeadLetter(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config(t)
+	cfg.Retry = queue.RetryPolicy{MaxAttempts: 3, InitialBackoff: 200 * time.Millisecond, MaxBackoff: time.Second}
+	cfg.BreakerThreshold = -1
+	var (
+		mu       sync.Mutex
+		attempts = map[string][]time.Time{}
+	)
+	start(t, cfg, map[string]loop.Handler{
+		"flaky": func(ctx context.Context, task *loop.Task) error {
+			mu.Lock()
+			attempts[task.ID] = append(attempts[task.ID], time.Now())
+			mu.Unlock()
+			return errors.New("boom " + strconv.FormatUint(task.Attempt, 10))
+		},
+		"bad": func(ctx context.Context, task *loop.Task) error {
+			return fmt.Errorf("payload is not JSON: %w", loop.ErrPermanent)
+		},
+	})
+	e.submit(t, queue.Task{ID: "f", Kind: "flaky"}, queue.Task{ID: "b", Kind: "bad"}, queue.Task{ID: "u", Kind: "unknown"})
+	eventually(t, "three dead letters", func() bool { return e.streamMsgs(t, names.DeadStream) == 3 })
+
+	mu.Lock()
+	at := attempts["f"]
+	mu.Unlock()
+	if len(at) != 3 {
+		t.Fatalf("flaky task ran %d times, want MaxAttempts 3", len(at))
+	}
+	// Equal jitter: the wait after attempt n is at least half of
+	// InitialBackoff*2^(n-1).
+	for i, min := range []time.Duration{100 * time.Millisecond, 200 * time.Millisecond} {
+		if gap := at[i+1].Sub(at[i]); gap < min {
+			t.Errorf("retry %d came after %s, want at least %s", i+1, gap, min)
+		}
+	}
+	dead, err := e.js.Stream(t.Context(), names.DeadStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]struct {
+		attempts string
+		err      string
+	}{
+		"f": {"3", "boom 3"},
+		"b": {"1", "payload is not JSON: permanent failure"},
+		"u": {"3", `no handler for task kind "unknown"`},
+	}
+	for seq := uint64(1); seq <= 3; seq++ {
+		m, err := dead.GetMsg(t.Context(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := m.Header.Get(queue.HeaderTaskID)
+		w, ok := want[id]
+		if !ok {
+			t.Errorf("unexpected dead letter %q", id)
+			continue
+		}
+		if got := m.Header.Get(queue.HeaderAttempts); got != w.attempts {
+			t.Errorf("dead letter %s has %s attempts, want %s", id, got, w.attempts)
+		}
+		if got := m.Header.Get(queue.HeaderError); got != w.err {
+			t.Errorf("dead letter %s has error %q, want %q", id, got, w.err)
+		}
+	}
+	if n := e.streamMsgs(t, stream); n != 0 {
+		t.Errorf("work queue holds %d tasks after dead-lettering, want 0", n)
+	}
+}
+
+func TestBreakerOpensHalfOpensAndCloses(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config(t)
+	cfg.MaxWorkers = 1
+	cfg.BreakerThreshold = 2
+	cfg.BreakerCooldown = 300 * time.Millisecond
+	cfg.Retry = queue.RetryPolicy{MaxAttempts: 100, InitialBackoff: 10 * time.Millisecond, MaxBackoff: 10 * time.Millisecond}
+	var healthy atomic.Bool
+	succeeded := make(chan string, 10)
+	l := start(t, cfg, map[string]loop.Handler{
+		"dep": func(ctx context.Context, task *loop.Task) error {
+			if !healthy.Load() {
+				return errors.New("dependency down")
+			}
+			succeeded <- task.ID
+			return nil
+		},
+	})
+	e.submit(t, queue.Task{ID: "a", Kind: "dep"}, queue.Task{ID: "b", Kind: "dep"})
+	eventually(t, "the breaker to open", func() bool { return l.Status().Breakers["dep"] == "Open" })
+	eventually(t, "tasks to be deferred while open", func() bool { return l.Status().Counters[loop.OutcomeDeferred] > 0 })
+	healthy.Store(true)
+	for range 2 {
+		select {
+		case <-succeeded:
+		case <-time.After(20 * time.Second):
+			t.Fatal("tasks did not succeed after the dependency recovered")
+		}
+	}
+	if got := l.Status().Breakers["dep"]; got != "Closed" {
+		t.Errorf("breaker after a successful probe = %s, want Closed", got)
+	}
+}
+
+func TestHeartbeatsKeepLongTasksFromRedelivery(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config(t)
+	cfg.AckWait = 400 * time.Millisecond
+	var runs atomic.Int64
+	done := make(chan struct{})
+	start(t, cfg, map[string]loop.Handler{
+		"long": func(ctx context.Context, task *loop.Task) error {
+			runs.Add(1)
+			t := time.NewTimer(1500 * time.Millisecond) // several AckWaits of real work
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			close(done)
+			return nil
+		},
+	})
+	e.submit(t, queue.Task{ID: "long", Kind: "long"})
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("long task did not finish")
+	}
+	if n := runs.Load(); n != 1 {
+		t.Errorf("long task ran %d times, want 1: heartbeats must stop redelivery", n)
+	}
+}
+
+// fakePod is a Pod source driven by the test.
+type fakePod struct {
+	request chan time.Time
+	reports chan loop.DrainReport
+}
+
+func (p *fakePod) WaitForDrain(ctx context.Context) (time.Time, error) {
+	select {
+	case d := <-p.request:
+		return d, nil
+	case <-ctx.Done():
+		return time.Time{}, ctx.Err()
+	}
+}
+
+func (p *fakePod) ReportDrained(_ context.Context, r loop.DrainReport) error {
+	p.reports <- r
+	return nil
+}
+
+func TestDrainFinishesInFlightAndHandsBackTheRest(t *testing.T) {
+	e := newEnv(t)
+	const fast, stuck, poison = 40, 3, 5
+	completed := newLedger()
+	var draining atomic.Bool
+	handlers := func(worker string) map[string]loop.Handler {
+		return map[string]loop.Handler{
+			"fast": func(ctx context.Context, task *loop.Task) error {
+				completed.add(task.ID)
+				return nil
+			},
+			// stuck tasks never finish on worker A: the drain deadline
+			// cancels them and they must be handed back, not lost.
+			"stuck": func(ctx context.Context, task *loop.Task) error {
+				if worker == "a" {
+					<-ctx.Done()
+					return ctx.Err()
+				}
+				completed.add(task.ID)
+				return nil
+			},
+			// slow tasks are running when the drain starts and finish in time.
+			"slow": func(ctx context.Context, task *loop.Task) error {
+				if worker == "a" {
+					for !draining.Load() {
+						select {
+						case <-ctx.Done():
+							return ctx.Err()
+						case <-time.After(5 * time.Millisecond):
+						}
+					}
+				}
+				completed.add(task.ID)
+				return nil
+			},
+			"poison": func(ctx context.Context, task *loop.Task) error {
+				return fmt.Errorf("poison: %w", loop.ErrPermanent)
+			},
+		}
+	}
+	pod := &fakePod{request: make(chan time.Time, 1), reports: make(chan loop.DrainReport, 1)}
+	cfgA := e.config(t)
+	cfgA.Name = "a"
+	cfgA.MaxWorkers = 6
+	cfgA.Pod = pod
+	cfgA.Scheduling = pool.Strict
+	a := start(t, cfgA, handlers("a"))
+
+	// A takes the stuck and slow tasks first, then works through the rest.
+	e.submit(t, tasks("stuck", stuck, "stuck")...)
+	e.submit(t, tasks("slow", 2, "slow")...)
+	eventually(t, "worker A to hold the stuck and slow tasks", func() bool {
+		s := a.Status()
+		return s.InFlightByKind["stuck"] == stuck && s.InFlightByKind["slow"] == 2
+	})
+	var all []queue.Task
+	all = append(all, tasks("fast", fast, "fast")...)
+	all = append(all, tasks("poison", poison, "poison")...)
+	e.submit(t, all...)
+	submitted := fast + stuck + 2 + poison
+
+	draining.Store(true)
+	pod.request <- time.Now().Add(700 * time.Millisecond)
+	var report loop.DrainReport
+	select {
+	case report = <-pod.reports:
+	case <-time.After(20 * time.Second):
+		t.Fatal("worker A never reported Drained")
+	}
+	if !report.DeadlineExceeded || report.HandedBack < stuck || report.Cause != "pod" {
+		t.Errorf("report = %+v, want deadline exceeded, cause pod, at least %d handed back", report, stuck)
+	}
+	if got := a.State(); got != loop.Drained {
+		t.Errorf("worker A state after the drain = %s, want Drained (idle, not exited)", got)
+	}
+	select {
+	case err := <-a.result:
+		t.Fatalf("worker A's Run returned (%v) after a pod drain; it must stay up until stopped", err)
+	default:
+	}
+	if resp, err := http.Get("http://" + a.AdminAddr() + "/readyz"); err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("readyz of a drained worker = %v, %v; want 503", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+
+	// Worker B finishes what A handed back and what A never took.
+	cfgB := e.config(t)
+	cfgB.Name = "b"
+	start(t, cfgB, handlers("b"))
+	eventually(t, "every task to be completed or dead-lettered", func() bool {
+		return completed.unique()+int(e.streamMsgs(t, names.DeadStream)) == submitted
+	})
+	if got := e.streamMsgs(t, names.DeadStream); got != poison {
+		t.Errorf("dead letters = %d, want %d", got, poison)
+	}
+	eventually(t, "the work queue to empty", func() bool { return e.streamMsgs(t, stream) == 0 })
+	if err := a.stop(t); err != nil {
+		t.Errorf("worker A's Run = %v", err)
+	}
+}
+
+func TestCheckpointResumesAfterHandBack(t *testing.T) {
+	e := newEnv(t)
+	const steps = 10
+	resumedFrom := make(chan int, 1)
+	count := func(pauseAt int) loop.Handler {
+		return func(ctx context.Context, task *loop.Task) error {
+			from := 0
+			if task.Checkpoint != nil {
+				from, _ = strconv.Atoi(string(task.Checkpoint))
+				resumedFrom <- from
+			}
+			for i := from + 1; i <= steps; i++ {
+				if i == pauseAt {
+					<-ctx.Done() // worker A stops here until the drain deadline
+					return ctx.Err()
+				}
+				if err := task.SaveCheckpoint(ctx, []byte(strconv.Itoa(i))); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	cfgA := e.config(t)
+	cfgA.Name = "a"
+	a := start(t, cfgA, map[string]loop.Handler{"count": count(6)})
+	e.submit(t, queue.Task{ID: "count-1", Kind: "count"})
+	store, err := checkpoint.Open(t.Context(), e.js, names.CheckpointBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the task to checkpoint step 5", func() bool {
+		cp, _ := store.Load(t.Context(), "count-1")
+		return string(cp) == "5"
+	})
+	a.RequestDrain(time.Now().Add(100 * time.Millisecond))
+	eventually(t, "worker A to drain", func() bool { return a.State() == loop.Drained })
+	if s := a.Status(); s.Drain == nil || s.Drain.HandedBack != 1 {
+		t.Fatalf("worker A drain report = %+v, want one task handed back", s.Drain)
+	}
+
+	cfgB := e.config(t)
+	cfgB.Name = "b"
+	b := start(t, cfgB, map[string]loop.Handler{"count": count(-1)})
+	select {
+	case from := <-resumedFrom:
+		if from != 5 {
+			t.Errorf("the redelivered task resumed from %d, want 5", from)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the task was not redelivered with its checkpoint")
+	}
+	eventually(t, "worker B to finish the task", func() bool { return b.Status().Counters[loop.OutcomeSucceeded] == 1 })
+	eventually(t, "the checkpoint to be deleted", func() bool {
+		cp, err := store.Load(t.Context(), "count-1")
+		return err == nil && cp == nil
+	})
+}
+
+func TestNATSRestartUnderLoadLosesNothing(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config(t)
+	cfg.AckWait = time.Second
+	cfg.MaxWorkers = 8
+	completed := newLedger()
+	start(t, cfg, map[string]loop.Handler{
+		"work": func(ctx context.Context, task *loop.Task) error {
+			select {
+			case <-time.After(2 * time.Millisecond):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			completed.add(task.ID)
+			return nil
+		},
+	})
+	const total = 400
+	submitOne := func(i int) {
+		t.Helper()
+		task := queue.Task{ID: fmt.Sprintf("w-%d", i), Kind: "work"}
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+			_, _, err := e.producer.Submit(ctx, task)
+			cancel()
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("submitting %s: %v", task.ID, err)
+			}
+		}
+	}
+	for i := range total / 2 {
+		submitOne(i)
+	}
+	eventually(t, "some tasks to complete before the restart", func() bool { return completed.unique() > 20 })
+	e.srv.Restart()
+	for i := total / 2; i < total; i++ {
+		submitOne(i)
+	}
+	eventually(t, "every task to complete after the restart", func() bool { return completed.unique() == total })
+}
+
+func TestAdminEndpoints(t *testing.T) {
+	e := newEnv(t)
+	l := start(t, e.config(t), map[string]loop.Handler{
+		"echo": func(context.Context, *loop.Task) error { return nil },
+	})
+	e.submit(t, queue.Task{ID: "x", Kind: "echo"})
+	eventually(t, "the task to succeed", func() bool { return l.Status().Counters[loop.OutcomeSucceeded] == 1 })
+	base := "http://" + l.AdminAddr()
+	get := func(method, path string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), method, base+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	tests := []struct {
+		name, method, path string
+		wantCode           int
+		wantBody           string
+	}{
+		{"healthz answers ok", "GET", "/healthz", 200, "ok"},
+		{"readyz answers ok while running and connected", "GET", "/readyz", 200, "ok"},
+		{"metrics count tasks by kind and outcome", "GET", "/metrics", 200, `tenire_loop_tasks_total{kind="echo",outcome="succeeded"} 1`},
+		{"metrics have the queue-wait histogram", "GET", "/metrics", 200, "tenire_loop_task_queue_wait_seconds_bucket"},
+		{"metrics have the pool size", "GET", "/metrics", 200, "tenire_loop_pool_workers"},
+		{"status reports the state", "GET", "/status", 200, `"state": "Running"`},
+		{"drain refuses GET", "GET", "/drain", 405, ""},
+		{"drain rejects a bad timeout", "POST", "/drain?timeout=soon", 400, "bad timeout"},
+		{"drain accepts POST", "POST", "/drain?timeout=1s", 202, `"drain":"requested"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, body := get(tt.method, tt.path)
+			if code != tt.wantCode || !strings.Contains(body, tt.wantBody) {
+				t.Errorf("%s %s = %d %q, want %d containing %q", tt.method, tt.path, code, body, tt.wantCode, tt.wantBody)
+			}
+		})
+	}
+	eventually(t, "the drain requested over HTTP", func() bool { return l.State() == loop.Drained })
+	code, body := get("GET", "/status")
+	var st loop.Status
+	if err := json.Unmarshal([]byte(body), &st); err != nil || code != 200 {
+		t.Fatalf("status = %d %s: %v", code, body, err)
+	}
+	if st.State != "Drained" || st.Drain == nil || st.Drain.Cause != "http" || st.Counters["succeeded"] != 1 {
+		t.Errorf("status after the drain = %+v", st)
+	}
+	if code, _ := get("GET", "/readyz"); code != 503 {
+		t.Errorf("readyz after the drain = %d, want 503", code)
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	good := loop.Config{NATSURL: "nats://x", Stream: "S", SubjectPrefix: "p"}
+	tests := []struct {
+		name   string
+		change func(*loop.Config)
+	}{
+		{"a config without a NATS URL is rejected", func(c *loop.Config) { c.NATSURL = "" }},
+		{"a stream name with a dot is rejected", func(c *loop.Config) { c.Stream = "a.b" }},
+		{"an upper-case priority is rejected", func(c *loop.Config) { c.Priorities = []pool.Class{{Name: "High"}} }},
+		{"more minimum than maximum workers is rejected", func(c *loop.Config) { c.MinWorkers, c.MaxWorkers = 5, 2 }},
+		{"a kind limit of zero is rejected", func(c *loop.Config) { c.KindLimits = map[string]int{"x": 0} }},
+		{"a tiny AckWait is rejected", func(c *loop.Config) { c.AckWait = time.Millisecond }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := good
+			tt.change(&c)
+			if _, err := loop.New(c); !errors.Is(err, loop.ErrInvalidConfig) {
+				t.Errorf("New = %v, want ErrInvalidConfig", err)
+			}
+		})
+	}
+	if _, err := loop.New(good); err != nil {
+		t.Errorf("New(good) = %v", err)
+	}
+}

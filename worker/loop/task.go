@@ -1,0 +1,51 @@
+package loop
+
+import (
+	"context"
+	"errors"
+)
+
+// Task is one delivery of a task, as a handler sees it.
+type Task struct {
+	// ID is the task id.
+	ID string
+	// Kind selects the handler.
+	Kind string
+	// Priority is the task's priority class.
+	Priority string
+	// Payload is the task's input.
+	Payload []byte
+	// Attempt counts the deliveries of the task, this one included.
+	Attempt uint64
+	// Checkpoint is the last checkpoint saved by an earlier attempt, or nil.
+	Checkpoint []byte
+
+	save func(ctx context.Context, data []byte) error
+}
+
+// SaveCheckpoint stores progress for the task. If the task is delivered
+// again (a drain deadline, a crash, a retry), the next attempt finds data in
+// Task.Checkpoint. The checkpoint is deleted when the task succeeds.
+func (t *Task) SaveCheckpoint(ctx context.Context, data []byte) error {
+	if t.save == nil {
+		return errors.New("loop: task has no checkpoint store")
+	}
+	if err := t.save(ctx, data); err != nil {
+		return err
+	}
+	t.Checkpoint = data
+	return nil
+}
+
+// Handler runs a task. It returns nil on success. It must return soon
+// after ctx is done (task timeout or drain deadline).
+type Handler func(ctx context.Context, t *Task) error
+
+// ErrPermanent marks a failure that retrying cannot fix: a handler error
+// that wraps it sends the task to the dead-letter subject at once.
+var ErrPermanent = errors.New("permanent failure")
+
+// ErrNoHandler is the error of a task whose kind has no handler. Such a
+// task is retried like a failure (another worker version may know it) and
+// dead-lettered when its attempts are used up.
+var ErrNoHandler = errors.New("no handler for task kind")
