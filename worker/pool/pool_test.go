@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -99,12 +100,15 @@ func submit(t *testing.T, p *pool.Pool[job], class int, j job) {
 // waitFor polls cond until it holds or fails the test after a deadline.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
 	for !cond() {
-		if time.Now().After(deadline) {
+		select {
+		case <-tick.C:
+		case <-deadline:
 			t.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -209,7 +213,9 @@ func TestKindLimitsUnderLoad(t *testing.T) {
 		running[kind]++
 		maxSeen[kind] = max(maxSeen[kind], running[kind])
 		mu.Unlock()
-		time.Sleep(50 * time.Microsecond) // hold the slot so tasks overlap; this is load, not waiting
+		for range 50 { // hold the slot for a while so that tasks overlap
+			runtime.Gosched()
+		}
 		mu.Lock()
 		running[kind]--
 		mu.Unlock()
@@ -295,12 +301,12 @@ func TestGrowAndShrink(t *testing.T) {
 		if got := p.Stats().Workers; got != 4 {
 			t.Fatalf("workers right after the backlog = %d, want 4 until the idle timeout", got)
 		}
-		time.Sleep(time.Minute + time.Second) // fake time inside the bubble
+		<-time.After(time.Minute + time.Second) // the bubble's fake clock jumps
 		synctest.Wait()
 		if s := p.Stats(); s.Workers != 1 || s.Idle != 1 {
 			t.Fatalf("after the idle timeout stats = %+v, want 1 idle worker", s)
 		}
-		time.Sleep(10 * time.Minute)
+		<-time.After(10 * time.Minute)
 		synctest.Wait()
 		if got := p.Stats().Workers; got != 1 {
 			t.Fatalf("workers long after = %d, want MinWorkers 1", got)
