@@ -117,7 +117,7 @@ type LoopSpec struct {
 }
 
 // PoolSpec sizes the worker pool of one pod.
-// +kubebuilder:validation:XValidation:rule="self.minWorkers <= self.maxWorkers",message="pool.minWorkers must not be greater than pool.maxWorkers"
+// +kubebuilder:validation:XValidation:rule="!has(self.minWorkers) || !has(self.maxWorkers) || self.minWorkers <= self.maxWorkers",message="pool.minWorkers must not be greater than pool.maxWorkers"
 type PoolSpec struct {
 	// minWorkers is the number of workers kept even when idle. Defaults to 1.
 	// +kubebuilder:default=1
@@ -162,7 +162,7 @@ type PriorityClass struct {
 }
 
 // RetrySpec says how failed tasks are retried.
-// +kubebuilder:validation:XValidation:rule="duration(self.initialBackoff) <= duration(self.maxBackoff)",message="retry.initialBackoff must not be greater than retry.maxBackoff"
+// +kubebuilder:validation:XValidation:rule="!has(self.initialBackoff) || !has(self.maxBackoff) || duration(self.initialBackoff) <= duration(self.maxBackoff)",message="retry.initialBackoff must not be greater than retry.maxBackoff"
 type RetrySpec struct {
 	// maxAttempts is how many times a task runs at most, the first attempt
 	// included; after the last failure it goes to the dead-letter subject
