@@ -492,3 +492,6 @@ func FreePort() (int, error) {
 	}
 	return 0, errors.New("localcluster: no free loopback port")
 }
+
+// Log returns the cluster's logger, for components started beside it.
+func (c *Cluster) Log() logr.Logger { return c.log }
