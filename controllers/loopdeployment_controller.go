@@ -2,16 +2,18 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
@@ -69,6 +71,7 @@ type LoopDeploymentReconciler struct {
 	DrainGrace time.Duration
 
 	expectations *expectations
+	timeouts     timeouts
 }
 
 // CacheByObject restricts the manager's cache to the objects the operator
@@ -171,13 +174,13 @@ func (r *LoopDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		if s.released {
 			return // the object is gone or going; nothing to report on
 		}
-		before := ld.DeepCopy()
+		before := ld.Status.DeepCopy()
 		r.computeStatus(s)
-		if equality.Semantic.DeepEqual(before.Status, ld.Status) {
+		if equality.Semantic.DeepEqual(*before, ld.Status) {
 			return
 		}
-		if err := r.Client.Status().Patch(ctx, ld, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
-			reterr = kerrors.NewAggregate([]error{reterr, fmt.Errorf("patching the status: %w", err)})
+		if err := r.patchStatus(ctx, ld); err != nil {
+			reterr = kerrors.NewAggregate([]error{reterr, err})
 		}
 	}()
 
@@ -189,6 +192,21 @@ func (r *LoopDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		phases = []phase{r.reconcileWorkerRBAC, r.reconcilePDB, r.reconcileFailedPods, r.reconcileDrains, r.reconcileReplicas}
 	}
 	return runPhases(ctx, s, phases)
+}
+
+// patchStatus writes the whole status of ld with a JSON merge patch. The
+// whole status, not a diff against the cached object: the cache may not
+// show the previous reconcile's status yet, and a diff against a stale
+// status would leave stale fields behind.
+func (r *LoopDeploymentReconciler) patchStatus(ctx context.Context, ld *loopsv1alpha1.LoopDeployment) error {
+	body, err := json.Marshal(map[string]any{"status": ld.Status})
+	if err != nil {
+		return fmt.Errorf("encoding the status: %w", err)
+	}
+	if err := r.Client.Status().Patch(ctx, ld, client.RawPatch(types.MergePatchType, body)); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("patching the status: %w", err)
+	}
+	return nil
 }
 
 // phase is one step of a reconcile. It acts on the API server, records what

@@ -155,4 +155,3 @@ func (s *scope) pod(name string) *corev1.Pod {
 	}
 	return nil
 }
-

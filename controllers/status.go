@@ -3,10 +3,12 @@ package controllers
 import (
 	"fmt"
 	"strings"
+	"sync"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 )
@@ -79,7 +81,7 @@ func (r *LoopDeploymentReconciler) computeStatus(s *scope) {
 	setProgressingCondition(s, c)
 	setDrainingCondition(s, c)
 	setSuspendedCondition(s)
-	setDegradedCondition(s) // reads the previous observedGeneration
+	r.setDegradedCondition(s) // reads the previous observedGeneration
 	st.ObservedGeneration = s.ld.Generation
 }
 
@@ -160,21 +162,65 @@ func setSuspendedCondition(s *scope) {
 	setCondition(s, loopsv1alpha1.ConditionSuspended, false, loopsv1alpha1.ReasonNotSuspended, "spec.suspend is false")
 }
 
+// timeouts remembers, per LoopDeployment, the generation at which a drain
+// last timed out, so that Degraded=DrainTimedOut stays even when the cache
+// does not show the status that said so yet.
+type timeouts struct {
+	mu sync.Mutex
+	m  map[types.NamespacedName]int64
+}
+
+// note records a timeout at generation, or forgets it when clear is true.
+func (t *timeouts) note(key types.NamespacedName, generation int64, clear bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = map[types.NamespacedName]int64{}
+	}
+	if clear {
+		delete(t.m, key)
+		return
+	}
+	t.m[key] = generation
+}
+
+func (t *timeouts) at(key types.NamespacedName) (int64, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	g, ok := t.m[key]
+	return g, ok
+}
+
 // setDegradedCondition: True when pods cannot be created, a drain timed
 // out, or pods fail. A DrainTimedOut stays until a worker reports Drained
 // again or the spec changes, so that a human sees it.
-func setDegradedCondition(s *scope) {
+func (r *LoopDeploymentReconciler) setDegradedCondition(s *scope) {
 	const t = loopsv1alpha1.ConditionDegraded
 	prev := meta.FindStatusCondition(s.ld.Status.Conditions, t)
+	prevTimedOut := prev != nil && prev.Status == metav1.ConditionTrue && prev.Reason == loopsv1alpha1.ReasonDrainTimedOut &&
+		s.ld.Status.ObservedGeneration == s.ld.Generation
+	if g, ok := r.timeouts.at(s.key); ok && g == s.ld.Generation {
+		prevTimedOut = true
+	}
+	switch {
+	case len(s.timedOut) > 0:
+		r.timeouts.note(s.key, s.ld.Generation, false)
+	case s.reportedDrain || !prevTimedOut:
+		r.timeouts.note(s.key, 0, true)
+		prevTimedOut = false
+	}
 	switch {
 	case s.createErr != nil:
 		setCondition(s, t, true, loopsv1alpha1.ReasonPodCreateFailed, "creating a pod failed: %v", s.createErr)
 	case len(s.timedOut) > 0:
 		setCondition(s, t, true, loopsv1alpha1.ReasonDrainTimedOut,
 			"pod(s) %s did not report Drained in time and were deleted; the queue redelivers their tasks", strings.Join(s.timedOut, ", "))
-	case prev != nil && prev.Status == metav1.ConditionTrue && prev.Reason == loopsv1alpha1.ReasonDrainTimedOut &&
-		!s.reportedDrain && s.ld.Status.ObservedGeneration == s.ld.Generation:
-		// Keep it as it is.
+	case prevTimedOut:
+		if prev != nil && prev.Reason == loopsv1alpha1.ReasonDrainTimedOut {
+			break // keep it as it is
+		}
+		setCondition(s, t, true, loopsv1alpha1.ReasonDrainTimedOut,
+			"a pod did not report Drained in time and was deleted; the queue redelivers its tasks")
 	case len(s.failing) > 0:
 		setCondition(s, t, true, loopsv1alpha1.ReasonPodsFailing, "pod(s) failing: %s", strings.Join(s.failing, ", "))
 	default:

@@ -1,0 +1,342 @@
+package controllers
+
+import (
+	"encoding/json"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+)
+
+func conditionReason(ld *loopsv1alpha1.LoopDeployment, t string) string {
+	c := meta.FindStatusCondition(ld.Status.Conditions, t)
+	if c == nil {
+		return ""
+	}
+	return string(c.Status) + "/" + c.Reason
+}
+
+func TestScaleUpCreatesWorkerPodsThatFollowTheContract(t *testing.T) {
+	h := newHarness(t)
+	w := h.watch()
+	ld := h.newLD("orders", 3)
+	h.create(ld)
+
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(3))
+	h.g.Eventually(func() int32 { return h.get("orders").Status.AvailableReplicas }).Should(gomega.BeEquivalentTo(3))
+	got := h.get("orders")
+	h.g.Expect(conditionReason(got, loopsv1alpha1.ConditionProgressing)).To(gomega.Equal("False/" + loopsv1alpha1.ReasonComplete))
+	h.g.Expect(got.Finalizers).To(gomega.ContainElement(loopsv1alpha1.FinalizerDrain))
+	h.g.Expect(got.Status.Replicas).To(gomega.BeEquivalentTo(3))
+	h.g.Expect(got.Status.ReadyReplicas).To(gomega.BeEquivalentTo(3))
+	h.g.Expect(got.Status.AvailableReplicas).To(gomega.BeEquivalentTo(3))
+	h.g.Expect(got.Status.UpdatedReplicas).To(gomega.BeEquivalentTo(3))
+	h.g.Expect(got.Status.Selector).To(gomega.Equal(loopsv1alpha1.LabelName + "=orders"))
+	h.g.Expect(got.Status.UpdateRevision).NotTo(gomega.BeEmpty())
+	h.g.Expect(got.Status.CurrentRevision).To(gomega.Equal(got.Status.UpdateRevision))
+	h.g.Expect(got.Status.ObservedGeneration).To(gomega.Equal(got.Generation))
+	h.g.Expect(conditionReason(got, loopsv1alpha1.ConditionAvailable)).To(gomega.Equal("True/" + loopsv1alpha1.ReasonMinimumReplicasAvailable))
+	h.g.Expect(conditionReason(got, loopsv1alpha1.ConditionDegraded)).To(gomega.Equal("False/" + loopsv1alpha1.ReasonAsExpected))
+	h.g.Expect(conditionReason(got, loopsv1alpha1.ConditionSuspended)).To(gomega.Equal("False/" + loopsv1alpha1.ReasonNotSuspended))
+	h.g.Expect(h.events("orders")).To(gomega.ContainElement(loopsv1alpha1.EventScaledUp))
+	if _, serving := w.max(); serving > 3 {
+		t.Errorf("%d pods served at once, replicas is 3", serving)
+	}
+
+	p := h.pods("orders")[0]
+	h.g.Expect(p.Labels).To(gomega.HaveKeyWithValue(loopsv1alpha1.LabelRevision, got.Status.UpdateRevision))
+	h.g.Expect(metav1.IsControlledBy(&p, got)).To(gomega.BeTrue())
+	h.g.Expect(p.Spec.ServiceAccountName).To(gomega.Equal(WorkerServiceAccountName))
+	h.g.Expect(*p.Spec.TerminationGracePeriodSeconds).To(gomega.BeEquivalentTo(60)) // 30s drain + 30s margin
+	c := p.Spec.Containers[0]
+	h.g.Expect(c.Ports).To(gomega.ContainElement(gomega.HaveField("Name", loopsv1alpha1.WorkerAdminPortName)))
+	h.g.Expect(c.ReadinessProbe.HTTPGet.Path).To(gomega.Equal("/readyz"))
+	h.g.Expect(*c.SecurityContext.AllowPrivilegeEscalation).To(gomega.BeFalse())
+	var settings loopsv1alpha1.WorkerSettings
+	for _, e := range c.Env {
+		if e.Name == loopsv1alpha1.EnvWorkerSettings {
+			h.g.Expect(json.Unmarshal([]byte(e.Value), &settings)).To(gomega.Succeed())
+		}
+	}
+	h.g.Expect(settings.Name).To(gomega.Equal("orders"))
+	h.g.Expect(settings.Stream).To(gomega.Equal("LOOP_" + h.ns + "_orders"))
+	h.g.Expect(settings.DrainTimeout.Duration).To(gomega.Equal(30 * time.Second))
+
+	pdb := &policyv1.PodDisruptionBudget{}
+	h.g.Expect(h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: "orders"}, pdb)).To(gomega.Succeed())
+	h.g.Expect(pdb.Spec.MaxUnavailable).To(gomega.Equal(ptr.To(intstr.FromInt32(1))))
+	h.g.Expect(pdb.Spec.Selector.MatchLabels).To(gomega.Equal(map[string]string{loopsv1alpha1.LabelName: "orders"}))
+	role := &rbacv1.Role{}
+	h.g.Expect(h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: WorkerServiceAccountName}, role)).To(gomega.Succeed())
+	h.g.Expect(role.Rules).To(gomega.Equal(workerRules))
+	h.g.Expect(h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: WorkerServiceAccountName}, &corev1.ServiceAccount{})).To(gomega.Succeed())
+	h.g.Expect(h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: WorkerServiceAccountName}, &rbacv1.RoleBinding{})).To(gomega.Succeed())
+}
+
+func TestScaleDownDrainsTheNewestPodsOneAtATime(t *testing.T) {
+	h := newHarness(t)
+	h.create(h.newLD("orders", 4))
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(4))
+	all := h.pods("orders")
+	before := testutil.ToFloat64(drainsTotal.WithLabelValues(DrainResultCompleted))
+
+	w := h.watch()
+	h.update("orders", func(ld *loopsv1alpha1.LoopDeployment) { ld.Spec.Replicas = ptr.To[int32](2) })
+	h.g.Eventually(func() []corev1.Pod { return h.pods("orders") }).Should(gomega.HaveLen(2))
+	// Creation times have a resolution of one second: no pod that went may
+	// be older than a pod that stayed.
+	kept := h.pods("orders")
+	for _, p := range all {
+		if slices.ContainsFunc(kept, func(k corev1.Pod) bool { return k.Name == p.Name }) {
+			continue
+		}
+		for _, k := range kept {
+			if p.CreationTimestamp.Before(&k.CreationTimestamp) {
+				t.Errorf("pod %s (created %s) was drained before the newer %s (created %s)", p.Name, p.CreationTimestamp, k.Name, k.CreationTimestamp)
+			}
+		}
+	}
+	h.g.Eventually(func() int32 { return h.get("orders").Status.Replicas }).Should(gomega.BeEquivalentTo(2))
+	if draining, _ := w.max(); draining != 1 {
+		t.Errorf("at most %d pods drained at once, want exactly 1 (maxConcurrent 1)", draining)
+	}
+	h.g.Expect(h.events("orders")).To(gomega.ContainElements(loopsv1alpha1.EventDrainStarted, loopsv1alpha1.EventDrainCompleted))
+	h.g.Expect(testutil.ToFloat64(drainsTotal.WithLabelValues(DrainResultCompleted)) - before).To(gomega.BeNumerically(">=", 2))
+	h.g.Eventually(func() string {
+		return conditionReason(h.get("orders"), loopsv1alpha1.ConditionDraining)
+	}).Should(gomega.Equal("False/" + loopsv1alpha1.ReasonNoDrains))
+}
+
+func TestScaleDownDrainsAPodThatIsNotReadyFirst(t *testing.T) {
+	h := newHarness(t)
+	h.create(h.newLD("orders", 3))
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(3))
+	sick := podNames(h.pods("orders"))[0] // the oldest: only its readiness puts it first
+	h.setNotReady(sick, true)
+	h.g.Eventually(func() int32 { return h.get("orders").Status.ReadyReplicas }).Should(gomega.BeEquivalentTo(2))
+
+	h.update("orders", func(ld *loopsv1alpha1.LoopDeployment) { ld.Spec.Replicas = ptr.To[int32](2) })
+	h.g.Eventually(func() []string { return podNames(h.pods("orders")) }).ShouldNot(gomega.ContainElement(sick))
+	h.g.Consistently(func() []string { return podNames(h.pods("orders")) }, time.Second).Should(gomega.HaveLen(2))
+}
+
+func TestMaxConcurrentIsRespectedAtEveryInstant(t *testing.T) {
+	h := newHarness(t)
+	ld := h.newLD("orders", 8)
+	ld.Spec.Drain.MaxConcurrent = ptr.To(intstr.FromString("50%")) // of the replicas wanted: 2 of 4
+	h.create(ld)
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(8))
+
+	w := h.watch()
+	h.setSilent("", true) // drains pile up until the workers report
+	h.update("orders", func(ld *loopsv1alpha1.LoopDeployment) { ld.Spec.Replicas = ptr.To[int32](4) })
+	h.g.Eventually(func() int32 { return h.get("orders").Status.DrainingReplicas }).Should(gomega.BeEquivalentTo(2))
+	h.g.Consistently(func() int32 { return h.get("orders").Status.DrainingReplicas }, time.Second).Should(gomega.BeEquivalentTo(2))
+	h.setSilent("", false)
+	h.g.Eventually(func() []corev1.Pod { return h.pods("orders") }).Should(gomega.HaveLen(4))
+	if draining, _ := w.max(); draining != 2 {
+		t.Errorf("at most %d pods drained at once, want exactly 2 (50%% of 4)", draining)
+	}
+}
+
+func TestADrainThatTimesOutDeletesThePodAndDegrades(t *testing.T) {
+	h := newHarness(t)
+	ld := h.newLD("orders", 2)
+	ld.Spec.Drain.Timeout = &metav1.Duration{Duration: 2 * time.Second}
+	h.create(ld)
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(2))
+	before := testutil.ToFloat64(drainsTotal.WithLabelValues(DrainResultTimedOut))
+
+	h.setSilent("", true)
+	h.update("orders", func(ld *loopsv1alpha1.LoopDeployment) { ld.Spec.Replicas = ptr.To[int32](1) })
+	h.g.Eventually(func() int32 { return h.get("orders").Status.DrainingReplicas }).Should(gomega.BeEquivalentTo(1))
+	start := time.Now()
+	h.g.Eventually(func() []corev1.Pod { return h.pods("orders") }).Should(gomega.HaveLen(1))
+	if waited := time.Since(start); waited < time.Second {
+		t.Errorf("the silent pod was deleted after %s, before its deadline", waited)
+	}
+	h.g.Eventually(func() string {
+		return conditionReason(h.get("orders"), loopsv1alpha1.ConditionDegraded)
+	}).Should(gomega.Equal("True/" + loopsv1alpha1.ReasonDrainTimedOut))
+	h.g.Expect(h.events("orders")).To(gomega.ContainElement(loopsv1alpha1.EventDrainTimedOut))
+	h.g.Expect(testutil.ToFloat64(drainsTotal.WithLabelValues(DrainResultTimedOut)) - before).To(gomega.BeEquivalentTo(1))
+	// It stays Degraded for a human to see, until a worker reports again.
+	h.g.Consistently(func() string {
+		return conditionReason(h.get("orders"), loopsv1alpha1.ConditionDegraded)
+	}, time.Second).Should(gomega.Equal("True/" + loopsv1alpha1.ReasonDrainTimedOut))
+}
+
+func TestRollingUpdateSurgesThenDrainsOldPods(t *testing.T) {
+	h := newHarness(t)
+	ld := h.newLD("orders", 3)
+	ld.Spec.UpdateStrategy.MaxSurge = ptr.To(intstr.FromInt32(1))
+	h.create(ld)
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(3))
+	oldRev := h.get("orders").Status.UpdateRevision
+
+	w := h.watch()
+	h.update("orders", func(ld *loopsv1alpha1.LoopDeployment) {
+		ld.Spec.Template.Spec.Containers[0].Image = "ghcr.io/tenire/loop-worker:v2"
+	})
+	h.g.Eventually(func() []string {
+		var revs []string
+		for _, p := range h.pods("orders") {
+			revs = append(revs, p.Labels[loopsv1alpha1.LabelRevision]+"/"+p.Spec.Containers[0].Image)
+		}
+		return revs
+	}).Should(gomega.SatisfyAll(gomega.HaveLen(3), gomega.HaveEach(gomega.HaveSuffix("/ghcr.io/tenire/loop-worker:v2"))))
+	h.g.Eventually(func() string {
+		return conditionReason(h.get("orders"), loopsv1alpha1.ConditionProgressing)
+	}).Should(gomega.Equal("False/" + loopsv1alpha1.ReasonComplete))
+	got := h.get("orders")
+	h.g.Expect(got.Status.UpdateRevision).NotTo(gomega.Equal(oldRev))
+	h.g.Expect(got.Status.CurrentRevision).To(gomega.Equal(got.Status.UpdateRevision))
+	h.g.Expect(got.Status.UpdatedReplicas).To(gomega.BeEquivalentTo(3))
+	draining, serving := w.max()
+	if serving > 4 {
+		t.Errorf("%d pods served at once, want at most replicas+maxSurge = 4", serving)
+	}
+	if draining > 1 {
+		t.Errorf("%d pods drained at once, want at most 1", draining)
+	}
+}
+
+func TestSuspendDrainsEveryPodAndResumeScalesBackUp(t *testing.T) {
+	h := newHarness(t)
+	ld := h.newLD("orders", 4)
+	ld.Spec.Drain.MaxConcurrent = ptr.To(intstr.FromInt32(2))
+	h.create(ld)
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(4))
+
+	w := h.watch()
+	h.update("orders", func(ld *loopsv1alpha1.LoopDeployment) { ld.Spec.Suspend = true })
+	h.g.Eventually(func() []corev1.Pod { return h.pods("orders") }).Should(gomega.BeEmpty())
+	h.g.Eventually(func() []string {
+		got := h.get("orders")
+		return []string{
+			conditionReason(got, loopsv1alpha1.ConditionSuspended),
+			conditionReason(got, loopsv1alpha1.ConditionAvailable),
+			conditionReason(got, loopsv1alpha1.ConditionProgressing),
+		}
+	}).Should(gomega.Equal([]string{
+		"True/" + loopsv1alpha1.ReasonSuspendRequested,
+		"False/" + loopsv1alpha1.ReasonScaledToZero,
+		"False/" + loopsv1alpha1.ReasonComplete,
+	}))
+	if draining, _ := w.max(); draining > 2 {
+		t.Errorf("%d pods drained at once, want at most 2", draining)
+	}
+
+	h.update("orders", func(ld *loopsv1alpha1.LoopDeployment) { ld.Spec.Suspend = false })
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(4))
+	h.g.Eventually(func() string {
+		return conditionReason(h.get("orders"), loopsv1alpha1.ConditionSuspended)
+	}).Should(gomega.Equal("False/" + loopsv1alpha1.ReasonNotSuspended))
+}
+
+func TestDeletionWaitsForEveryPodToDrain(t *testing.T) {
+	h := newHarness(t)
+	ld := h.newLD("orders", 2)
+	ld.Spec.Drain.MaxConcurrent = ptr.To(intstr.FromInt32(2))
+	h.create(ld)
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(2))
+	first := podNames(h.pods("orders"))[0]
+	h.setSilent(first, true)
+
+	ld = h.get("orders")
+	h.g.Expect(h.c.Delete(h.ctx, ld)).To(gomega.Succeed())
+	h.g.Eventually(func() []string { return podNames(h.pods("orders")) }).Should(gomega.Equal([]string{first}))
+	h.g.Eventually(func() bool {
+		p := h.pods("orders")
+		return len(p) == 1 && p[0].Annotations[loopsv1alpha1.AnnotationDrainRequested] != ""
+	}).Should(gomega.BeTrue())
+	h.g.Consistently(h.gone(ld), time.Second).Should(gomega.BeFalse(), "the LoopDeployment went while a pod was draining")
+	h.g.Expect(conditionReason(h.get("orders"), loopsv1alpha1.ConditionProgressing)).To(gomega.Equal("True/" + loopsv1alpha1.ReasonDeleting))
+
+	h.setSilent(first, false)
+	h.g.Eventually(h.gone(ld)).Should(gomega.BeTrue())
+	h.g.Expect(h.pods("orders")).To(gomega.BeEmpty())
+}
+
+func TestAPodDeletedFromOutsideIsReplaced(t *testing.T) {
+	h := newHarness(t)
+	h.create(h.newLD("orders", 3))
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(3))
+	victim := h.pods("orders")[1]
+	h.g.Expect(h.c.Delete(h.ctx, &victim)).To(gomega.Succeed())
+
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.SatisfyAll(
+		gomega.HaveLen(3), gomega.Not(gomega.ContainElement(victim.Name))))
+	h.g.Eventually(func() []string { return h.events("orders") }).Should(gomega.ContainElement(loopsv1alpha1.EventPodReplaced))
+}
+
+func TestAFailedPodIsReplaced(t *testing.T) {
+	h := newHarness(t)
+	h.create(h.newLD("orders", 2))
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(2))
+	failed := h.pods("orders")[0]
+	failed.Status.Phase = corev1.PodFailed
+	failed.Status.Reason = "Evicted"
+	h.g.Expect(h.c.Status().Update(h.ctx, &failed)).To(gomega.Succeed())
+
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.SatisfyAll(
+		gomega.HaveLen(2), gomega.Not(gomega.ContainElement(failed.Name))))
+	h.g.Expect(h.events("orders")).To(gomega.ContainElement(loopsv1alpha1.EventPodReplaced))
+}
+
+func TestAnOperatorRestartedMidDrainFinishesTheDrain(t *testing.T) {
+	h := newHarness(t)
+	h.create(h.newLD("orders", 2))
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(2))
+	h.setSilent("", true)
+	h.update("orders", func(ld *loopsv1alpha1.LoopDeployment) { ld.Spec.Replicas = ptr.To[int32](1) })
+	var draining string
+	h.g.Eventually(func() bool {
+		for _, p := range h.pods("orders") {
+			if p.Annotations[loopsv1alpha1.AnnotationDrainRequested] != "" {
+				draining = p.Name
+				return true
+			}
+		}
+		return false
+	}).Should(gomega.BeTrue())
+
+	h.stopOperator()
+	h.setSilent("", false) // the worker reports while no operator runs
+	h.g.Eventually(func() bool {
+		for _, p := range h.pods("orders") {
+			if _, ok := drainedCondition(&p); ok && p.Name == draining {
+				return true
+			}
+		}
+		return false
+	}).Should(gomega.BeTrue())
+	h.g.Consistently(func() []string { return podNames(h.pods("orders")) }, 500*time.Millisecond).Should(gomega.ContainElement(draining))
+
+	h.startOperator()
+	h.g.Eventually(func() []string { return podNames(h.pods("orders")) }).Should(gomega.SatisfyAll(
+		gomega.HaveLen(1), gomega.Not(gomega.ContainElement(draining))))
+	h.g.Eventually(func() int32 { return h.get("orders").Status.DrainingReplicas }).Should(gomega.BeEquivalentTo(0))
+}
+
+func drainedCondition(p *corev1.Pod) (corev1.PodCondition, bool) {
+	i := slices.IndexFunc(p.Status.Conditions, func(c corev1.PodCondition) bool {
+		return c.Type == loopsv1alpha1.PodConditionDrained && c.Status == corev1.ConditionTrue
+	})
+	if i < 0 {
+		return corev1.PodCondition{}, false
+	}
+	return p.Status.Conditions[i], true
+}
