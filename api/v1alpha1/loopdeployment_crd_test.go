@@ -140,14 +140,18 @@ func TestInvalidLoopDeploymentsAreRejectedWithMessagesThatSayWhatToFix(t *testin
 			want:   "spec.replicas in body should be greater than or equal to 0",
 		},
 		{
-			name:   "minWorkers above maxWorkers is rejected",
-			mutate: func(s map[string]any) { set(s, "loop.pool", map[string]any{"minWorkers": int64(8), "maxWorkers": int64(4)}) },
-			want:   "pool.minWorkers must not be greater than pool.maxWorkers",
+			name: "minWorkers above maxWorkers is rejected",
+			mutate: func(s map[string]any) {
+				set(s, "loop.pool", map[string]any{"minWorkers": int64(8), "maxWorkers": int64(4)})
+			},
+			want: "pool.minWorkers must not be greater than pool.maxWorkers",
 		},
 		{
-			name:   "a pool of zero workers is rejected",
-			mutate: func(s map[string]any) { set(s, "loop.pool", map[string]any{"minWorkers": int64(0), "maxWorkers": int64(0)}) },
-			want:   "spec.loop.pool.maxWorkers in body should be greater than or equal to 1",
+			name: "a pool of zero workers is rejected",
+			mutate: func(s map[string]any) {
+				set(s, "loop.pool", map[string]any{"minWorkers": int64(0), "maxWorkers": int64(0)})
+			},
+			want: "spec.loop.pool.maxWorkers in body should be greater than or equal to 1",
 		},
 		{
 			name: "a priority weight of zero is rejected",
@@ -167,9 +171,11 @@ func TestInvalidLoopDeploymentsAreRejectedWithMessagesThatSayWhatToFix(t *testin
 			want: "spec.loop.priorities[1]: Duplicate value",
 		},
 		{
-			name:   "a priority name with capitals is rejected",
-			mutate: func(s map[string]any) { set(s, "loop.priorities", []any{map[string]any{"name": "High", "weight": int64(1)}}) },
-			want:   "spec.loop.priorities[0].name in body should match",
+			name: "a priority name with capitals is rejected",
+			mutate: func(s map[string]any) {
+				set(s, "loop.priorities", []any{map[string]any{"name": "High", "weight": int64(1)}})
+			},
+			want: "spec.loop.priorities[0].name in body should match",
 		},
 		{
 			name:   "a zero drain timeout is rejected",

@@ -377,7 +377,3 @@ type LoopDeploymentList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []LoopDeployment `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&LoopDeployment{}, &LoopDeploymentList{})
-}
