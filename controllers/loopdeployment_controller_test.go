@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -16,8 +18,10 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/test/testenv"
 )
 
 func conditionReason(ld *loopsv1alpha1.LoopDeployment, t string) string {
@@ -339,4 +343,24 @@ func drainedCondition(p *corev1.Pod) (corev1.PodCondition, bool) {
 		return corev1.PodCondition{}, false
 	}
 	return p.Status.Conditions[i], true
+}
+
+func TestTheSampleIsAcceptedAndRuns(t *testing.T) {
+	h := newHarness(t)
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(root, "config", "samples", "loops_v1alpha1_loopdeployment.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ld := &loopsv1alpha1.LoopDeployment{}
+	if err := yaml.UnmarshalStrict(raw, ld); err != nil {
+		t.Fatalf("decoding the sample: %v", err)
+	}
+	ld.Namespace = h.ns
+	h.create(ld)
+	h.g.Eventually(func() []string { return h.readyPods(ld.Name) }).Should(gomega.HaveLen(3))
+	h.g.Eventually(func() int32 { return h.get(ld.Name).Status.AvailableReplicas }).Should(gomega.BeEquivalentTo(3))
 }
