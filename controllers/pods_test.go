@@ -1,0 +1,193 @@
+package controllers
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/controllers/policy"
+	"github.com/tenire/loop-operator/test/testenv"
+)
+
+func testLD(mutate func(*loopsv1alpha1.LoopDeployment)) *loopsv1alpha1.LoopDeployment {
+	ld := &loopsv1alpha1.LoopDeployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "orders", UID: "uid-1"},
+		Spec: loopsv1alpha1.LoopDeploymentSpec{
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "worker", Image: "w:1"}}}},
+			Queue:    loopsv1alpha1.QueueSpec{NATS: loopsv1alpha1.NATSQueueSpec{URL: "nats://nats:4222"}},
+			Drain:    loopsv1alpha1.DrainSpec{Timeout: &metav1.Duration{Duration: 2 * time.Minute}},
+		},
+	}
+	if mutate != nil {
+		mutate(ld)
+	}
+	return ld
+}
+
+func buildPod(t *testing.T, ld *loopsv1alpha1.LoopDeployment) (*corev1.Pod, *corev1.Container) {
+	t.Helper()
+	pod, err := newPod(ld, policy.WithDefaults(ld.Spec), "abc", testenv.Scheme)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pod, &pod.Spec.Containers[workerContainerIndex(pod.Spec.Containers)]
+}
+
+func envOf(c *corev1.Container, name string) (corev1.EnvVar, int) {
+	var found corev1.EnvVar
+	n := 0
+	for _, e := range c.Env {
+		if e.Name == name {
+			found = e
+			n++
+		}
+	}
+	return found, n
+}
+
+func TestNewPod(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*loopsv1alpha1.LoopDeployment)
+		check  func(t *testing.T, pod *corev1.Pod, w *corev1.Container)
+	}{
+		{"a bare template gets the labels, the owner and the contract's environment", nil, func(t *testing.T, pod *corev1.Pod, w *corev1.Container) {
+			if pod.Labels[loopsv1alpha1.LabelName] != "orders" || pod.Labels[loopsv1alpha1.LabelRevision] != "abc" {
+				t.Errorf("labels = %v", pod.Labels)
+			}
+			if ref := metav1.GetControllerOf(pod); ref == nil || ref.UID != "uid-1" || ref.Kind != "LoopDeployment" {
+				t.Errorf("controller = %+v", ref)
+			}
+			if e, _ := envOf(w, loopsv1alpha1.EnvPodName); e.ValueFrom == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.name" {
+				t.Errorf("POD_NAME = %+v", e)
+			}
+			if e, _ := envOf(w, loopsv1alpha1.EnvPodNamespace); e.ValueFrom == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
+				t.Errorf("POD_NAMESPACE = %+v", e)
+			}
+			e, _ := envOf(w, loopsv1alpha1.EnvWorkerSettings)
+			var s loopsv1alpha1.WorkerSettings
+			if err := json.Unmarshal([]byte(e.Value), &s); err != nil {
+				t.Fatal(err)
+			}
+			if s.Stream != "LOOP_shop_orders" || s.SubjectPrefix != "loops.shop.orders" || s.DrainTimeout.Duration != 2*time.Minute {
+				t.Errorf("settings = %+v", s)
+			}
+			if len(s.Loop.Priorities) != 1 || s.NATSCredentialsFile != "" {
+				t.Errorf("settings without defaults or with credentials: %+v", s)
+			}
+		}},
+		{"a bare template gets the admin port, the readiness probe and the workers' service account", nil, func(t *testing.T, pod *corev1.Pod, w *corev1.Container) {
+			if len(w.Ports) != 1 || w.Ports[0].Name != "admin" || w.Ports[0].ContainerPort != 8081 {
+				t.Errorf("ports = %+v", w.Ports)
+			}
+			if w.ReadinessProbe == nil || w.ReadinessProbe.HTTPGet.Path != "/readyz" || w.ReadinessProbe.HTTPGet.Port.StrVal != "admin" {
+				t.Errorf("readiness probe = %+v", w.ReadinessProbe)
+			}
+			if pod.Spec.ServiceAccountName != WorkerServiceAccountName {
+				t.Errorf("service account = %q", pod.Spec.ServiceAccountName)
+			}
+		}},
+		{"the grace period is the drain timeout plus the margin", nil, func(t *testing.T, pod *corev1.Pod, _ *corev1.Container) {
+			if got := *pod.Spec.TerminationGracePeriodSeconds; got != 150 {
+				t.Errorf("grace = %d, want 150", got)
+			}
+		}},
+		{"a longer grace period from the user is kept", func(ld *loopsv1alpha1.LoopDeployment) {
+			ld.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr.To[int64](600)
+		}, func(t *testing.T, pod *corev1.Pod, _ *corev1.Container) {
+			if got := *pod.Spec.TerminationGracePeriodSeconds; got != 600 {
+				t.Errorf("grace = %d, want 600", got)
+			}
+		}},
+		{"a shorter grace period from the user is raised to cover the drain", func(ld *loopsv1alpha1.LoopDeployment) {
+			ld.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr.To[int64](30)
+		}, func(t *testing.T, pod *corev1.Pod, _ *corev1.Container) {
+			if got := *pod.Spec.TerminationGracePeriodSeconds; got != 150 {
+				t.Errorf("grace = %d, want 150", got)
+			}
+		}},
+		{"a bare template gets the restricted security context", nil, func(t *testing.T, pod *corev1.Pod, w *corev1.Container) {
+			if sc := pod.Spec.SecurityContext; sc == nil || !*sc.RunAsNonRoot || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+				t.Errorf("pod security context = %+v", sc)
+			}
+			sc := w.SecurityContext
+			if sc == nil || *sc.AllowPrivilegeEscalation || sc.Capabilities.Drop[0] != "ALL" || !*sc.RunAsNonRoot {
+				t.Errorf("container security context = %+v", sc)
+			}
+		}},
+		{"the user's own security contexts are kept", func(ld *loopsv1alpha1.LoopDeployment) {
+			ld.Spec.Template.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: ptr.To[int64](1000)}
+			ld.Spec.Template.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{Privileged: ptr.To(true)}
+		}, func(t *testing.T, pod *corev1.Pod, w *corev1.Container) {
+			if pod.Spec.SecurityContext.RunAsNonRoot != nil || !*w.SecurityContext.Privileged || w.SecurityContext.Capabilities != nil {
+				t.Errorf("security contexts changed: %+v, %+v", pod.Spec.SecurityContext, w.SecurityContext)
+			}
+		}},
+		{"the container named worker is the worker even when it is not first", func(ld *loopsv1alpha1.LoopDeployment) {
+			ld.Spec.Template.Spec.Containers = []corev1.Container{{Name: "proxy", Image: "p"}, {Name: "worker", Image: "w"}}
+		}, func(t *testing.T, pod *corev1.Pod, w *corev1.Container) {
+			if w.Name != "worker" || len(pod.Spec.Containers[0].Env) != 0 {
+				t.Errorf("the environment went to the wrong container")
+			}
+		}},
+		{"the user's own POD_NAME and LOOP_SETTINGS give way to the contract's", func(ld *loopsv1alpha1.LoopDeployment) {
+			ld.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "POD_NAME", Value: "x"}, {Name: "LOOP_SETTINGS", Value: "{}"}, {Name: "KEEP", Value: "1"}}
+		}, func(t *testing.T, _ *corev1.Pod, w *corev1.Container) {
+			if e, n := envOf(w, "POD_NAME"); n != 1 || e.Value != "" {
+				t.Errorf("POD_NAME = %+v (%d times)", e, n)
+			}
+			if _, n := envOf(w, "LOOP_SETTINGS"); n != 1 {
+				t.Errorf("LOOP_SETTINGS %d times", n)
+			}
+			if _, n := envOf(w, "KEEP"); n != 1 {
+				t.Error("the user's own variable was dropped")
+			}
+		}},
+		{"an unnamed port 8081 becomes the admin port", func(ld *loopsv1alpha1.LoopDeployment) {
+			ld.Spec.Template.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 8081}}
+		}, func(t *testing.T, _ *corev1.Pod, w *corev1.Container) {
+			if len(w.Ports) != 1 || w.Ports[0].Name != "admin" {
+				t.Errorf("ports = %+v", w.Ports)
+			}
+		}},
+		{"a credentials secret is mounted and its file named in the settings", func(ld *loopsv1alpha1.LoopDeployment) {
+			ld.Spec.Queue.NATS.CredentialsSecretRef = &corev1.LocalObjectReference{Name: "orders-nats"}
+		}, func(t *testing.T, pod *corev1.Pod, w *corev1.Container) {
+			if len(pod.Spec.Volumes) != 1 || pod.Spec.Volumes[0].Secret.SecretName != "orders-nats" {
+				t.Errorf("volumes = %+v", pod.Spec.Volumes)
+			}
+			if len(w.VolumeMounts) != 1 || w.VolumeMounts[0].MountPath != CredentialsMountPath || !w.VolumeMounts[0].ReadOnly {
+				t.Errorf("mounts = %+v", w.VolumeMounts)
+			}
+			e, _ := envOf(w, loopsv1alpha1.EnvWorkerSettings)
+			var s loopsv1alpha1.WorkerSettings
+			if err := json.Unmarshal([]byte(e.Value), &s); err != nil || s.NATSCredentialsFile != "/etc/tenire/nats/nats.creds" {
+				t.Errorf("credentials file = %q (%v)", s.NATSCredentialsFile, err)
+			}
+		}},
+		{"a drain request in the template never reaches a new pod", func(ld *loopsv1alpha1.LoopDeployment) {
+			ld.Spec.Template.Annotations = map[string]string{loopsv1alpha1.AnnotationDrainRequested: "2026-01-01T00:00:00Z", "keep": "1"}
+		}, func(t *testing.T, pod *corev1.Pod, _ *corev1.Container) {
+			if policy.Requested(pod) || pod.Annotations["keep"] != "1" {
+				t.Errorf("annotations = %v", pod.Annotations)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ld := testLD(tt.mutate)
+			before := ld.DeepCopy()
+			pod, w := buildPod(t, ld)
+			tt.check(t, pod, w)
+			if !equality.Semantic.DeepEqual(ld, before) {
+				t.Error("newPod changed the LoopDeployment")
+			}
+		})
+	}
+}
