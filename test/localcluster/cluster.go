@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/tenire/loop-operator/test/testenv"
 )
@@ -495,3 +496,14 @@ func FreePort() (int, error) {
 
 // Log returns the cluster's logger, for components started beside it.
 func (c *Cluster) Log() logr.Logger { return c.log }
+
+// InstallCRDs installs the CustomResourceDefinitions found in paths (files
+// or folders of YAML) and waits until the apiserver serves them.
+func (c *Cluster) InstallCRDs(paths ...string) error {
+	crds, err := envtest.InstallCRDs(c.Config, envtest.CRDInstallOptions{Paths: paths, ErrorIfPathMissing: true})
+	if err != nil {
+		return fmt.Errorf("localcluster: installing CRDs from %v: %w", paths, err)
+	}
+	c.log.Info("installed CRDs", "count", len(crds), "paths", paths)
+	return nil
+}
