@@ -38,6 +38,7 @@ const (
 
 	credentialsVolumeName = "tenire-nats-credentials"
 	readinessPath         = "/readyz"
+	livenessPath          = "/healthz"
 )
 
 // selectorLabels are the labels that select the pods of ld.
@@ -147,6 +148,17 @@ func newPod(ld *loopsv1alpha1.LoopDeployment, spec loopsv1alpha1.LoopDeploymentS
 			}},
 			PeriodSeconds:    5,
 			FailureThreshold: 1,
+		}
+	}
+	if w.LivenessProbe == nil {
+		// /healthz answers 200 while the process serves, draining or not.
+		w.LivenessProbe = &corev1.Probe{
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path: livenessPath, Port: intstr.FromString(loopsv1alpha1.WorkerAdminPortName),
+			}},
+			InitialDelaySeconds: 10,
+			PeriodSeconds:       10,
+			FailureThreshold:    3,
 		}
 	}
 	if ref := spec.Queue.NATS.CredentialsSecretRef; ref != nil {

@@ -89,6 +89,9 @@ func TestNewPod(t *testing.T) {
 			if w.ReadinessProbe == nil || w.ReadinessProbe.HTTPGet.Path != "/readyz" || w.ReadinessProbe.HTTPGet.Port.StrVal != "admin" {
 				t.Errorf("readiness probe = %+v", w.ReadinessProbe)
 			}
+			if w.LivenessProbe == nil || w.LivenessProbe.HTTPGet.Path != "/healthz" {
+				t.Errorf("liveness probe = %+v", w.LivenessProbe)
+			}
 			if pod.Spec.ServiceAccountName != WorkerServiceAccountName {
 				t.Errorf("service account = %q", pod.Spec.ServiceAccountName)
 			}

@@ -24,10 +24,11 @@ type LoopDeploymentSpec struct {
 
 	// template describes the worker pods. The worker container is the one
 	// named "worker", or the first container. The operator adds the pod's
-	// name and namespace, the loop settings (LOOP_SETTINGS), an admin port
-	// with a readiness probe on /readyz and, unless set here, a restricted
-	// security context and a termination grace period of drain.timeout plus
-	// a margin.
+	// name and namespace, the loop settings (LOOP_SETTINGS) and the admin
+	// port 8081 ("admin"); unless set here, a readiness probe on /readyz, a
+	// liveness probe on /healthz, the service account tenire-loop-worker and
+	// a restricted security context. The termination grace period is at
+	// least drain.timeout plus 30s.
 	// +required
 	Template corev1.PodTemplateSpec `json:"template"`
 
