@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -168,86 +169,88 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 	p := func(name string) string { return filepath.Join(pki, name) }
 
 	// etcd.
-	etcdClient, etcdPeer := freePort(), freePort()
-	if etcdClient == 0 || etcdPeer == 0 {
-		return errors.New("no free loopback port")
-	}
-	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", etcdClient)
-	peerURL := fmt.Sprintf("http://127.0.0.1:%d", etcdPeer)
-	etcd, err := c.spawn(opts.BinDir, Etcd, []string{
-		"--name=default",
-		"--data-dir=" + filepath.Join(c.RunDir, "etcd"),
-		"--listen-client-urls=" + etcdURL,
-		"--advertise-client-urls=" + etcdURL,
-		"--listen-peer-urls=" + peerURL,
-		"--initial-advertise-peer-urls=" + peerURL,
-		"--initial-cluster=default=" + peerURL,
-		"--unsafe-no-fsync=true",
-		"--log-level=warn",
-	})
-	if err != nil {
-		return err
-	}
+	var etcdURL string
 	plain := &http.Client{Timeout: 5 * time.Second}
 	defer plain.CloseIdleConnections()
-	if err := waitFor(ctx, c.log, etcd, "GET /health", func(ctx context.Context) error {
-		return httpCheck(ctx, plain, etcdURL+"/health", `"health":"true"`)
+	if err := c.launch(ctx, opts.BinDir, Etcd, "GET /health", func() ([]string, func(context.Context) error) {
+		etcdURL = fmt.Sprintf("http://127.0.0.1:%d", freePort())
+		peerURL := fmt.Sprintf("http://127.0.0.1:%d", freePort())
+		args := []string{
+			"--name=default",
+			"--data-dir=" + filepath.Join(c.RunDir, "etcd"),
+			"--listen-client-urls=" + etcdURL,
+			"--advertise-client-urls=" + etcdURL,
+			"--listen-peer-urls=" + peerURL,
+			"--initial-advertise-peer-urls=" + peerURL,
+			"--initial-cluster=default=" + peerURL,
+			"--unsafe-no-fsync=true",
+			"--log-level=warn",
+		}
+		return args, func(ctx context.Context) error {
+			return httpCheck(ctx, plain, etcdURL+"/health", `"health":"true"`)
+		}
 	}); err != nil {
 		return err
 	}
 
 	// kube-apiserver.
-	apiPort := freePort()
-	c.URL = fmt.Sprintf("https://127.0.0.1:%d", apiPort)
-	apiArgs := []string{
-		"--etcd-servers=" + etcdURL,
-		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
-		"--secure-port=" + strconv.Itoa(apiPort),
-		"--tls-cert-file=" + p("apiserver.crt"),
-		"--tls-private-key-file=" + p("apiserver.key"),
-		"--client-ca-file=" + p("ca.crt"),
-		"--service-account-issuer=" + ServiceAccountIssuer,
-		"--service-account-key-file=" + p("sa.pub"),
-		"--service-account-signing-key-file=" + p("sa.key"),
-		"--service-cluster-ip-range=10.0.0.0/24",
-		"--authorization-mode=Node,RBAC",
-		"--allow-privileged=true",
-		"--cert-dir=" + filepath.Join(c.RunDir, "apiserver-certs"),
-		"--profiling=false",
-		// The lease reconciler refuses a loopback address for the "kubernetes"
-		// service; nothing in this cluster reaches the apiserver through it.
-		"--endpoint-reconciler-type=none",
-		"--v=1",
-	}
-	api, err := c.spawn(opts.BinDir, APIServer, append(apiArgs, opts.APIServerFlags...))
-	if err != nil {
-		return err
-	}
 	admin, err := ca.ClientCert("admin", "system:masters")
 	if err != nil {
 		return err
 	}
-	c.Config = &rest.Config{
-		Host: c.URL,
-		TLSClientConfig: rest.TLSClientConfig{
-			CAData: ca.CertPEM, CertData: admin.CertPEM, KeyData: admin.KeyPEM,
-		},
-		QPS:   200,
-		Burst: 400,
+	var adminHTTP *http.Client
+	defer func() {
+		if adminHTTP != nil {
+			adminHTTP.CloseIdleConnections()
+		}
+	}()
+	if err := c.launch(ctx, opts.BinDir, APIServer, "GET /readyz", func() ([]string, func(context.Context) error) {
+		apiPort := freePort()
+		c.URL = fmt.Sprintf("https://127.0.0.1:%d", apiPort)
+		args := []string{
+			"--etcd-servers=" + etcdURL,
+			"--bind-address=127.0.0.1",
+			"--advertise-address=127.0.0.1",
+			"--secure-port=" + strconv.Itoa(apiPort),
+			"--tls-cert-file=" + p("apiserver.crt"),
+			"--tls-private-key-file=" + p("apiserver.key"),
+			"--client-ca-file=" + p("ca.crt"),
+			"--service-account-issuer=" + ServiceAccountIssuer,
+			"--service-account-key-file=" + p("sa.pub"),
+			"--service-account-signing-key-file=" + p("sa.key"),
+			"--service-cluster-ip-range=10.0.0.0/24",
+			"--authorization-mode=Node,RBAC",
+			"--allow-privileged=true",
+			"--cert-dir=" + filepath.Join(c.RunDir, "apiserver-certs"),
+			"--profiling=false",
+			// The lease reconciler refuses a loopback address for the
+			// "kubernetes" service; nothing here reaches the apiserver
+			// through it.
+			"--endpoint-reconciler-type=none",
+			"--v=1",
+		}
+		c.Config = &rest.Config{
+			Host: c.URL,
+			TLSClientConfig: rest.TLSClientConfig{
+				CAData: ca.CertPEM, CertData: admin.CertPEM, KeyData: admin.KeyPEM,
+			},
+			QPS:   200,
+			Burst: 400,
+		}
+		return append(args, opts.APIServerFlags...), func(ctx context.Context) error {
+			if adminHTTP == nil {
+				var err error
+				if adminHTTP, err = rest.HTTPClientFor(c.Config); err != nil {
+					return fmt.Errorf("an HTTP client for the admin user: %w", err)
+				}
+			}
+			return httpCheck(ctx, adminHTTP, c.URL+"/readyz", "ok")
+		}
+	}); err != nil {
+		return err
 	}
 	c.KubeconfigPath = filepath.Join(c.RunDir, "kubeconfig")
 	if err := WriteKubeconfig(c.KubeconfigPath, c.URL, ca.CertPEM, admin); err != nil {
-		return err
-	}
-	adminHTTP, err := rest.HTTPClientFor(c.Config)
-	if err != nil {
-		return fmt.Errorf("an HTTP client for the admin user: %w", err)
-	}
-	defer adminHTTP.CloseIdleConnections()
-	if err := waitFor(ctx, c.log, api, "GET /readyz", func(ctx context.Context) error {
-		return httpCheck(ctx, adminHTTP, c.URL+"/readyz", "ok")
-	}); err != nil {
 		return err
 	}
 
@@ -255,6 +258,11 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // the components' own self-signed serving certificates
 	}}
 	defer insecure.CloseIdleConnections()
+	healthz := func(port int) func(context.Context) error {
+		return func(ctx context.Context) error {
+			return httpCheck(ctx, insecure, fmt.Sprintf("https://127.0.0.1:%d/healthz", port), "ok")
+		}
+	}
 
 	// kube-controller-manager.
 	if !opts.WithoutControllerManager {
@@ -262,29 +270,25 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 		if err := c.componentKubeconfig(kc, "system:kube-controller-manager"); err != nil {
 			return err
 		}
-		port := freePort()
-		args := []string{
-			"--kubeconfig=" + kc,
-			"--authentication-kubeconfig=" + kc,
-			"--authorization-kubeconfig=" + kc,
-			"--leader-elect=false",
-			"--use-service-account-credentials=true",
-			"--service-account-private-key-file=" + p("sa.key"),
-			"--root-ca-file=" + p("ca.crt"),
-			"--cluster-signing-cert-file=" + p("ca.crt"),
-			"--cluster-signing-key-file=" + p("ca.key"),
-			"--bind-address=127.0.0.1",
-			"--secure-port=" + strconv.Itoa(port),
-			"--cert-dir=" + filepath.Join(c.RunDir, "kube-controller-manager-certs"),
-			"--controllers=*",
-			"--v=1",
-		}
-		kcm, err := c.spawn(opts.BinDir, ControllerManager, append(args, opts.ControllerManagerFlags...))
-		if err != nil {
-			return err
-		}
-		if err := waitFor(ctx, c.log, kcm, "GET /healthz", func(ctx context.Context) error {
-			return httpCheck(ctx, insecure, fmt.Sprintf("https://127.0.0.1:%d/healthz", port), "ok")
+		if err := c.launch(ctx, opts.BinDir, ControllerManager, "GET /healthz", func() ([]string, func(context.Context) error) {
+			port := freePort()
+			args := []string{
+				"--kubeconfig=" + kc,
+				"--authentication-kubeconfig=" + kc,
+				"--authorization-kubeconfig=" + kc,
+				"--leader-elect=false",
+				"--use-service-account-credentials=true",
+				"--service-account-private-key-file=" + p("sa.key"),
+				"--root-ca-file=" + p("ca.crt"),
+				"--cluster-signing-cert-file=" + p("ca.crt"),
+				"--cluster-signing-key-file=" + p("ca.key"),
+				"--bind-address=127.0.0.1",
+				"--secure-port=" + strconv.Itoa(port),
+				"--cert-dir=" + filepath.Join(c.RunDir, "kube-controller-manager-certs"),
+				"--controllers=*",
+				"--v=1",
+			}
+			return append(args, opts.ControllerManagerFlags...), healthz(port)
 		}); err != nil {
 			return err
 		}
@@ -296,22 +300,18 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 		if err := c.componentKubeconfig(kc, "system:kube-scheduler"); err != nil {
 			return err
 		}
-		port := freePort()
-		args := []string{
-			"--kubeconfig=" + kc,
-			"--authentication-kubeconfig=" + kc,
-			"--authorization-kubeconfig=" + kc,
-			"--leader-elect=false",
-			"--bind-address=127.0.0.1",
-			"--secure-port=" + strconv.Itoa(port),
-			"--v=1",
-		}
-		sched, err := c.spawn(opts.BinDir, Scheduler, append(args, opts.SchedulerFlags...))
-		if err != nil {
-			return err
-		}
-		if err := waitFor(ctx, c.log, sched, "GET /healthz", func(ctx context.Context) error {
-			return httpCheck(ctx, insecure, fmt.Sprintf("https://127.0.0.1:%d/healthz", port), "ok")
+		if err := c.launch(ctx, opts.BinDir, Scheduler, "GET /healthz", func() ([]string, func(context.Context) error) {
+			port := freePort()
+			args := []string{
+				"--kubeconfig=" + kc,
+				"--authentication-kubeconfig=" + kc,
+				"--authorization-kubeconfig=" + kc,
+				"--leader-elect=false",
+				"--bind-address=127.0.0.1",
+				"--secure-port=" + strconv.Itoa(port),
+				"--v=1",
+			}
+			return append(args, opts.SchedulerFlags...), healthz(port)
 		}); err != nil {
 			return err
 		}
@@ -326,6 +326,37 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 	}
 	c.log.Info("local cluster is up", "url", c.URL, "kubeconfig", c.KubeconfigPath, "elapsed", time.Since(started).Round(time.Millisecond).String())
 	return nil
+}
+
+// launch starts a component with the arguments from prepare and waits for
+// its check to pass. prepare picks free ports each time it is called: when
+// the component dies because another process took one of them in the
+// meantime ("address already in use"), it is started again with new ports,
+// up to three times.
+func (c *Cluster) launch(ctx context.Context, binDir, name, what string, prepare func() ([]string, func(context.Context) error)) error {
+	for attempt := 1; ; attempt++ {
+		args, check := prepare()
+		p, err := c.spawn(binDir, name, args)
+		if err != nil {
+			return err
+		}
+		err = waitFor(ctx, c.log, p, what, check)
+		if err == nil {
+			return nil
+		}
+		if done, _ := p.exited(); !done || attempt == 3 || !strings.Contains(p.tail(200), "address already in use") {
+			return err
+		}
+		c.log.Info("a port was taken; starting again with other ports", "component", name, "attempt", attempt)
+		_ = p.stop(c.stopTimeout)
+		c.mu.Lock()
+		c.procs = slices.DeleteFunc(c.procs, func(q *process) bool { return q == p })
+		c.mu.Unlock()
+		if f, err := os.OpenFile(p.logPath, os.O_WRONLY|os.O_APPEND, 0); err == nil {
+			fmt.Fprintf(f, "=== localcluster: a port was taken; starting %s again with other ports\n", name)
+			_ = f.Close()
+		}
+	}
 }
 
 func (c *Cluster) spawn(binDir, name string, args []string) (*process, error) {
