@@ -105,8 +105,8 @@ func startWorker(t *testing.T, env []string, args ...string) *proc {
 	go func() { p.done <- p.cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = p.cmd.Process.Kill()
-		<-p.done
-		p.done <- nil
+		err := <-p.done
+		p.done <- err
 		if t.Failed() {
 			t.Logf("worker logs:\n%s", p.logs.String())
 		}
@@ -313,7 +313,7 @@ func TestBadSettingsFailWithAClearMessage(t *testing.T) {
 	}{
 		{"no queue at all says how to configure one", nil, nil, "no queue configured"},
 		{"a bad DRAIN_TIMEOUT names the variable", []string{"DRAIN_TIMEOUT=soon"}, []string{"--standalone"}, `DRAIN_TIMEOUT="soon"`},
-		{"a misspelt settings field is named", []string{`LOOP_SETTINGS={"nmae":"x"}`}, nil, `unknown field "nmae"`},
+		{"a misspelt settings field is named", []string{`LOOP_SETTINGS={"nameX":"x"}`}, nil, `unknown field "nameX"`},
 		{"a bad scheduling mode lists the choices", []string{`LOOP_SETTINGS={"name":"a","namespace":"b","queue":{"nats":{"url":"nats://x"}},"loop":{"scheduling":"Fair"}}`}, nil, "want Weighted or Strict"},
 		{"an unknown flag is refused", nil, []string{"--nope"}, "flag provided but not defined: -nope"},
 	}

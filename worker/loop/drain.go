@@ -96,7 +96,7 @@ wait:
 // Their late results are dropped (settle refuses them).
 func (l *Loop) forceHandBack() {
 	l.mu.Lock()
-	var stuck []*inflight
+	stuck := make([]*inflight, 0, len(l.held))
 	for f := range l.held {
 		stuck = append(stuck, f)
 	}

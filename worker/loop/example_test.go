@@ -48,7 +48,7 @@ func Example() {
 		return nil
 	})
 
-	ctx, cancel := context.WithCancel(context.Background()) //nolint:forbidigo // an example has no test context
+	ctx, cancel := context.WithCancel(context.Background())
 	result := make(chan error, 1)
 	go func() { result <- l.Run(ctx) }()
 	<-l.Ready()

@@ -24,16 +24,16 @@ import (
 type State int32
 
 const (
-	// Starting: configuration, admin server, queue connection, pool and
-	// fetcher are being set up.
+	// Starting means configuration, admin server, queue connection, pool
+	// and fetcher are being set up.
 	Starting State = iota
-	// Running: pulling and running tasks; ready.
+	// Running means pulling and running tasks; ready.
 	Running
-	// Draining: no longer pulling; running tasks finish until the deadline.
+	// Draining means no longer pulling; running tasks finish until the deadline.
 	Draining
-	// Drained: every task held was finished or handed back; idle.
+	// Drained means every task held was finished or handed back; idle.
 	Drained
-	// Stopped: Run has returned.
+	// Stopped means Run has returned.
 	Stopped
 )
 

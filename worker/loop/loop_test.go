@@ -99,7 +99,8 @@ func start(t *testing.T, cfg loop.Config, handlers map[string]loop.Handler) *run
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-r.result:
+		case err := <-r.result:
+			r.result <- err
 		case <-time.After(30 * time.Second):
 			t.Error("Run did not return within 30s of cancelling its context")
 		}

@@ -17,7 +17,8 @@ const (
 	OutcomeDeferred     = "deferred" // breaker open
 )
 
-var outcomes = []string{OutcomeSucceeded, OutcomeRetried, OutcomeDeadLettered, OutcomeHandedBack, OutcomeDeferred}
+// labelKind is the task kind label of the metrics.
+const labelKind = "kind"
 
 type metrics struct {
 	tasks        *prometheus.CounterVec
@@ -33,21 +34,21 @@ func newMetrics(reg *prometheus.Registry, l *Loop) *metrics {
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tenire_loop_tasks_total",
 			Help: "Tasks that ended, by kind and outcome (succeeded, retried, dead_lettered, handed_back, deferred).",
-		}, []string{"kind", "outcome"}),
+		}, []string{labelKind, "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tenire_loop_task_duration_seconds",
 			Help:    "Time a task's handler ran, by kind.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 12),
-		}, []string{"kind"}),
+		}, []string{labelKind}),
 		queueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tenire_loop_task_queue_wait_seconds",
 			Help:    "Time from a task's storage in the stream to the start of this attempt, by kind.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 12),
-		}, []string{"kind"}),
+		}, []string{labelKind}),
 		breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tenire_loop_breaker_state",
 			Help: "Circuit breaker state by kind: 0 closed, 1 open, 2 half-open.",
-		}, []string{"kind"}),
+		}, []string{labelKind}),
 		drain: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "tenire_loop_drain_duration_seconds",
 			Help:    "Time drains took, from the request to the Drained report.",

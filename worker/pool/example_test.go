@@ -26,7 +26,7 @@ func Example() {
 		return
 	}
 	high, _ := p.Class("high")
-	_ = p.Submit(context.Background(), "email", high, "hello") //nolint:forbidigo // an example has no test context
+	_ = p.Submit(context.Background(), "email", high, "hello")
 	fmt.Println(<-results)
 	p.Close()
 	// Output: HELLO

@@ -30,7 +30,7 @@ func Example() {
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
 
-	ctx := context.Background() //nolint:forbidigo // an example has no test context
+	ctx := context.Background()
 	names := queue.NewNames("LOOP_shop_mail", "loops.shop.mail")
 	if _, err := queue.Ensure(ctx, js, names, queue.Config{Priorities: []string{"high", "low"}}); err != nil {
 		fmt.Println(err)

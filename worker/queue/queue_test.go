@@ -173,6 +173,7 @@ func TestFetchNeverTakesMoreThanAsked(t *testing.T) {
 	if err := p.SubmitBatch(t.Context(), tasks); err != nil {
 		t.Fatal(err)
 	}
+	waitPending(t, cons[0], 10)
 	f := newFetcher(t, cons, []string{queue.DefaultPriority}, nil, false)
 	ds, err := f.Fetch(3)
 	if err != nil || len(ds) != 3 {
@@ -218,6 +219,11 @@ func TestFetchSharesSlotsBetweenPriorities(t *testing.T) {
 					}
 				}
 			}
+			// A consumer learns of new messages asynchronously; wait until
+			// both count theirs, as they would under a standing backlog.
+			for i, prio := range prios {
+				waitPending(t, cons[i], uint64(tt.submit[prio]))
+			}
 			f := newFetcher(t, cons, prios, []int{3, 1}, tt.strict)
 			ds, err := f.Fetch(tt.n)
 			if err != nil {
@@ -232,6 +238,28 @@ func TestFetchSharesSlotsBetweenPriorities(t *testing.T) {
 				t.Errorf("fetched %v, want high %d low %d", got, tt.wantHigh, tt.wantLow)
 			}
 		})
+	}
+}
+
+// waitPending waits until the consumer counts n pending messages.
+func waitPending(t *testing.T, c jetstream.Consumer, n uint64) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		info, err := c.Info(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumPending == n {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("consumer %s has %d pending, want %d", info.Name, info.NumPending, n)
+		}
 	}
 }
 
