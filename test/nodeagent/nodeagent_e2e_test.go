@@ -35,7 +35,6 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
 	)
 }
 
@@ -312,6 +311,31 @@ func TestNodeAgent(t *testing.T) {
 		}
 		if !strings.Contains(string(log), "podhelper: SIGTERM received") {
 			t.Errorf("the process did not get SIGTERM; its log:\n%s", log)
+		}
+	})
+
+	t.Run("a process that ignores SIGTERM is killed after the grace period", func(t *testing.T) {
+		p := podSpec("stubborn", "podhelper", corev1.EnvVar{Name: "IGNORE_SIGTERM", Value: "1"})
+		p.Spec.TerminationGracePeriodSeconds = ptr.To[int64](2)
+		if _, err := cs.CoreV1().Pods(e.ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		pod := e.waitPod(t, "stubborn", "ready", time.Minute, isReady)
+		info, _ := agent.Process(e.ns, "stubborn")
+		start := time.Now()
+		if err := cs.CoreV1().Pods(e.ns).Delete(ctx, "stubborn", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		e.waitGone(t, "stubborn", pod.UID, time.Minute)
+		if took := time.Since(start); took < 2*time.Second {
+			t.Errorf("the pod was gone after %s, before its 2s grace period", took)
+		}
+		log, err := os.ReadFile(info.LogPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(log), "podhelper: ignoring SIGTERM") {
+			t.Errorf("the process did not get SIGTERM first; its log:\n%s", log)
 		}
 	})
 

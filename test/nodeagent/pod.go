@@ -102,6 +102,7 @@ func newPodRunner(a *Agent, pod *corev1.Pod) *podRunner {
 		node:      pod.Spec.NodeName,
 		created:   time.Now(),
 		dir:       dir,
+		container: pickContainer(pod),
 		notify:    make(chan struct{}, 1),
 		exitCh:    make(chan exitInfo, 1),
 		probeCh:   make(chan probeResult),
@@ -195,7 +196,6 @@ func (r *podRunner) run(ctx context.Context) {
 	r.latestMu.Lock()
 	r.pod = r.latest
 	r.latestMu.Unlock()
-	r.container = pickContainer(r.pod)
 	r.startTime = metav1.Now()
 	if r.pod.Status.StartTime != nil {
 		r.startTime = *r.pod.Status.StartTime
@@ -294,10 +294,9 @@ func (r *podRunner) applyLatest() {
 	if gone {
 		r.apiGone = true
 	}
-	if r.terminating || (!gone && r.pod.DeletionTimestamp == nil) {
+	if !gone && r.pod.DeletionTimestamp == nil {
 		return
 	}
-	r.terminating = true
 	grace := int64(30)
 	if r.pod.Spec.TerminationGracePeriodSeconds != nil {
 		grace = *r.pod.Spec.TerminationGracePeriodSeconds
@@ -305,7 +304,17 @@ func (r *podRunner) applyLatest() {
 	if !gone && r.pod.DeletionGracePeriodSeconds != nil {
 		grace = *r.pod.DeletionGracePeriodSeconds
 	}
-	r.killAt = time.Now().Add(time.Duration(grace) * time.Second)
+	killAt := time.Now().Add(time.Duration(grace) * time.Second)
+	if r.terminating {
+		// A second delete may shorten the grace period, never lengthen it.
+		if !gone && killAt.Before(r.killAt) {
+			r.log.Info("the grace period was shortened", "gracePeriodSeconds", grace)
+			r.killAt = killAt
+		}
+		return
+	}
+	r.terminating = true
+	r.killAt = killAt
 	r.log.Info("the pod is being deleted", "gracePeriodSeconds", grace, "goneFromAPI", gone, "running", r.proc != nil)
 	if r.proc != nil {
 		if grace <= 0 {

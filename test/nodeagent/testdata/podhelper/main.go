@@ -1,7 +1,8 @@
 // Command podhelper is a tiny program that the node agent's tests run as a
 // pod: it serves /readyz and /self on LOOP_ADMIN_ADDR, reads its own Pod
 // with the kubeconfig the agent gives it, and exits 0 on SIGTERM after
-// printing that it got it.
+// printing that it got it (or ignores SIGTERM when IGNORE_SIGTERM is set;
+// it exits 3 after EXIT_AFTER when that is set).
 package main
 
 import (
@@ -75,6 +76,10 @@ func main() {
 	fmt.Println("podhelper: serving on", srv.Addr)
 	<-sigs
 	fmt.Println("podhelper: SIGTERM received")
+	if os.Getenv("IGNORE_SIGTERM") != "" {
+		fmt.Println("podhelper: ignoring SIGTERM")
+		select {}
+	}
 	_ = srv.Close()
 	os.Exit(0)
 }
