@@ -67,9 +67,15 @@ verify-generated: manifests generate ## Fail when generated files differ from wh
 ##@ Build
 
 .PHONY: build
-build: manifests generate fmt vet ## Build the manager and loop-worker binaries into bin/.
+build: manifests generate fmt vet ## Build the manager, loop-worker and kubectl-loops binaries into bin/.
 	go build -o bin/manager ./cmd/manager
 	@if [ -d cmd/loop-worker ]; then go build -o bin/loop-worker ./cmd/loop-worker; fi
+	go build -o bin/kubectl-loops ./cmd/kubectl-loops
+
+.PHONY: install-plugin
+install-plugin: ## Install the kubectl plugin (kubectl loops) into GOBIN, which must be on PATH.
+	go install ./cmd/kubectl-loops
+	@echo "installed $(GOBIN)/kubectl-loops; kubectl plugin list should show it"
 
 .PHONY: run
 run: manifests generate fmt vet ## Run the manager against the cluster of the current kubeconfig.

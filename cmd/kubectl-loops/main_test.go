@@ -1,0 +1,356 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/clock"
+	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/test/testenv"
+	"github.com/tenire/loop-operator/worker/embedded"
+	"github.com/tenire/loop-operator/worker/queue"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// client-go's and controller-runtime's process-wide caches and log
+		// flushers outlive the tests by design.
+		goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),
+		goleak.IgnoreTopFunction("sigs.k8s.io/controller-runtime/pkg/log.(*loggerPromise).Fulfill"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreAnyFunction("golang.org/x/net/http2.(*ClientConn).readLoop"),
+		goleak.IgnoreAnyFunction("k8s.io/apimachinery/pkg/util/wait.BackoffUntilWithContext.func1"),
+		goleak.IgnoreAnyFunction("k8s.io/client-go/util/workqueue.(*Typed[...]).updateUnfinishedWorkLoop"),
+	)
+}
+
+// world is a real apiserver with the CRD, an embedded JetStream server and
+// a kubeconfig file for the plugin.
+type world struct {
+	t          *testing.T
+	client     client.Client
+	kubeconfig string
+	natsURL    string
+	js         jetstream.JetStream
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	cfg := testenv.Start(t)
+	c, err := client.New(cfg, client.Options{Scheme: testenv.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &world{t: t, client: c, kubeconfig: writeKubeconfig(t, cfg), natsURL: srv.URL(), js: js}
+}
+
+func writeKubeconfig(t *testing.T, cfg *rest.Config) string {
+	t.Helper()
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["test"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
+	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "test", Namespace: "default"}
+	kc.CurrentContext = "test"
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// run runs the plugin with args and returns what it printed.
+func (w *world) run(args ...string) (stdout, stderr string, err error) {
+	return w.runWith(clock.RealClock{}, "", args...)
+}
+
+func (w *world) runWith(clk clock.PassiveClock, stdin string, args ...string) (stdout, stderr string, err error) {
+	var out, errOut bytes.Buffer
+	cmd := newRootCommandWithClock(genericiooptions.IOStreams{In: strings.NewReader(stdin), Out: &out, ErrOut: &errOut}, clk)
+	cmd.SetArgs(append(args, "--kubeconfig", w.kubeconfig))
+	err = cmd.ExecuteContext(w.t.Context())
+	return out.String(), errOut.String(), err
+}
+
+func (w *world) loop(name, url string) *loopsv1alpha1.LoopDeployment {
+	w.t.Helper()
+	ld := &loopsv1alpha1.LoopDeployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: loopsv1alpha1.LoopDeploymentSpec{
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "worker", Image: "loop-worker:dev"}}}},
+			Loop:     loopsv1alpha1.LoopSpec{Priorities: []loopsv1alpha1.PriorityClass{{Name: "high", Weight: 3}, {Name: "low", Weight: 1}}},
+			Queue:    loopsv1alpha1.QueueSpec{NATS: loopsv1alpha1.NATSQueueSpec{URL: url}},
+		},
+	}
+	if err := w.client.Create(w.t.Context(), ld); err != nil {
+		w.t.Fatal(err)
+	}
+	return ld
+}
+
+func (w *world) status(name string) statusReport {
+	w.t.Helper()
+	out, _, err := w.run("status", name, "-o", "json")
+	if err != nil {
+		w.t.Fatalf("status: %v", err)
+	}
+	var r statusReport
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		w.t.Fatalf("status -o json printed %q: %v", out, err)
+	}
+	return r
+}
+
+func pending(r statusReport, priority string) uint64 {
+	for _, p := range r.Queue.Priorities {
+		if p.Name == priority {
+			return p.Pending
+		}
+	}
+	return 0
+}
+
+func TestSubmitStatusAndDeadLetters(t *testing.T) {
+	w := newWorld(t)
+	ld := w.loop("orders", w.natsURL)
+
+	out, errOut, err := w.run("submit", "orders", "--kind", "sleep", "--payload", `{"ms": 1}`, "--priority", "low", "--count", "1200", "--id", "batch")
+	if err != nil {
+		t.Fatalf("submit: %v\n%s", err, errOut)
+	}
+	if !strings.Contains(out, "submitted 1200 tasks batch-1 … batch-1200") || !strings.Contains(errOut, "1200/1200 100%") {
+		t.Errorf("submit printed %q and progress %q", out, errOut)
+	}
+	r := w.status("orders")
+	if r.Queue == nil {
+		t.Fatalf("status has no queue: %s", r.QueueErr)
+	}
+	if got := pending(r, "low"); got != 1200 {
+		t.Errorf("low has %d pending tasks, want 1200", got)
+	}
+	if got := pending(r, "high"); got != 0 {
+		t.Errorf("high has %d pending tasks, want 0", got)
+	}
+
+	// The same ids again within the duplicate window are dropped.
+	if _, errOut, err := w.run("submit", "orders", "--kind", "sleep", "--priority", "low", "--count", "1200", "--id", "batch"); err != nil {
+		t.Fatalf("second submit: %v\n%s", err, errOut)
+	}
+	if got := pending(w.status("orders"), "low"); got != 1200 {
+		t.Errorf("after submitting the same ids again low has %d pending tasks, want 1200", got)
+	}
+
+	// A task that the loop dead-letters shows in dead-letters and can be requeued.
+	if _, _, err := w.runWith(clock.RealClock{}, `{"poison": true}`, "submit", "orders", "--kind", "resize", "--priority", "high", "--id", "poison", "-"); err != nil {
+		t.Fatalf("submit from stdin: %v", err)
+	}
+	failLastAttempt(t, w.js, queueNames(ld), "high", errors.New("resize: image too large"))
+
+	out, _, err = w.run("dead-letters", "orders")
+	if err != nil {
+		t.Fatalf("dead-letters: %v", err)
+	}
+	for _, want := range []string{"poison", "resize", "high", "resize: image too large"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dead-letters printed\n%s\nwant it to mention %q", out, want)
+		}
+	}
+	if r := w.status("orders"); r.Queue.DeadLetters != 1 || pending(r, "high") != 0 {
+		t.Errorf("status: %d dead letters and %d pending in high, want 1 and 0", r.Queue.DeadLetters, pending(r, "high"))
+	}
+	if out, _, err := w.run("dead-letters", "orders", "--requeue", "poison"); err != nil || !strings.Contains(out, "requeued 1") {
+		t.Fatalf("--requeue printed %q, %v", out, err)
+	}
+	if r := w.status("orders"); r.Queue.DeadLetters != 0 || pending(r, "high") != 1 {
+		t.Errorf("after requeue: %d dead letters and %d pending in high, want 0 and 1", r.Queue.DeadLetters, pending(r, "high"))
+	}
+	if out, _, _ := w.run("dead-letters", "orders"); !strings.Contains(out, "no dead letters") {
+		t.Errorf("dead-letters after requeue printed %q", out)
+	}
+
+	// The table view names the queue, the priorities and the conditions.
+	out, _, err = w.run("status", "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"LoopDeployment:", "default/orders", "PRIORITY", "low", "1200", "Pods:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status printed\n%s\nwant it to mention %q", out, want)
+		}
+	}
+	if out, _, err := w.run("top", "orders", "--once"); err != nil || !strings.Contains(out, "1201 pending") {
+		t.Errorf("top --once printed %q, %v", out, err)
+	}
+}
+
+// failLastAttempt fetches the next task of a priority and dead-letters it the
+// way a worker does after its last attempt.
+func failLastAttempt(t *testing.T, js jetstream.JetStream, names queue.Names, priority string, cause error) {
+	t.Helper()
+	consumer, err := js.Consumer(t.Context(), names.Stream, names.Consumer(priority))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := consumer.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := <-batch.Messages()
+	if !ok {
+		t.Fatalf("no task to dead-letter in %s: %v", priority, batch.Error())
+	}
+	d, err := queue.NewDelivery(m, 0, priority)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.DeadLetter(t.Context(), js, names, cause); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestErrorsSayWhatIsWrong(t *testing.T) {
+	w := newWorld(t)
+	w.loop("orders", w.natsURL)
+	w.loop("unreachable", "nats://127.0.0.1:1")
+
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"a missing LoopDeployment is named", []string{"status", "nope"}, `loopdeployment "nope" not found in namespace "default"`},
+		{"a payload that is not JSON is refused", []string{"submit", "orders", "--kind", "sleep", "--payload", "{ms: 1"}, "the payload is not valid JSON"},
+		{"two payload sources are refused", []string{"submit", "orders", "--kind", "sleep", "--payload", "{}", "--payload-file", "x.json"}, "give the payload one way"},
+		{"an unknown priority lists the loop's priorities", []string{"submit", "orders", "--kind", "sleep", "--priority", "urgent"}, `has no priority "urgent"; its priorities are [high low]`},
+		{"a missing kind is refused", []string{"submit", "orders"}, `required flag(s) "kind" not set`},
+		{"an unreachable NATS is reported with a way out", []string{"submit", "unreachable", "--kind", "sleep"}, "cannot reach NATS at nats://127.0.0.1:1"},
+		{"an unknown output format is refused", []string{"status", "orders", "-o", "wide"}, `unknown output format "wide"`},
+		{"draining a pod that is not a worker is refused", []string{"drain", "no-such-pod"}, `pod "no-such-pod" not found`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := w.run(tc.args...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("kubectl loops %s: error %v, want one containing %q", strings.Join(tc.args, " "), err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDrainRequestsTheContractAndWaits(t *testing.T) {
+	w := newWorld(t)
+	w.loop("orders", w.natsURL)
+	ctx := t.Context()
+	for _, name := range []string{"orders-a", "orders-b"} {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{loopsv1alpha1.LabelName: "orders"}},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "worker", Image: "loop-worker:dev"}}},
+		}
+		if err := w.client.Create(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// One pod, with the annotations at the injected clock's time.
+	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	if out, _, err := w.runWith(clocktesting.NewFakePassiveClock(now), "", "drain", "orders-a", "--timeout", "90s"); err != nil || !strings.Contains(out, "pod/orders-a drain requested") {
+		t.Fatalf("drain printed %q, %v", out, err)
+	}
+	var a corev1.Pod
+	if err := w.client.Get(ctx, client.ObjectKey{Namespace: "default", Name: "orders-a"}, &a); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Annotations[loopsv1alpha1.AnnotationDrainRequested]; got != "2026-11-27T10:00:00Z" {
+		t.Errorf("drain-requested = %q", got)
+	}
+	if got := a.Annotations[loopsv1alpha1.AnnotationDrainDeadline]; got != "2026-11-27T10:01:30Z" {
+		t.Errorf("drain-deadline = %q", got)
+	}
+
+	// Every pod, waiting until each reports Drained, as a worker would.
+	done := make(chan error, 1)
+	var out string
+	go func() {
+		var err error
+		out, _, err = w.run("drain", "orders", "--all", "--wait", "--timeout", "30s")
+		done <- err
+	}()
+	for _, name := range []string{"orders-a", "orders-b"} {
+		reportDrained(t, w.client, name)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("drain --all --wait: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("drain --wait did not return after both pods reported Drained")
+	}
+	if !strings.Contains(out, "pod/orders-a is already draining") || !strings.Contains(out, "2 pods drained") {
+		t.Errorf("drain --all printed %q", out)
+	}
+}
+
+// reportDrained waits for the pod's drain request and sets its Drained
+// condition, the worker's half of the contract.
+func reportDrained(t *testing.T, c client.Client, name string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var p corev1.Pod
+		if err := c.Get(t.Context(), client.ObjectKey{Namespace: "default", Name: name}, &p); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := p.Annotations[loopsv1alpha1.AnnotationDrainRequested]; ok {
+			p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{
+				Type: loopsv1alpha1.PodConditionDrained, Status: corev1.ConditionTrue,
+				Reason: loopsv1alpha1.DrainedReasonCompleted, Message: "finished 3, handed back 0", LastTransitionTime: metav1.Now(),
+			})
+			if err := c.Status().Update(t.Context(), &p); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pod %s was never asked to drain", name)
+		}
+		ticker := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-ticker.C:
+		case <-t.Context().Done():
+			t.Fatal(fmt.Errorf("waiting for the drain request of %s: %w", name, t.Context().Err()))
+		}
+	}
+}

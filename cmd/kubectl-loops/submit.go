@@ -1,0 +1,200 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/worker/queue"
+)
+
+// submitBatch is how many tasks are in flight to the server at once.
+const submitBatch = 500
+
+type submitOptions struct {
+	kind, priority, payload, payloadFile, id string
+	count                                    int
+	raw                                      bool
+}
+
+func newSubmitCommand(o *options) *cobra.Command {
+	s := &submitOptions{}
+	cmd := &cobra.Command{
+		Use:   "submit LOOPDEPLOYMENT --kind KIND [--priority P] [--payload JSON | --payload-file FILE | -] [--id ID] [--count N]",
+		Short: "Submit tasks to a loop's queue",
+		Long: `Submit one task, or --count copies of it, to the queue of a LoopDeployment.
+
+The payload is JSON, given with --payload, read from --payload-file, or read
+from standard input when the last argument is "-"; --raw sends bytes that are
+not JSON (the exec kind takes any input). Every task gets an id (--id, with
+-1, -2, … appended for --count > 1, or a random one) that the queue uses to
+drop duplicates: submitting the same id twice within two minutes runs it once.`,
+		Example: `  kubectl loops submit orders --kind sleep --payload '{"ms": 200}'
+  kubectl loops submit orders --kind resize --priority high --payload-file job.json --id job-42
+  kubectl loops submit orders --kind sleep --payload '{"ms": 50}' --count 5000
+  cat payload.json | kubectl loops submit orders --kind http -`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return s.run(cmd, o, args)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&s.kind, "kind", "", "task kind, which selects the handler (required)")
+	f.StringVar(&s.priority, "priority", "", "priority class (default: the loop's first class)")
+	f.StringVar(&s.payload, "payload", "", "payload as JSON")
+	f.StringVar(&s.payloadFile, "payload-file", "", "file holding the payload")
+	f.StringVar(&s.id, "id", "", "task id, for de-duplication (default: random)")
+	f.IntVar(&s.count, "count", 1, "how many tasks to submit")
+	f.BoolVar(&s.raw, "raw", false, "send the payload as it is, without checking that it is JSON")
+	_ = cmd.MarkFlagRequired("kind")
+	return cmd
+}
+
+func (s *submitOptions) readPayload(args []string, stdin io.Reader) ([]byte, error) {
+	fromStdin := len(args) == 2
+	if len(args) == 2 && args[1] != "-" {
+		return nil, fmt.Errorf("unexpected argument %q: the only argument after the LoopDeployment is \"-\" (payload on standard input)", args[1])
+	}
+	sources := 0
+	for _, given := range []bool{s.payload != "", s.payloadFile != "", fromStdin} {
+		if given {
+			sources++
+		}
+	}
+	if sources > 1 {
+		return nil, fmt.Errorf("give the payload one way: --payload, --payload-file or - (standard input)")
+	}
+	var data []byte
+	var err error
+	switch {
+	case s.payload != "":
+		data = []byte(s.payload)
+	case s.payloadFile != "":
+		data, err = os.ReadFile(s.payloadFile)
+	case fromStdin:
+		data, err = io.ReadAll(stdin)
+	default:
+		data = []byte("{}")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the payload: %w", err)
+	}
+	if !s.raw && !json.Valid(data) {
+		return nil, fmt.Errorf("the payload is not valid JSON (use --raw to send other bytes): %.80q", data)
+	}
+	return data, nil
+}
+
+// priorities returns the priority classes of a LoopDeployment, highest first.
+func priorities(ld *loopsv1alpha1.LoopDeployment) []string {
+	if len(ld.Spec.Loop.Priorities) == 0 {
+		return []string{queue.DefaultPriority}
+	}
+	names := make([]string, 0, len(ld.Spec.Loop.Priorities))
+	for _, p := range ld.Spec.Loop.Priorities {
+		names = append(names, p.Name)
+	}
+	return names
+}
+
+// queueConfig is the set-up of a LoopDeployment's streams and consumers,
+// the same that its workers ensure at start-up.
+func queueConfig(ld *loopsv1alpha1.LoopDeployment) queue.Config {
+	n := ld.Spec.Queue.NATS
+	c := queue.Config{Priorities: priorities(ld), MaxAckPending: int(n.MaxAckPending), Replicas: int(n.Replicas)}
+	if n.AckWait != nil {
+		c.AckWait = n.AckWait.Duration
+	}
+	return c
+}
+
+func (s *submitOptions) run(cmd *cobra.Command, o *options, args []string) error {
+	ctx := cmd.Context()
+	if s.count < 1 {
+		return fmt.Errorf("--count must be at least 1")
+	}
+	payload, err := s.readPayload(args, o.streams.In)
+	if err != nil {
+		return err
+	}
+	k, err := o.kube()
+	if err != nil {
+		return err
+	}
+	ld, err := k.loopDeployment(ctx, args[0])
+	if err != nil {
+		return err
+	}
+	classes := priorities(ld)
+	priority := s.priority
+	if priority == "" {
+		priority = classes[0]
+	}
+	if !slices.Contains(classes, priority) {
+		return fmt.Errorf("loopdeployment %q has no priority %q; its priorities are %v", ld.Name, priority, classes)
+	}
+	q, err := o.connectQueue(ctx, k, ld)
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	// The workers create the streams at start-up; creating them here too
+	// (idempotently, with the same settings) lets tasks wait for a loop
+	// that is scaled to zero or not started yet.
+	if _, err := queue.Ensure(ctx, q.js, q.names, queueConfig(ld)); err != nil {
+		return fmt.Errorf("setting up the queue of %q: %w", ld.Name, err)
+	}
+
+	ids := taskIDs(s.id, s.count)
+	producer := queue.NewProducer(q.js, q.names)
+	bar := newProgress(o.streams.ErrOut, "submitting", s.count)
+	for start := 0; start < len(ids); start += submitBatch {
+		end := min(start+submitBatch, len(ids))
+		batch := make([]queue.Task, 0, end-start)
+		for _, id := range ids[start:end] {
+			batch = append(batch, queue.Task{ID: id, Kind: s.kind, Priority: priority, Payload: payload})
+		}
+		if err := producer.SubmitBatch(ctx, batch); err != nil {
+			bar.done()
+			return fmt.Errorf("submitted %d of %d tasks, then: %w", start, s.count, err)
+		}
+		bar.set(end)
+	}
+	bar.done()
+	what := "task " + ids[0]
+	if s.count > 1 {
+		what = strconv.Itoa(s.count) + " tasks " + ids[0] + " … " + ids[len(ids)-1]
+	}
+	fmt.Fprintf(o.streams.Out, "submitted %s (kind %s, priority %s) to loopdeployment %s/%s, stream %s\n",
+		what, s.kind, priority, ld.Namespace, ld.Name, q.names.Stream)
+	return nil
+}
+
+// taskIDs returns count task ids: id itself for one task, id-1 … id-N for
+// several, and a random prefix when id is empty.
+func taskIDs(id string, count int) []string {
+	if id == "" {
+		var b [6]byte
+		_, _ = rand.Read(b[:])
+		id = "t-" + hex.EncodeToString(b[:])
+		if count == 1 {
+			return []string{id}
+		}
+	}
+	if count == 1 {
+		return []string{id}
+	}
+	ids := make([]string, count)
+	for i := range ids {
+		ids[i] = id + "-" + strconv.Itoa(i+1)
+	}
+	return ids
+}
