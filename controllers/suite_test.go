@@ -57,22 +57,14 @@ func TestMain(m *testing.M) {
 		code = 1
 	}
 	if code == 0 {
-		if err := goleak.Find(leakOptions()...); err != nil {
+		// No goroutine may outlive the managers, watches and control plane
+		// the tests started; nothing is ignored.
+		if err := goleak.Find(); err != nil {
 			fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
 			code = 1
 		}
 	}
 	os.Exit(code)
-}
-
-// leakOptions ignore what client-go and klog leave running for the life
-// of the process, not of a test.
-func leakOptions() []goleak.Option {
-	return []goleak.Option{
-		goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),
-		goleak.IgnoreTopFunction("k8s.io/client-go/util/workqueue.(*Typed[...]).updateUnfinishedWorkLoop"),
-		goleak.IgnoreAnyFunction("k8s.io/apimachinery/pkg/watch.(*Broadcaster).loop"),
-	}
 }
 
 // harness is one test's namespace, its operator and a fake node that plays
