@@ -16,10 +16,10 @@
 // with reason UnknownImage). The process gets the container's command and
 // arguments, the pod's environment (values, downward-API field references,
 // config map and secret keys, $(VAR) expansion), a loopback admin port of its
-// own in LOOP_ADMIN_ADDR (the container port named "admin" maps to it), and
-// a kubeconfig in KUBECONFIG that authenticates with a token minted through
-// the TokenRequest API for the pod's service account, so that RBAC applies
-// as it would in a real cluster. Its output goes to a log file in the run
+// own in LOOP_ADMIN_ADDR and ADMIN_ADDR (the container port named "admin"
+// maps to it), and a kubeconfig in KUBECONFIG that authenticates with a
+// token minted through the TokenRequest API for the pod's service account,
+// so that RBAC applies as it would in a real cluster. Its output goes to a log file in the run
 // folder.
 //
 // Like a kubelet, the agent reports the pod's phase, pod and host IPs,
