@@ -10,6 +10,7 @@ import (
 
 	"github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -97,7 +98,9 @@ func TestScaleDownDrainsTheNewestPodsOneAtATime(t *testing.T) {
 	before := testutil.ToFloat64(drainsTotal.WithLabelValues(DrainResultCompleted))
 
 	w := h.watch()
-	h.update("orders", func(ld *loopsv1alpha1.LoopDeployment) { ld.Spec.Replicas = ptr.To[int32](2) })
+	// As `kubectl scale ld/orders --replicas=2` does: through /scale.
+	scale := &autoscalingv1.Scale{Spec: autoscalingv1.ScaleSpec{Replicas: 2}}
+	h.g.Expect(h.c.SubResource("scale").Update(h.ctx, h.get("orders"), client.WithSubResourceBody(scale))).To(gomega.Succeed())
 	h.g.Eventually(func() []corev1.Pod { return h.pods("orders") }).Should(gomega.HaveLen(2))
 	// Creation times have a resolution of one second: no pod that went may
 	// be older than a pod that stayed.
@@ -113,6 +116,8 @@ func TestScaleDownDrainsTheNewestPodsOneAtATime(t *testing.T) {
 		}
 	}
 	h.g.Eventually(func() int32 { return h.get("orders").Status.Replicas }).Should(gomega.BeEquivalentTo(2))
+	h.g.Expect(h.c.SubResource("scale").Get(h.ctx, h.get("orders"), scale)).To(gomega.Succeed())
+	h.g.Expect(scale.Status.Selector).To(gomega.Equal(loopsv1alpha1.LabelName + "=orders"))
 	if draining, _ := w.max(); draining != 1 {
 		t.Errorf("at most %d pods drained at once, want exactly 1 (maxConcurrent 1)", draining)
 	}
@@ -191,9 +196,16 @@ func TestRollingUpdateSurgesThenDrainsOldPods(t *testing.T) {
 	oldRev := h.get("orders").Status.UpdateRevision
 
 	w := h.watch()
+	const v2 = "ghcr.io/tenire/loop-worker:v2"
+	h.holdImage(v2) // the new pods start but are not ready yet
 	h.update("orders", func(ld *loopsv1alpha1.LoopDeployment) {
-		ld.Spec.Template.Spec.Containers[0].Image = "ghcr.io/tenire/loop-worker:v2"
+		ld.Spec.Template.Spec.Containers[0].Image = v2
 	})
+	h.g.Eventually(func() []corev1.Pod { return h.pods("orders") }).Should(gomega.HaveLen(4))
+	h.g.Consistently(func() int32 { return h.get("orders").Status.DrainingReplicas }, time.Second).Should(
+		gomega.BeEquivalentTo(0), "an old pod drained before its replacement was ready")
+	h.g.Expect(h.pods("orders")).To(gomega.HaveLen(4), "more than maxSurge new pods")
+	h.holdImage("")
 	h.g.Eventually(func() []string {
 		var revs []string
 		for _, p := range h.pods("orders") {
@@ -363,4 +375,54 @@ func TestTheSampleIsAcceptedAndRuns(t *testing.T) {
 	h.create(ld)
 	h.g.Eventually(func() []string { return h.readyPods(ld.Name) }).Should(gomega.HaveLen(3))
 	h.g.Eventually(func() int32 { return h.get(ld.Name).Status.AvailableReplicas }).Should(gomega.BeEquivalentTo(3))
+}
+
+func TestRollingUpdateWithoutSurgeDrainsOldPodsFirst(t *testing.T) {
+	h := newHarness(t)
+	ld := h.newLD("orders", 3)
+	ld.Spec.UpdateStrategy.MaxSurge = ptr.To(intstr.FromInt32(0))
+	h.create(ld)
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(3))
+
+	w := h.watch()
+	h.update("orders", func(ld *loopsv1alpha1.LoopDeployment) { ld.Spec.Loop.Pool.MaxWorkers = 4 })
+	h.g.Eventually(func() []int32 {
+		var got []int32
+		for _, p := range h.pods("orders") {
+			var s loopsv1alpha1.WorkerSettings
+			e, _ := envOf(&p.Spec.Containers[0], loopsv1alpha1.EnvWorkerSettings)
+			h.g.Expect(json.Unmarshal([]byte(e.Value), &s)).To(gomega.Succeed())
+			got = append(got, s.Loop.Pool.MaxWorkers)
+		}
+		return got
+	}).Should(gomega.Equal([]int32{4, 4, 4}))
+	h.g.Eventually(func() string {
+		return conditionReason(h.get("orders"), loopsv1alpha1.ConditionProgressing)
+	}).Should(gomega.Equal("False/" + loopsv1alpha1.ReasonComplete))
+	draining, serving := w.max()
+	if serving > 3 {
+		t.Errorf("%d pods served at once, want at most 3 without surge", serving)
+	}
+	if draining > 1 {
+		t.Errorf("%d pods drained at once, want at most 1", draining)
+	}
+}
+
+func TestAPodTemplateTheAPIServerRejectsDegrades(t *testing.T) {
+	h := newHarness(t)
+	ld := h.newLD("orders", 2)
+	ld.Spec.Template.Spec.Containers[0].Name = "Not_A_DNS_Label" // the CRD takes it, a Pod does not
+	h.create(ld)
+
+	h.g.Eventually(func() string {
+		return conditionReason(h.get("orders"), loopsv1alpha1.ConditionDegraded)
+	}).Should(gomega.Equal("True/" + loopsv1alpha1.ReasonPodCreateFailed))
+	h.g.Expect(h.pods("orders")).To(gomega.BeEmpty())
+	h.g.Expect(conditionReason(h.get("orders"), loopsv1alpha1.ConditionAvailable)).To(gomega.Equal("False/" + loopsv1alpha1.ReasonMinimumReplicasUnavailable))
+
+	h.update("orders", func(ld *loopsv1alpha1.LoopDeployment) { ld.Spec.Template.Spec.Containers[0].Name = "worker" })
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(2))
+	h.g.Eventually(func() string {
+		return conditionReason(h.get("orders"), loopsv1alpha1.ConditionDegraded)
+	}).Should(gomega.Equal("False/" + loopsv1alpha1.ReasonAsExpected))
 }

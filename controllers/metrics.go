@@ -7,12 +7,12 @@ import (
 
 // Drain results, the "result" label of the drain metrics.
 const (
-	// DrainResultCompleted: the worker finished every in-flight task.
+	// DrainResultCompleted means the worker finished every in-flight task.
 	DrainResultCompleted = "completed"
-	// DrainResultDeadlineExceeded: the worker reached its deadline and
+	// DrainResultDeadlineExceeded means the worker reached its deadline and
 	// handed the rest back to the queue.
 	DrainResultDeadlineExceeded = "deadline_exceeded"
-	// DrainResultTimedOut: the worker did not report by deadline plus
+	// DrainResultTimedOut means the worker did not report by deadline plus
 	// grace; the operator deleted the pod anyway.
 	DrainResultTimedOut = "timed_out"
 )

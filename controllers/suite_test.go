@@ -36,7 +36,7 @@ import (
 var cfg *rest.Config
 
 func TestMain(m *testing.M) {
-	var logs io.Writer = io.Discard
+	logs := io.Discard
 	if os.Getenv("TEST_LOG") != "" {
 		logs = os.Stderr
 	}
@@ -81,6 +81,7 @@ type harness struct {
 	silent   map[string]bool // pods that do not report Drained
 	allQuiet bool            // no pod reports Drained
 	notReady map[string]bool // pods kept not ready
+	holdImg  string          // pods whose first container runs this image are kept not ready
 	kick     chan struct{}
 }
 
@@ -170,6 +171,14 @@ func (h *harness) setNotReady(pod string, notReady bool) {
 	h.resync()
 }
 
+// holdImage keeps pods that run image not ready ("" lets them be ready).
+func (h *harness) holdImage(image string) {
+	h.mu.Lock()
+	h.holdImg = image
+	h.mu.Unlock()
+	h.resync()
+}
+
 func (h *harness) resync() {
 	select {
 	case h.kick <- struct{}{}:
@@ -245,7 +254,7 @@ func (h *harness) actOn(p *corev1.Pod) {
 	}
 	h.mu.Lock()
 	quiet := h.allQuiet || h.silent[p.Name]
-	notReady := h.notReady[p.Name]
+	notReady := h.notReady[p.Name] || (h.holdImg != "" && p.Spec.Containers[0].Image == h.holdImg)
 	h.mu.Unlock()
 
 	_, asked := p.Annotations[loopsv1alpha1.AnnotationDrainRequested]

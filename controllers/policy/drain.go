@@ -13,18 +13,18 @@ import (
 type DrainPhase string
 
 const (
-	// DrainNotRequested: the pod serves; nobody asked it to drain.
+	// DrainNotRequested means the pod serves; nobody asked it to drain.
 	DrainNotRequested DrainPhase = "NotRequested"
-	// DrainInProgress: the operator asked the pod to drain and the pod has
+	// DrainInProgress means the operator asked the pod to drain and the pod has
 	// not reported yet; the deadline plus the grace has not passed.
 	DrainInProgress DrainPhase = "InProgress"
-	// DrainDrained: the pod reported loops.tenire.io/Drained=True; it holds
+	// DrainDrained means the pod reported loops.tenire.io/Drained=True; it holds
 	// no task and may be deleted.
 	DrainDrained DrainPhase = "Drained"
-	// DrainTimedOut: the deadline plus the grace passed with no report; the
+	// DrainTimedOut means the deadline plus the grace passed with no report; the
 	// pod is deleted anyway and the queue redelivers what it held.
 	DrainTimedOut DrainPhase = "TimedOut"
-	// DrainInvalid: the drain annotations are there but cannot be read (one
+	// DrainInvalid means the drain annotations are there but cannot be read (one
 	// is missing or is not an RFC 3339 time); the operator requests the
 	// drain again with fresh times.
 	DrainInvalid DrainPhase = "Invalid"
