@@ -16,7 +16,8 @@ import (
 
 // BenchmarkThroughput measures no-op tasks through JetStream end to end:
 // b.N tasks are stored first, then the timer runs until all are acked.
-// "loop" is this library (pulling only up to the pool's free capacity);
+// "loop" is this library with 16 workers, pulling only up to the pool's
+// free capacity; "loop-prefetch-64" may hold 64 more tasks;
 // "plain" is a bare nats.go consumer that prefetches and acks, on the same
 // embedded server, as the ceiling.
 func BenchmarkThroughput(b *testing.B) {
@@ -41,11 +42,11 @@ func BenchmarkThroughput(b *testing.B) {
 		}
 		return srv, js, cons
 	}
-	b.Run("loop", func(b *testing.B) {
+	runLoop := func(b *testing.B, prefetch int) {
 		srv, _, _ := setup(b)
 		l, err := loop.New(loop.Config{
 			NATSURL: srv.URL, Stream: stream, SubjectPrefix: prefix,
-			MinWorkers: 16, MaxWorkers: 16, AdminAddr: "-", FetchWait: 100 * time.Millisecond,
+			MinWorkers: 16, MaxWorkers: 16, Prefetch: prefetch, AdminAddr: "-", FetchWait: 100 * time.Millisecond,
 		})
 		if err != nil {
 			b.Fatal(err)
@@ -70,7 +71,9 @@ func BenchmarkThroughput(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
-	})
+	}
+	b.Run("loop", func(b *testing.B) { runLoop(b, 0) })
+	b.Run("loop-prefetch-64", func(b *testing.B) { runLoop(b, 64) })
 	b.Run("plain", func(b *testing.B) {
 		_, _, cons := setup(b)
 		var n atomic.Int64

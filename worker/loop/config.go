@@ -50,6 +50,11 @@ type Config struct {
 	IdleTimeout time.Duration
 	// KindLimits caps the running tasks per kind.
 	KindLimits map[string]int
+	// Prefetch is how many tasks the worker may hold beyond MaxWorkers,
+	// waiting in the pool for a free goroutine. Default 0: the worker pulls
+	// only what it can start at once. A prefetch hides the fetch round trip
+	// for short tasks; a drain hands prefetched tasks back at once.
+	Prefetch int
 	// TaskTimeout bounds one attempt of a task. Default 10m.
 	TaskTimeout time.Duration
 
@@ -193,6 +198,9 @@ func (c Config) validate() error {
 		if err := queue.ValidatePriority(p.Name); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if c.Prefetch < 0 {
+		errs = append(errs, fmt.Errorf("Prefetch %d must not be negative", c.Prefetch))
 	}
 	if c.MinWorkers < 0 || c.MaxWorkers < 1 || c.MinWorkers > c.MaxWorkers {
 		errs = append(errs, fmt.Errorf("workers: want 0 <= min (%d) <= max (%d) and max >= 1", c.MinWorkers, c.MaxWorkers))

@@ -254,6 +254,7 @@ func (l *Loop) Run(ctx context.Context) (err error) {
 		Scheduling:  l.cfg.Scheduling,
 		KindLimits:  l.cfg.KindLimits,
 		TaskTimeout: l.cfg.TaskTimeout,
+		Backlog:     l.cfg.Prefetch,
 	}, l.run, l.done)
 	if err != nil {
 		return fmt.Errorf("loop: %w", err)

@@ -644,6 +644,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"more minimum than maximum workers is rejected", func(c *loop.Config) { c.MinWorkers, c.MaxWorkers = 5, 2 }},
 		{"a kind limit of zero is rejected", func(c *loop.Config) { c.KindLimits = map[string]int{"x": 0} }},
 		{"a tiny AckWait is rejected", func(c *loop.Config) { c.AckWait = time.Millisecond }},
+		{"a negative prefetch is rejected", func(c *loop.Config) { c.Prefetch = -1 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -656,5 +657,42 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 	if _, err := loop.New(good); err != nil {
 		t.Errorf("New(good) = %v", err)
+	}
+}
+
+func TestDrainHandsBackPrefetchedTasksAtOnce(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config(t)
+	cfg.MinWorkers, cfg.MaxWorkers, cfg.Prefetch = 1, 1, 3
+	release := make(chan struct{})
+	l := start(t, cfg, map[string]loop.Handler{
+		"block": func(ctx context.Context, task *loop.Task) error {
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		},
+	})
+	e.submit(t, tasks("block", 6, "b")...)
+	eventually(t, "the worker to hold one running and three prefetched tasks", func() bool {
+		s := l.Status()
+		return s.Pool.Running == 1 && s.Pool.Queued == 3
+	})
+	if n := l.Status().InFlightByKind["block"]; n != 4 {
+		t.Fatalf("held %d tasks, want MaxWorkers+Prefetch = 4", n)
+	}
+	l.RequestDrain(time.Now().Add(time.Minute))
+	eventually(t, "the prefetched tasks to be handed back while the running one goes on", func() bool {
+		return l.Status().Counters[loop.OutcomeHandedBack] == 3
+	})
+	if got := l.State(); got != loop.Draining {
+		t.Errorf("state with a task still running = %s, want Draining", got)
+	}
+	close(release)
+	eventually(t, "the drain to complete", func() bool { return l.State() == loop.Drained })
+	if d := l.Status().Drain; d == nil || d.Finished != 1 || d.HandedBack != 3 || d.DeadlineExceeded {
+		t.Errorf("drain report = %+v, want 1 finished, 3 handed back, deadline met", d)
 	}
 }
