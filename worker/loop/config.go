@@ -200,7 +200,7 @@ func (c Config) validate() error {
 		}
 	}
 	if c.Prefetch < 0 {
-		errs = append(errs, fmt.Errorf("Prefetch %d must not be negative", c.Prefetch))
+		errs = append(errs, fmt.Errorf("prefetch %d must not be negative", c.Prefetch))
 	}
 	if c.MinWorkers < 0 || c.MaxWorkers < 1 || c.MinWorkers > c.MaxWorkers {
 		errs = append(errs, fmt.Errorf("workers: want 0 <= min (%d) <= max (%d) and max >= 1", c.MinWorkers, c.MaxWorkers))
