@@ -105,9 +105,9 @@ func (f *Fetcher) quotas(n int) []int {
 
 func (f *Fetcher) fetchNow(n int) ([]*Delivery, error) {
 	var (
-		out  []*Delivery
-		errs []error
-		full []int // classes that returned all they were asked for
+		out   []*Delivery
+		errs  []error
+		empty = make([]bool, len(f.consumers)) // returned less than asked: nothing more there now
 	)
 	take := func(i, batch int) {
 		ds, err := f.fetch(i, batch, 0)
@@ -115,26 +115,22 @@ func (f *Fetcher) fetchNow(n int) ([]*Delivery, error) {
 		if err != nil {
 			errs = append(errs, err)
 		}
-		if len(ds) == batch {
-			full = append(full, i)
+		if len(ds) < batch {
+			empty[i] = true
 		}
 	}
-	if f.strict {
-		for i := range f.consumers {
-			if left := n - len(out); left > 0 {
-				take(i, left)
+	if !f.strict {
+		for i, q := range f.quotas(n) {
+			if q > 0 {
+				take(i, q)
 			}
 		}
-		return out, errors.Join(errs...)
 	}
-	for i, q := range f.quotas(n) {
-		if q > 0 {
-			take(i, q)
-		}
-	}
-	// Slots that empty priorities left go to those that may have more.
-	for _, i := range full {
-		if left := n - len(out); left > 0 {
+	// Strict order fills from the first priority down. Under weights, the
+	// slots that empty priorities left go to the others that may have
+	// more, also to those whose share rounded to zero.
+	for i := range f.consumers {
+		if left := n - len(out); left > 0 && !empty[i] {
 			take(i, left)
 		}
 	}

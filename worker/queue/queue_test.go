@@ -206,6 +206,8 @@ func TestFetchSharesSlotsBetweenPriorities(t *testing.T) {
 		{"strict falls through to the low priority for the slots high cannot fill", true, map[string]int{"high": 1, "low": 10}, 4, 1, 3},
 		{"weighted 3:1 shares four slots three to one", false, map[string]int{"high": 10, "low": 10}, 4, 3, 1},
 		{"weighted gives the slots of an empty priority to the other", false, map[string]int{"high": 0, "low": 10}, 4, 0, 4},
+		{"weighted gives a single slot to the low priority when the high one is empty", false, map[string]int{"high": 0, "low": 10}, 1, 0, 1},
+		{"weighted gives a single slot to the high priority when both have tasks", false, map[string]int{"high": 10, "low": 10}, 1, 1, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
