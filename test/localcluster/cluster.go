@@ -207,7 +207,7 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 	if err := c.launch(ctx, opts.BinDir, APIServer, "GET /readyz", func() ([]string, func(context.Context) error) {
 		apiPort := freePort()
 		c.URL = fmt.Sprintf("https://127.0.0.1:%d", apiPort)
-		args := []string{
+		args := append([]string{
 			"--etcd-servers=" + etcdURL,
 			"--bind-address=127.0.0.1",
 			"--advertise-address=127.0.0.1",
@@ -228,7 +228,7 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 			// through it.
 			"--endpoint-reconciler-type=none",
 			"--v=1",
-		}
+		}, opts.APIServerFlags...)
 		c.Config = &rest.Config{
 			Host: c.URL,
 			TLSClientConfig: rest.TLSClientConfig{
@@ -237,7 +237,7 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 			QPS:   200,
 			Burst: 400,
 		}
-		return append(args, opts.APIServerFlags...), func(ctx context.Context) error {
+		return args, func(ctx context.Context) error {
 			if adminHTTP == nil {
 				var err error
 				if adminHTTP, err = rest.HTTPClientFor(c.Config); err != nil {
@@ -272,7 +272,7 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 		}
 		if err := c.launch(ctx, opts.BinDir, ControllerManager, "GET /healthz", func() ([]string, func(context.Context) error) {
 			port := freePort()
-			args := []string{
+			args := append([]string{
 				"--kubeconfig=" + kc,
 				"--authentication-kubeconfig=" + kc,
 				"--authorization-kubeconfig=" + kc,
@@ -287,8 +287,8 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 				"--cert-dir=" + filepath.Join(c.RunDir, "kube-controller-manager-certs"),
 				"--controllers=*",
 				"--v=1",
-			}
-			return append(args, opts.ControllerManagerFlags...), healthz(port)
+			}, opts.ControllerManagerFlags...)
+			return args, healthz(port)
 		}); err != nil {
 			return err
 		}
@@ -302,7 +302,7 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 		}
 		if err := c.launch(ctx, opts.BinDir, Scheduler, "GET /healthz", func() ([]string, func(context.Context) error) {
 			port := freePort()
-			args := []string{
+			args := append([]string{
 				"--kubeconfig=" + kc,
 				"--authentication-kubeconfig=" + kc,
 				"--authorization-kubeconfig=" + kc,
@@ -310,8 +310,8 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 				"--bind-address=127.0.0.1",
 				"--secure-port=" + strconv.Itoa(port),
 				"--v=1",
-			}
-			return append(args, opts.SchedulerFlags...), healthz(port)
+			}, opts.SchedulerFlags...)
+			return args, healthz(port)
 		}); err != nil {
 			return err
 		}

@@ -157,7 +157,7 @@ func waitFor(ctx context.Context, log logr.Logger, p *process, what string, chec
 		}
 		if done, err := p.exited(); done {
 			return &ComponentError{Component: p.name, LogPath: p.logPath, LogTail: p.tail(25),
-				Err: fmt.Errorf("the process exited (%v) before %s passed", err, what)}
+				Err: fmt.Errorf("the process exited (%w) before %s passed", err, what)}
 		}
 		if time.Since(lastLog) >= 5*time.Second {
 			lastLog = time.Now()

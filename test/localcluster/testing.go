@@ -7,7 +7,7 @@ import (
 	"github.com/go-logr/logr/testr"
 )
 
-// KeepEnv, when set to a non-empty value, keeps the run folder of every test
+// KeepEnv names the variable that, when set to a non-empty value, keeps the run folder of every test
 // cluster, not only of failed tests.
 const KeepEnv = "LOCALCLUSTER_KEEP"
 

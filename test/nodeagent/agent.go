@@ -344,7 +344,7 @@ func (a *Agent) registerNode(ctx context.Context, name string) error {
 		if err != nil {
 			return err
 		}
-		qty := func(s string) resource.Quantity { return resource.MustParse(s) }
+		qty := resource.MustParse
 		res := corev1.ResourceList{
 			corev1.ResourceCPU:    qty(a.opts.CPU),
 			corev1.ResourceMemory: qty(a.opts.Memory),

@@ -213,11 +213,10 @@ func TestNodeAgent(t *testing.T) {
 	})
 
 	t.Run("pod runs, becomes ready and uses its own token", func(t *testing.T) {
-		pod, err := cs.CoreV1().Pods(e.ns).Create(ctx, podSpec("p1", "registry.example/podhelper:dev"), metav1.CreateOptions{})
-		if err != nil {
+		if _, err := cs.CoreV1().Pods(e.ns).Create(ctx, podSpec("p1", "registry.example/podhelper:dev"), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		pod = e.waitPod(t, "p1", "running and ready", time.Minute, func(p *corev1.Pod) bool {
+		pod := e.waitPod(t, "p1", "running and ready", time.Minute, func(p *corev1.Pod) bool {
 			return p.Status.Phase == corev1.PodRunning && isReady(p)
 		})
 		if pod.Status.PodIP != "127.0.0.1" || pod.Status.HostIP != "127.0.0.1" {
@@ -267,10 +266,6 @@ func TestNodeAgent(t *testing.T) {
 	})
 
 	t.Run("foreign conditions survive, kill -9 restarts the process", func(t *testing.T) {
-		pod, err := cs.CoreV1().Pods(e.ns).Get(ctx, "p1", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
 		patch := `{"status":{"conditions":[{"type":"loops.tenire.io/Drained","status":"False","reason":"NotRequested","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}`
 		if _, err := cs.CoreV1().Pods(e.ns).Patch(ctx, "p1", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}, "status"); err != nil {
 			t.Fatal(err)
@@ -279,7 +274,7 @@ func TestNodeAgent(t *testing.T) {
 		if err := agent.Kill(e.ns, "p1"); err != nil {
 			t.Fatal(err)
 		}
-		pod = e.waitPod(t, "p1", "restarted and ready again", time.Minute, func(p *corev1.Pod) bool {
+		pod := e.waitPod(t, "p1", "restarted and ready again", time.Minute, func(p *corev1.Pod) bool {
 			return len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].RestartCount == 1 && isReady(p)
 		})
 		last := pod.Status.ContainerStatuses[0].LastTerminationState.Terminated

@@ -84,7 +84,7 @@ func (r *podRunner) fillStatus(pod *corev1.Pod) {
 	if _, ok := findCondition(st.Conditions, corev1.PodScheduled); !ok {
 		setCondition(st, corev1.PodScheduled, corev1.ConditionTrue, "", "")
 	}
-	sandbox := corev1.ConditionStatus(corev1.ConditionTrue)
+	sandbox := corev1.ConditionTrue
 	if terminal {
 		sandbox = corev1.ConditionFalse
 	}

@@ -67,16 +67,16 @@ func (r *podRunner) ensureToken(ctx context.Context) error {
 
 func writeTokenKubeconfig(path string, a *Agent, tokenPath, namespace string) error {
 	cfg := a.opts.Config
-	ca := cfg.TLSClientConfig.CAData
-	if len(ca) == 0 && cfg.TLSClientConfig.CAFile != "" {
-		data, err := os.ReadFile(cfg.TLSClientConfig.CAFile)
+	ca := cfg.CAData
+	if len(ca) == 0 && cfg.CAFile != "" {
+		data, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
 			return fmt.Errorf("reading the cluster CA: %w", err)
 		}
 		ca = data
 	}
 	kc := clientcmdapi.NewConfig()
-	kc.Clusters["cluster"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: ca, InsecureSkipTLSVerify: cfg.TLSClientConfig.Insecure}
+	kc.Clusters["cluster"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: ca, InsecureSkipTLSVerify: cfg.Insecure}
 	kc.AuthInfos["pod"] = &clientcmdapi.AuthInfo{TokenFile: tokenPath}
 	kc.Contexts["pod"] = &clientcmdapi.Context{Cluster: "cluster", AuthInfo: "pod", Namespace: namespace}
 	kc.CurrentContext = "pod"

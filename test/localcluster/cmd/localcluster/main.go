@@ -250,7 +250,7 @@ func upDetached(dir string, args []string, timeout time.Duration) error {
 		}
 		select {
 		case err := <-exited:
-			return fmt.Errorf("the background cluster exited (%v); its log %s ends with:\n%s", err, logPath, tail(logPath, 30))
+			return fmt.Errorf("the background cluster exited (%w); its log %s ends with:\n%s", err, logPath, tail(logPath, 30))
 		case <-deadline:
 			_ = syscall.Kill(cmd.Process.Pid, syscall.SIGTERM)
 			return fmt.Errorf("the cluster was not ready after %s; see %s", timeout, logPath)
