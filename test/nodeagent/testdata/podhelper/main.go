@@ -22,6 +22,7 @@ import (
 
 type self struct {
 	Name, Namespace, PodIP, Node string
+	AdminAddr, WorkerAdminAddr   string
 	Args                         []string
 	UID                          string // from the API, read with the pod's own token
 	GetPodError                  string
@@ -42,7 +43,8 @@ func main() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/self", func(w http.ResponseWriter, r *http.Request) {
-		s := self{Name: os.Getenv("POD_NAME"), Namespace: os.Getenv("POD_NAMESPACE"), PodIP: os.Getenv("POD_IP"), Node: os.Getenv("NODE_NAME"), Args: os.Args[1:]}
+		s := self{Name: os.Getenv("POD_NAME"), Namespace: os.Getenv("POD_NAMESPACE"), PodIP: os.Getenv("POD_IP"), Node: os.Getenv("NODE_NAME"), Args: os.Args[1:],
+			AdminAddr: os.Getenv("LOOP_ADMIN_ADDR"), WorkerAdminAddr: os.Getenv("ADMIN_ADDR")}
 		cfg, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
 		if err == nil {
 			var cs *kubernetes.Clientset
