@@ -1,7 +1,12 @@
 # The Tenire loop operator. `make help` lists the targets.
 
-# Image names for the kind path.
-IMG ?= ghcr.io/tenire/loop-operator:latest
+# Image names: the operator's and the default worker's.
+IMG ?= ghcr.io/tenire/loop-operator:dev
+WORKER_IMG ?= ghcr.io/tenire/loop-worker:dev
+# The kind path (needs Docker and kind on your machine).
+KIND ?= kind
+KIND_CLUSTER ?= tenire
+CONTAINER_TOOL ?= docker
 
 # Where the real control plane is built (outside the repository); see hack/kube-bins.sh.
 KUBE_BINS_DIR = $(shell bash hack/kube-bins.sh --print-dir)
@@ -81,6 +86,37 @@ install-plugin: ## Install the kubectl plugin (kubectl loops) into GOBIN, which 
 run: manifests generate fmt vet ## Run the manager against the cluster of the current kubeconfig.
 	go run ./cmd/manager --leader-elect=false
 
+##@ Images and kind
+
+.PHONY: images
+images: ## Build both images as archives in bin/images without Docker, and verify entrypoint, user and static binary.
+	@mkdir -p bin/static bin/images
+	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/static/manager ./cmd/manager
+	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/static/loop-worker ./cmd/loop-worker
+	go run ./hack/ociimage build --binary bin/static/manager --entrypoint /manager --tag $(IMG) --out bin/images/manager.tar
+	go run ./hack/ociimage build --binary bin/static/loop-worker --entrypoint /loop-worker --tag $(WORKER_IMG) --out bin/images/loop-worker.tar
+	go run ./hack/ociimage verify --archive bin/images/manager.tar --entrypoint /manager
+	go run ./hack/ociimage verify --archive bin/images/loop-worker.tar --entrypoint /loop-worker
+
+.PHONY: docker-build
+docker-build: ## Build both images with Docker from hack/Dockerfile (kind path).
+	$(CONTAINER_TOOL) build -f hack/Dockerfile --target manager -t $(IMG) .
+	$(CONTAINER_TOOL) build -f hack/Dockerfile --target loop-worker -t $(WORKER_IMG) .
+
+.PHONY: kind-create
+kind-create: ## Create the kind cluster $(KIND_CLUSTER) and deploy the development NATS (config/nats) into it.
+	$(KIND) create cluster --name $(KIND_CLUSTER)
+	kubectl apply -k config/nats
+	kubectl -n nats rollout status statefulset/nats --timeout=3m
+
+.PHONY: kind-load
+kind-load: docker-build ## Load both images into the kind cluster $(KIND_CLUSTER).
+	$(KIND) load docker-image $(IMG) $(WORKER_IMG) --name $(KIND_CLUSTER)
+
+.PHONY: kind-delete
+kind-delete: ## Delete the kind cluster $(KIND_CLUSTER).
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
+
 ##@ Deployment
 
 ifndef ignore-not-found
@@ -90,6 +126,15 @@ endif
 .PHONY: install
 install: manifests ## Install the CRD into the cluster of the current kubeconfig (server-side: the CRD is too large for client-side apply).
 	kubectl apply --server-side --force-conflicts -f config/crd/bases
+
+.PHONY: deploy
+deploy: manifests ## Deploy the operator (CRD, RBAC, manager with image $(IMG)) to the cluster of the current kubeconfig.
+	kubectl kustomize config/default | sed 's|image: ghcr.io/tenire/loop-operator:latest|image: $(IMG)|' | kubectl apply --server-side --force-conflicts -f -
+	kubectl -n tenire-system rollout status deployment/loop-operator-controller-manager --timeout=3m
+
+.PHONY: undeploy
+undeploy: ## Remove the operator from the cluster of the current kubeconfig.
+	kubectl kustomize config/default | kubectl delete --ignore-not-found=$(ignore-not-found) -f -
 
 .PHONY: uninstall
 uninstall: manifests ## Remove the CRD from the cluster of the current kubeconfig.
