@@ -476,13 +476,18 @@ func (c *Cluster) Stop(keep bool) error {
 	return c.stopErr
 }
 
-// Exited reports the components whose process has ended while the cluster
-// should be running, for diagnostics.
+// Exited reports the control-plane components whose process has ended
+// while the cluster should be running, for diagnostics.
 func (c *Cluster) Exited() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []string
 	for _, p := range c.procs {
+		switch p.name {
+		case Etcd, APIServer, ControllerManager, Scheduler:
+		default:
+			continue
+		}
 		if done, err := p.exited(); done {
 			out = append(out, fmt.Sprintf("%s (%v)", p.name, err))
 		}

@@ -3,6 +3,7 @@
 package localcluster_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -124,6 +126,38 @@ func TestClusterAndNATS(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(n.StoreDir, "jetstream")); err != nil {
 		t.Errorf("JetStream store: %v", err)
 	}
+	// A process beside the cluster gets the admin kubeconfig; kill -9 and a
+	// start again work.
+	sh := func() *localcluster.Process {
+		p, err := c.StartProcess("beside", "/bin/sh", []string{"-c", `echo "kubeconfig=$KUBECONFIG extra=$EXTRA"; exec sleep 300`}, []string{"EXTRA=yes"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	p := sh()
+	waitLog := func(want string) {
+		t.Helper()
+		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+			return strings.Count(p.Tail(10), want) > 0, nil
+		})
+		if err != nil {
+			t.Fatalf("waiting for %q in the log: %v; log:\n%s", want, err, p.Tail(10))
+		}
+	}
+	waitLog("kubeconfig=" + c.KubeconfigPath + " extra=yes")
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if done, _ := p.Exited(); !done {
+		t.Error("the process runs after Kill")
+	}
+	p = sh()
+	if err := p.Stop(5 * time.Second); err != nil {
+		t.Errorf("stopping a process: %v", err)
+	}
+	<-p.Done()
+
 	if exited := c.Exited(); len(exited) > 0 {
 		t.Errorf("components exited: %v", exited)
 	}

@@ -32,13 +32,18 @@ type process struct {
 // The child is killed if the harness dies (Pdeathsig) and runs in its own
 // process group.
 func startProcess(log logr.Logger, name, bin string, args []string, logPath string) (*process, error) {
+	return startProcessEnv(log, name, bin, args, logPath, os.Environ())
+}
+
+// startProcessEnv is startProcess with an explicit environment.
+func startProcessEnv(log logr.Logger, name, bin string, args []string, logPath string, env []string) (*process, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("opening the log of %s: %w", name, err)
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = os.Environ()
+	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		_ = f.Close()

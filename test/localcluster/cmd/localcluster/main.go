@@ -6,7 +6,7 @@
 //
 // Usage:
 //
-//	localcluster up   [--dir DIR] [--nodes N] [--image MATCH=BINARY,...] [--nats] [--crds PATH] [--detach]
+//	localcluster up   [--dir DIR] [--nodes N] [--image MATCH=BINARY,...] [--nats] [--crds PATH] [--process NAME=COMMAND...] [--detach]
 //	localcluster down [--dir DIR] [--purge]
 //	localcluster env  [--dir DIR]
 //
@@ -95,6 +95,15 @@ func up(args []string) error {
 	detach := fs.Bool("detach", false, "run in the background; return once the cluster is ready")
 	timeout := fs.Duration("timeout", 4*time.Minute, "how long the start may take")
 	verbose := fs.Bool("v", false, "verbose logs")
+	var procs []string
+	fs.Func("process", "run a program beside the cluster, as NAME=COMMAND ARGS... (split on spaces; repeatable); it gets KUBECONFIG and NATS_URL, logs to DIR/logs/NAME.log and stops with the cluster", func(v string) error {
+		name, cmdline, ok := strings.Cut(v, "=")
+		if !ok || name == "" || len(strings.Fields(cmdline)) == 0 {
+			return fmt.Errorf("%q is not NAME=COMMAND ARGS", v)
+		}
+		procs = append(procs, v)
+		return nil
+	})
 	binDir := fs.String("bin-dir", "", "folder of the control-plane binaries (default: KUBEBUILDER_ASSETS, else `hack/kube-bins.sh --print-dir` of the repository around the working directory)")
 	background := fs.Bool("in-background", false, "internal: set by --detach for the background process")
 	_ = fs.Parse(args)
@@ -169,6 +178,17 @@ func up(args []string) error {
 			return err
 		}
 		st.Nodes = names
+	}
+	for _, v := range procs {
+		name, cmdline, _ := strings.Cut(v, "=")
+		fields := strings.Fields(cmdline)
+		var env []string
+		if st.NATSURL != "" {
+			env = append(env, "NATS_URL="+st.NATSURL)
+		}
+		if _, err := c.StartProcess(name, fields[0], fields[1:], env); err != nil {
+			return err
+		}
 	}
 	if err := writeState(abs, st); err != nil {
 		return err

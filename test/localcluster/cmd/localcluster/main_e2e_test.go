@@ -41,6 +41,11 @@ func TestUpDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sleepArg = "313.25" // marks the process that runs beside the cluster
 	dir := filepath.Join(t.TempDir(), "run")
 	t.Cleanup(func() {
 		// Whatever happened, nothing may be left running.
@@ -49,7 +54,8 @@ func TestUpDown(t *testing.T) {
 		}
 	})
 
-	up := exec.CommandContext(ctx, bin, "up", "--detach", "--dir", dir, "--nodes", "1", "--crds", filepath.Join(root, "config", "crd", "bases"))
+	up := exec.CommandContext(ctx, bin, "up", "--detach", "--dir", dir, "--nodes", "1", "--crds", filepath.Join(root, "config", "crd", "bases"),
+		"--process", "beside="+sleep+" "+sleepArg)
 	var stderr strings.Builder
 	up.Stderr = &stderr
 	out, err := up.Output()
@@ -95,11 +101,21 @@ func TestUpDown(t *testing.T) {
 		t.Errorf("the CRDs are not served: %v", err)
 	}
 
+	if !running(sleep, sleepArg) {
+		t.Errorf("the --process program is not running")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "logs", "beside.log")); err != nil {
+		t.Errorf("the --process program's log: %v", err)
+	}
+
 	if out, err := exec.CommandContext(ctx, bin, "down", "--dir", dir, "--purge").CombinedOutput(); err != nil {
 		t.Fatalf("down: %v\n%s", err, out)
 	}
 	if alive(st.PID) {
 		t.Errorf("pid %d still runs after down", st.PID)
+	}
+	if running(sleep, sleepArg) {
+		t.Errorf("the --process program still runs after down")
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("the run folder is still there after down --purge: %v", err)
@@ -109,4 +125,16 @@ func TestUpDown(t *testing.T) {
 	if _, err := cs.Discovery().ServerVersion(); err == nil {
 		t.Error("the apiserver still answers after down")
 	}
+}
+
+// running reports whether a process runs bin with arg.
+func running(bin, arg string) bool {
+	dirs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, d := range dirs {
+		b, err := os.ReadFile(d)
+		if err == nil && string(b) == bin+"\x00"+arg+"\x00" {
+			return true
+		}
+	}
+	return false
 }
