@@ -224,7 +224,7 @@ func (l *Loop) Run(ctx context.Context) (err error) {
 	}
 
 	// 2. Queue connection.
-	if err := l.connect(ctx); err != nil {
+	if err := l.connect(); err != nil {
 		return err
 	}
 	defer l.disconnect()
@@ -334,7 +334,7 @@ func (l *Loop) priorityNames() []string {
 	return out
 }
 
-func (l *Loop) connect(ctx context.Context) error {
+func (l *Loop) connect() error {
 	if l.cfg.Conn != nil {
 		l.nc = l.cfg.Conn
 	} else {
@@ -360,7 +360,7 @@ func (l *Loop) connect(ctx context.Context) error {
 		return fmt.Errorf("loop: jetstream: %w", err)
 	}
 	l.js = js
-	return ctx.Err()
+	return nil
 }
 
 // disconnect flushes the acks still buffered and closes a connection the

@@ -318,13 +318,13 @@ func TestBreakerOpensHalfOpensAndCloses(t *testing.T) {
 func TestHeartbeatsKeepLongTasksFromRedelivery(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config(t)
-	cfg.AckWait = 400 * time.Millisecond
+	cfg.AckWait = time.Second
 	var runs atomic.Int64
 	done := make(chan struct{})
 	start(t, cfg, map[string]loop.Handler{
 		"long": func(ctx context.Context, task *loop.Task) error {
 			runs.Add(1)
-			t := time.NewTimer(1500 * time.Millisecond) // several AckWaits of real work
+			t := time.NewTimer(2500 * time.Millisecond) // several AckWaits of real work
 			defer t.Stop()
 			select {
 			case <-t.C:
