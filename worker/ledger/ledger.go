@@ -1,0 +1,212 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tenire/loop-operator/worker/queue"
+)
+
+// ErrNoResults means the loop keeps no result records, so completions
+// cannot be told apart from losses.
+var ErrNoResults = errors.New("ledger: the loop keeps no result records")
+
+// Summary counts what happened to the expected tasks.
+type Summary struct {
+	// Expected is how many distinct task ids were expected.
+	Expected int `json:"expected"`
+	// Completed counts expected ids with at least one result record.
+	Completed int `json:"completed"`
+	// DeadLettered counts expected ids that failed for good (and did not
+	// complete later, after a requeue).
+	DeadLettered int `json:"deadLettered"`
+	// Open counts expected ids neither completed nor dead-lettered: still
+	// queued or running, or, once the queue is idle, lost.
+	Open int `json:"open"`
+	// Duplicates counts extra completions: a task that ran twice adds one.
+	Duplicates int `json:"duplicates"`
+}
+
+// String is the one-line form, e.g. "5000 expected, 4990 completed, 10
+// dead-lettered, 0 open, 3 duplicates".
+func (s Summary) String() string {
+	return fmt.Sprintf("%d expected, %d completed, %d dead-lettered, %d open, %d duplicates",
+		s.Expected, s.Completed, s.DeadLettered, s.Open, s.Duplicates)
+}
+
+// Failure is an expected task that was dead-lettered.
+type Failure struct {
+	ID    string `json:"id"`
+	Kind  string `json:"kind"`
+	Error string `json:"error"`
+}
+
+// Ledger follows a loop's results and dead letters. Create it with Open and
+// release it with Close. Its methods are safe for concurrent use.
+type Ledger struct {
+	mu        sync.Mutex
+	changed   chan struct{} // closed and replaced on every record
+	expected  map[string]struct{}
+	completed map[string]int
+	dead      map[string]Failure
+	consumers []jetstream.ConsumeContext
+}
+
+// Open starts following the result and dead-letter streams of the loop
+// with the given names, from their first record.
+func Open(ctx context.Context, js jetstream.JetStream, names queue.Names) (*Ledger, error) {
+	l := &Ledger{
+		changed:   make(chan struct{}),
+		expected:  map[string]struct{}{},
+		completed: map[string]int{},
+		dead:      map[string]Failure{},
+	}
+	follow := func(stream string, record func(jetstream.Msg)) error {
+		c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+		if err != nil {
+			return err
+		}
+		cc, err := c.Consume(record)
+		if err != nil {
+			return err
+		}
+		l.consumers = append(l.consumers, cc)
+		return nil
+	}
+	if err := follow(names.ResultStream(), l.recordResult); err != nil {
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, fmt.Errorf("%w (stream %s does not exist)", ErrNoResults, names.ResultStream())
+		}
+		return nil, fmt.Errorf("ledger: follow %s: %w", names.ResultStream(), err)
+	}
+	if err := follow(names.DeadStream, l.recordDead); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("ledger: follow %s: %w", names.DeadStream, err)
+	}
+	return l, nil
+}
+
+// Close stops following the streams.
+func (l *Ledger) Close() {
+	for _, cc := range l.consumers {
+		cc.Stop()
+	}
+}
+
+func (l *Ledger) recordResult(m jetstream.Msg) {
+	id := m.Headers().Get(queue.HeaderTaskID)
+	l.mu.Lock()
+	l.completed[id]++
+	l.notify()
+	l.mu.Unlock()
+}
+
+func (l *Ledger) recordDead(m jetstream.Msg) {
+	h := m.Headers()
+	id := h.Get(queue.HeaderTaskID)
+	l.mu.Lock()
+	l.dead[id] = Failure{ID: id, Kind: h.Get(queue.HeaderKind), Error: h.Get(queue.HeaderError)}
+	l.notify()
+	l.mu.Unlock()
+}
+
+// notify wakes Wait; l.mu is held.
+func (l *Ledger) notify() {
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+// Expect adds task ids to account for.
+func (l *Ledger) Expect(ids ...string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, id := range ids {
+		l.expected[id] = struct{}{}
+	}
+	l.notify()
+}
+
+// Summary counts the expected tasks now.
+func (l *Ledger) Summary() Summary {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := Summary{Expected: len(l.expected)}
+	for id := range l.expected {
+		n := l.completed[id]
+		_, dead := l.dead[id]
+		switch {
+		case n > 0:
+			s.Completed++
+			s.Duplicates += n - 1
+		case dead:
+			s.DeadLettered++
+		default:
+			s.Open++
+		}
+	}
+	return s
+}
+
+// Failures lists the expected tasks that were dead-lettered and did not
+// complete, by id.
+func (l *Ledger) Failures() []Failure {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []Failure
+	for id, f := range l.dead {
+		if _, ok := l.expected[id]; ok && l.completed[id] == 0 {
+			out = append(out, f)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Open lists up to max expected ids that are neither completed nor
+// dead-lettered, by id.
+func (l *Ledger) Open(max int) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for id := range l.expected {
+		if _, dead := l.dead[id]; l.completed[id] == 0 && !dead {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	if len(out) > max {
+		out = out[:max]
+	}
+	return out
+}
+
+// Wait returns when no expected task is open, or when ctx ends (then with
+// ctx's error and the summary at that moment). progress, when not nil, is
+// called with each new summary, at most once per interval.
+func (l *Ledger) Wait(ctx context.Context, interval time.Duration, progress func(Summary)) (Summary, error) {
+	var last time.Time
+	for {
+		l.mu.Lock()
+		changed := l.changed
+		l.mu.Unlock()
+		s := l.Summary()
+		if progress != nil && (s.Open == 0 || time.Since(last) >= interval) {
+			progress(s)
+			last = time.Now()
+		}
+		if s.Open == 0 {
+			return s, nil
+		}
+		select {
+		case <-ctx.Done():
+			return s, ctx.Err()
+		case <-changed:
+		}
+	}
+}

@@ -1,0 +1,153 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/tenire/loop-operator/worker/internal/natstest"
+	"github.com/tenire/loop-operator/worker/ledger"
+	"github.com/tenire/loop-operator/worker/queue"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// setUp creates a loop's streams on a real embedded JetStream server and
+// submits tasks with the given ids.
+func setUp(t *testing.T, results bool, ids ...string) (jetstream.JetStream, queue.Names, jetstream.Consumer) {
+	t.Helper()
+	srv := natstest.Start(t)
+	_, js := srv.Connect()
+	names := queue.NewNames("LEDGER", "loops.test.ledger")
+	consumers, err := queue.Ensure(t.Context(), js, names, queue.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if results {
+		if err := queue.EnsureResults(t.Context(), js, names, time.Hour, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := queue.NewProducer(js, names)
+	for _, id := range ids {
+		if _, _, err := p.Submit(t.Context(), queue.Task{ID: id, Kind: "sleep", Payload: []byte(`{}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return js, names, consumers[0]
+}
+
+// next fetches the next delivery, as a worker would.
+func next(t *testing.T, c jetstream.Consumer) *queue.Delivery {
+	t.Helper()
+	batch, err := c.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := <-batch.Messages()
+	if !ok {
+		t.Fatalf("no delivery: %v", batch.Error())
+	}
+	d, err := queue.NewDelivery(m, 0, queue.DefaultPriority)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func complete(t *testing.T, js jetstream.JetStream, names queue.Names, d *queue.Delivery) {
+	t.Helper()
+	if err := d.RecordResult(t.Context(), js, names, "worker-0", time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Msg.DoubleAck(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTheLedgerTellsCompletedDeadLetteredDuplicatedAndOpenTasksApart(t *testing.T) {
+	js, names, c := setUp(t, true, "a", "b", "c")
+
+	// a completes once before the ledger opens: history counts.
+	complete(t, js, names, next(t, c))
+
+	l, err := ledger.Open(t.Context(), js, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.Expect("a", "b", "c", "never-submitted")
+
+	// b completes twice: its first worker died before acking, say.
+	b := next(t, c)
+	if err := b.RecordResult(t.Context(), js, names, "worker-1", time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	complete(t, js, names, b)
+	// c fails for good.
+	if err := next(t, c).DeadLetter(t.Context(), js, names, errors.New("resize: image too large")); err != nil {
+		t.Fatal(err)
+	}
+
+	want := ledger.Summary{Expected: 4, Completed: 2, DeadLettered: 1, Open: 1, Duplicates: 1}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	var seen ledger.Summary
+	got, err := l.Wait(ctx, 0, func(s ledger.Summary) { seen = s })
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait with a task that never runs returned %v, want the context's deadline", err)
+	}
+	if got != want || seen != want {
+		t.Errorf("summary %+v (last progress %+v), want %+v", got, seen, want)
+	}
+	if f := l.Failures(); len(f) != 1 || f[0].ID != "c" || f[0].Error != "resize: image too large" || f[0].Kind != "sleep" {
+		t.Errorf("failures = %+v", f)
+	}
+	if open := l.Open(10); len(open) != 1 || open[0] != "never-submitted" {
+		t.Errorf("open = %v", open)
+	}
+	if s := got.String(); s != "4 expected, 2 completed, 1 dead-lettered, 1 open, 1 duplicates" {
+		t.Errorf("String() = %q", s)
+	}
+}
+
+func TestWaitReturnsWhenTheLastTaskCompletes(t *testing.T) {
+	js, names, c := setUp(t, true, "x", "y")
+	l, err := ledger.Open(t.Context(), js, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.Expect("x", "y")
+
+	done := make(chan ledger.Summary, 1)
+	go func() {
+		s, err := l.Wait(t.Context(), time.Hour, nil)
+		if err != nil {
+			t.Errorf("Wait: %v", err)
+		}
+		done <- s
+	}()
+	complete(t, js, names, next(t, c))
+	complete(t, js, names, next(t, c))
+	select {
+	case s := <-done:
+		if s != (ledger.Summary{Expected: 2, Completed: 2}) {
+			t.Errorf("summary %+v", s)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Wait did not return after both tasks completed")
+	}
+}
+
+func TestALoopWithoutResultsIsReported(t *testing.T) {
+	js, names, _ := setUp(t, false)
+	_, err := ledger.Open(t.Context(), js, names)
+	if !errors.Is(err, ledger.ErrNoResults) {
+		t.Fatalf("Open = %v, want ErrNoResults", err)
+	}
+}

@@ -1,0 +1,74 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Result records. A loop that keeps results publishes one record to
+// ResultSubject each time a task completes, before it acknowledges the
+// task, into the limits-retention stream ResultStream. A task that runs
+// twice (at-least-once delivery after a crash) has two records, so a reader
+// can tell completed, duplicated and never-completed tasks apart; see
+// package ledger.
+const (
+	// HeaderWorker names the worker (the pod) that ran the task.
+	HeaderWorker = "Loop-Worker"
+	// HeaderDuration is how long the successful attempt ran, in Go
+	// duration syntax.
+	HeaderDuration = "Loop-Duration"
+)
+
+// ResultStream returns the stream of the loop's result records.
+func (n Names) ResultStream() string { return n.Stream + "_RESULTS" }
+
+// ResultSubject returns the subject result records are published to.
+func (n Names) ResultSubject() string { return n.SubjectPrefix + ".results" }
+
+// EnsureResults creates or updates the result stream, which keeps records
+// for retention. It is idempotent, like Ensure.
+func EnsureResults(ctx context.Context, js jetstream.JetStream, n Names, retention time.Duration, replicas int) error {
+	if retention <= 0 {
+		return fmt.Errorf("queue: result retention %s must be positive", retention)
+	}
+	if replicas < 1 {
+		replicas = 1
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        n.ResultStream(),
+		Description: "result records of loop " + n.SubjectPrefix,
+		Subjects:    []string{n.ResultSubject()},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      retention,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	}); err != nil {
+		return fmt.Errorf("queue: ensure stream %s: %w", n.ResultStream(), err)
+	}
+	return nil
+}
+
+// RecordResult publishes the result record of a completed delivery and
+// waits for the stream to store it. worker names who ran it; took is how
+// long the attempt ran.
+func (d *Delivery) RecordResult(ctx context.Context, js jetstream.JetStream, n Names, worker string, took time.Duration) error {
+	m := nats.NewMsg(n.ResultSubject())
+	m.Header.Set(HeaderTaskID, d.ID)
+	m.Header.Set(HeaderKind, d.Kind)
+	m.Header.Set(HeaderPriority, d.Priority)
+	m.Header.Set(HeaderAttempts, strconv.FormatUint(d.Attempt, 10))
+	m.Header.Set(HeaderDuration, took.String())
+	if worker != "" {
+		m.Header.Set(HeaderWorker, worker)
+	}
+	if _, err := js.PublishMsg(ctx, m, jetstream.WithExpectStream(n.ResultStream())); err != nil {
+		return fmt.Errorf("queue: record the result of task %s: %w", d.ID, err)
+	}
+	return nil
+}
