@@ -83,6 +83,7 @@ func TestLoopDeploymentRoundTripsWithDefaults(t *testing.T) {
 		{"circuitBreaker.failureThreshold", spec.Loop.CircuitBreaker.FailureThreshold, int32(5)},
 		{"queue.nats.ackWait", spec.Queue.NATS.AckWait.Duration.String(), "30s"},
 		{"queue.nats.maxAckPending", spec.Queue.NATS.MaxAckPending, int32(1000)},
+		{"queue.nats.resultRetention", spec.Queue.NATS.ResultRetention.Duration.String(), "1h0m0s"},
 		{"drain.timeout", spec.Drain.Timeout.Duration.String(), "5m0s"},
 		{"drain.maxConcurrent", spec.Drain.MaxConcurrent.String(), "25%"},
 		{"updateStrategy.maxSurge", spec.UpdateStrategy.MaxSurge.String(), "25%"},
@@ -238,6 +239,11 @@ func TestInvalidLoopDeploymentsAreRejectedWithMessagesThatSayWhatToFix(t *testin
 			name:   "an ack wait under a second is rejected",
 			mutate: func(s map[string]any) { set(s, "queue.nats.ackWait", "500ms") },
 			want:   "queue.nats.ackWait must be at least 1s",
+		},
+		{
+			name:   "a negative result retention is rejected",
+			mutate: func(s map[string]any) { set(s, "queue.nats.resultRetention", "-1h") },
+			want:   "queue.nats.resultRetention must be 0s (keep no records) or a positive duration such as 1h",
 		},
 		{
 			name:   "a stream name with dots is rejected",

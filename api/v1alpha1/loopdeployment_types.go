@@ -248,6 +248,15 @@ type NATSQueueSpec struct {
 	// +optional
 	MaxAckPending int32 `json:"maxAckPending,omitempty"`
 
+	// resultRetention is how long the queue keeps a record of each
+	// completed task (stream <stream>_RESULTS), which `kubectl loops submit
+	// --wait` reads to tell completed tasks from lost ones. 0s keeps no
+	// records and saves one write per task. Defaults to 1h.
+	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="queue.nats.resultRetention must be 0s (keep no records) or a positive duration such as 1h"
+	// +optional
+	ResultRetention *metav1.Duration `json:"resultRetention,omitempty"`
+
 	// replicas is the stream's replication factor. Defaults to 1.
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=1

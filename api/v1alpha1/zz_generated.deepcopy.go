@@ -23,7 +23,7 @@ package v1alpha1
 import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1"
-	runtime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
@@ -223,6 +223,11 @@ func (in *NATSQueueSpec) DeepCopyInto(out *NATSQueueSpec) {
 	}
 	if in.AckWait != nil {
 		in, out := &in.AckWait, &out.AckWait
+		*out = new(v1.Duration)
+		**out = **in
+	}
+	if in.ResultRetention != nil {
+		in, out := &in.ResultRetention, &out.ResultRetention
 		*out = new(v1.Duration)
 		**out = **in
 	}
