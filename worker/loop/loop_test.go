@@ -695,3 +695,74 @@ func TestDrainHandsBackPrefetchedTasksAtOnce(t *testing.T) {
 		t.Errorf("drain report = %+v, want 1 finished, 3 handed back, deadline met", d)
 	}
 }
+
+func TestKindLimitHoldsAcrossTheLoop(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config(t)
+	cfg.MaxWorkers, cfg.Prefetch = 4, 4
+	cfg.KindLimits = map[string]int{"limited": 1}
+	var (
+		mu      sync.Mutex
+		running = map[string]int{}
+		peak    = map[string]int{}
+	)
+	work := func(ctx context.Context, task *loop.Task) error {
+		mu.Lock()
+		running[task.Kind]++
+		peak[task.Kind] = max(peak[task.Kind], running[task.Kind])
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			running[task.Kind]--
+			mu.Unlock()
+		}()
+		select {
+		case <-time.After(20 * time.Millisecond):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	l := start(t, cfg, map[string]loop.Handler{"limited": work, "free": work})
+	e.submit(t, append(tasks("limited", 10, "l"), tasks("free", 20, "f")...)...)
+	eventually(t, "all tasks to succeed", func() bool { return l.Status().Counters[loop.OutcomeSucceeded] == 30 })
+	mu.Lock()
+	defer mu.Unlock()
+	if peak["limited"] != 1 {
+		t.Errorf("the limited kind peaked at %d running tasks, want its limit 1", peak["limited"])
+	}
+	if peak["free"] < 2 {
+		t.Errorf("the unlimited kind peaked at %d running tasks, want it to use the other workers", peak["free"])
+	}
+}
+
+func TestTaskTimeoutFailsTheAttempt(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config(t)
+	cfg.TaskTimeout = 100 * time.Millisecond
+	cfg.Retry = queue.RetryPolicy{MaxAttempts: 2, InitialBackoff: 10 * time.Millisecond, MaxBackoff: 10 * time.Millisecond}
+	var attempts atomic.Int64
+	start(t, cfg, map[string]loop.Handler{
+		"hang": func(ctx context.Context, task *loop.Task) error {
+			attempts.Add(1)
+			<-ctx.Done()
+			return ctx.Err()
+		},
+	})
+	e.submit(t, queue.Task{ID: "h", Kind: "hang"})
+	eventually(t, "the hanging task to be dead-lettered", func() bool { return e.streamMsgs(t, names.DeadStream) == 1 })
+	dead, err := e.js.Stream(t.Context(), names.DeadStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := dead.GetMsg(t.Context(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Header.Get(queue.HeaderError); !strings.Contains(got, "timed out after 100ms") {
+		t.Errorf("dead letter error = %q, want the task timeout", got)
+	}
+	if n := attempts.Load(); n != 2 {
+		t.Errorf("the task ran %d times, want MaxAttempts 2", n)
+	}
+}
