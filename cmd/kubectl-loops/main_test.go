@@ -354,3 +354,74 @@ func reportDrained(t *testing.T, c client.Client, name string) {
 		}
 	}
 }
+
+func TestSubmitWaitReportsCompletionsAndFailures(t *testing.T) {
+	w := newWorld(t)
+	ld := w.loop("orders", w.natsURL)
+	names := queueNames(ld)
+	if _, err := queue.Ensure(t.Context(), w.js, names, queueConfig(ld)); err != nil {
+		t.Fatal(err)
+	}
+
+	// A worker: tasks complete, except w-3, which fails for good.
+	worked := make(chan error, 1)
+	go func() {
+		consumer, err := w.js.Consumer(t.Context(), names.Stream, names.Consumer("low"))
+		if err != nil {
+			worked <- err
+			return
+		}
+		for handled := 0; handled < 5; {
+			batch, err := consumer.Fetch(5, jetstream.FetchMaxWait(time.Second))
+			if err != nil {
+				worked <- err
+				return
+			}
+			for m := range batch.Messages() {
+				d, err := queue.NewDelivery(m, 1, "low")
+				if err == nil && d.ID == "w-3" {
+					err = d.DeadLetter(t.Context(), w.js, names, errors.New("boom"))
+				} else if err == nil {
+					if err = d.RecordResult(t.Context(), w.js, names, "test-worker", time.Millisecond); err == nil {
+						err = d.Msg.DoubleAck(t.Context())
+					}
+				}
+				if err != nil {
+					worked <- err
+					return
+				}
+				handled++
+			}
+		}
+		worked <- nil
+	}()
+
+	out, errOut, err := w.run("submit", "orders", "--kind", "sleep", "--priority", "low", "--count", "5", "--id", "w", "--wait", "--timeout", "1m")
+	if err == nil || !strings.Contains(err.Error(), "1 of 5 tasks failed for good") {
+		t.Fatalf("submit --wait returned %v, want a failure count\n%s\n%s", err, out, errOut)
+	}
+	for _, want := range []string{"4 completed, 1 failed, 0 duplicate runs", "failed w-3 (sleep): boom"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("submit --wait printed\n%s\nwant %q", out, want)
+		}
+	}
+	if !strings.Contains(errOut, "finished [") {
+		t.Errorf("no progress bar in %q", errOut)
+	}
+	if err := <-worked; err != nil {
+		t.Fatalf("test worker: %v", err)
+	}
+}
+
+func TestSubmitWaitNeedsResultRecords(t *testing.T) {
+	w := newWorld(t)
+	ld := w.loop("no-records", w.natsURL)
+	ld.Spec.Queue.NATS.ResultRetention = &metav1.Duration{}
+	if err := w.client.Update(t.Context(), ld); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := w.run("submit", "no-records", "--kind", "sleep", "--wait")
+	if err == nil || !strings.Contains(err.Error(), "keeps no result records (spec.queue.nats.resultRetention is 0s)") {
+		t.Fatalf("submit --wait on a loop without records: %v", err)
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -9,10 +10,12 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/worker/ledger"
 	"github.com/tenire/loop-operator/worker/queue"
 )
 
@@ -22,7 +25,8 @@ const submitBatch = 500
 type submitOptions struct {
 	kind, priority, payload, payloadFile, id string
 	count                                    int
-	raw                                      bool
+	raw, wait                                bool
+	timeout                                  time.Duration
 }
 
 func newSubmitCommand(o *options) *cobra.Command {
@@ -36,10 +40,15 @@ The payload is JSON, given with --payload, read from --payload-file, or read
 from standard input when the last argument is "-"; --raw sends bytes that are
 not JSON (the exec kind takes any input). Every task gets an id (--id, with
 -1, -2, … appended for --count > 1, or a random one) that the queue uses to
-drop duplicates: submitting the same id twice within two minutes runs it once.`,
+drop duplicates: submitting the same id twice within two minutes runs it once.
+
+--wait waits until every task completed or failed for good, with a progress
+bar, and lists the failures with their errors; it exits non-zero when any
+task failed. It reads the loop's result records, so the LoopDeployment must
+keep them (spec.queue.nats.resultRetention, 1h by default).`,
 		Example: `  kubectl loops submit orders --kind sleep --payload '{"ms": 200}'
   kubectl loops submit orders --kind resize --priority high --payload-file job.json --id job-42
-  kubectl loops submit orders --kind sleep --payload '{"ms": 50}' --count 5000
+  kubectl loops submit orders --kind sleep --payload '{"ms": 50}' --count 5000 --wait
   cat payload.json | kubectl loops submit orders --kind http -`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -54,6 +63,8 @@ drop duplicates: submitting the same id twice within two minutes runs it once.`,
 	f.StringVar(&s.id, "id", "", "task id, for de-duplication (default: random)")
 	f.IntVar(&s.count, "count", 1, "how many tasks to submit")
 	f.BoolVar(&s.raw, "raw", false, "send the payload as it is, without checking that it is JSON")
+	f.BoolVar(&s.wait, "wait", false, "wait until every task completed or failed for good, and report failures")
+	f.DurationVar(&s.timeout, "timeout", 30*time.Minute, "how long --wait waits")
 	_ = cmd.MarkFlagRequired("kind")
 	return cmd
 }
@@ -152,8 +163,16 @@ func (s *submitOptions) run(cmd *cobra.Command, o *options, args []string) error
 	if _, err := queue.Ensure(ctx, q.js, q.names, queueConfig(ld)); err != nil {
 		return fmt.Errorf("setting up the queue of %q: %w", ld.Name, err)
 	}
-
 	ids := taskIDs(s.id, s.count)
+	var book *ledger.Ledger
+	if s.wait {
+		if book, err = openLedger(ctx, q, ld); err != nil {
+			return err
+		}
+		defer book.Close()
+		book.Expect(ids...)
+	}
+
 	producer := queue.NewProducer(q.js, q.names)
 	bar := newProgress(o.streams.ErrOut, "submitting", s.count)
 	for start := 0; start < len(ids); start += submitBatch {
@@ -175,7 +194,50 @@ func (s *submitOptions) run(cmd *cobra.Command, o *options, args []string) error
 	}
 	fmt.Fprintf(o.streams.Out, "submitted %s (kind %s, priority %s) to loopdeployment %s/%s, stream %s\n",
 		what, s.kind, priority, ld.Namespace, ld.Name, q.names.Stream)
-	return nil
+	if book == nil {
+		return nil
+	}
+	return waitForTasks(ctx, o, book, s.timeout)
+}
+
+// openLedger follows the results of a loop that keeps them.
+func openLedger(ctx context.Context, q *loopQueue, ld *loopsv1alpha1.LoopDeployment) (*ledger.Ledger, error) {
+	retention := ld.Spec.Queue.NATS.ResultRetention
+	if retention == nil || retention.Duration <= 0 {
+		return nil, fmt.Errorf("loopdeployment %q keeps no result records (spec.queue.nats.resultRetention is 0s), so --wait cannot tell completed tasks from lost ones", ld.Name)
+	}
+	if err := queue.EnsureResults(ctx, q.js, q.names, retention.Duration, int(ld.Spec.Queue.NATS.Replicas)); err != nil {
+		return nil, err
+	}
+	return ledger.Open(ctx, q.js, q.names)
+}
+
+// maxFailuresShown caps the failures --wait lists.
+const maxFailuresShown = 20
+
+func waitForTasks(ctx context.Context, o *options, book *ledger.Ledger, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	s := book.Summary()
+	bar := newProgress(o.streams.ErrOut, "finished", s.Expected)
+	s, err := book.Wait(ctx, 200*time.Millisecond, func(s ledger.Summary) { bar.set(s.Completed + s.DeadLettered) })
+	bar.done()
+	fmt.Fprintf(o.streams.Out, "%d completed, %d failed, %d duplicate runs\n", s.Completed, s.DeadLettered, s.Duplicates)
+	if err != nil {
+		return fmt.Errorf("%d of %d tasks still open after %s (first: %v): %w", s.Open, s.Expected, timeout, book.Open(5), err)
+	}
+	failures := book.Failures()
+	if len(failures) == 0 {
+		return nil
+	}
+	for i, f := range failures {
+		if i == maxFailuresShown {
+			fmt.Fprintf(o.streams.Out, "  … and %d more (kubectl loops dead-letters lists them all)\n", len(failures)-i)
+			break
+		}
+		fmt.Fprintf(o.streams.Out, "  failed %s (%s): %s\n", f.ID, f.Kind, f.Error)
+	}
+	return fmt.Errorf("%d of %d tasks failed for good", len(failures), s.Expected)
 }
 
 // taskIDs returns count task ids: id itself for one task, id-1 … id-N for
