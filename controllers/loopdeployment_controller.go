@@ -149,6 +149,7 @@ func (r *LoopDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if err := r.Client.Get(ctx, req.NamespacedName, ld); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.expectations.forget(req.NamespacedName)
+			r.timeouts.note(req.NamespacedName, 0, true)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("getting LoopDeployment %s: %w", req.NamespacedName, err)

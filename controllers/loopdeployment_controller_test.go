@@ -426,3 +426,35 @@ func TestAPodTemplateTheAPIServerRejectsDegrades(t *testing.T) {
 		return conditionReason(h.get("orders"), loopsv1alpha1.ConditionDegraded)
 	}).Should(gomega.Equal("False/" + loopsv1alpha1.ReasonAsExpected))
 }
+
+func TestATerminatingPodTakesADrainSlot(t *testing.T) {
+	h := newHarness(t)
+	h.create(h.newLD("orders", 3))
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(3))
+
+	h.holdTerminating(true) // its worker drains on SIGTERM and takes its time
+	victim := h.pods("orders")[0]
+	h.g.Expect(h.c.Delete(h.ctx, &victim)).To(gomega.Succeed())
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(3)) // a replacement
+	h.g.Eventually(func() int32 { return h.get("orders").Status.DrainingReplicas }).Should(gomega.BeEquivalentTo(1))
+
+	h.update("orders", func(ld *loopsv1alpha1.LoopDeployment) { ld.Spec.Replicas = ptr.To[int32](2) })
+	h.g.Consistently(func() []string {
+		var asked []string
+		for _, p := range h.pods("orders") {
+			if policyRequested(&p) {
+				asked = append(asked, p.Name)
+			}
+		}
+		return asked
+	}, time.Second).Should(gomega.BeEmpty(), "a drain started while a terminating pod drained")
+
+	h.holdTerminating(false)
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(2))
+	h.g.Eventually(func() int32 { return h.get("orders").Status.DrainingReplicas }).Should(gomega.BeZero())
+}
+
+func policyRequested(p *corev1.Pod) bool {
+	_, ok := p.Annotations[loopsv1alpha1.AnnotationDrainRequested]
+	return ok
+}

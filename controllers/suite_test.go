@@ -71,6 +71,7 @@ func TestMain(m *testing.M) {
 // the kubelet and the worker's half of the drain contract.
 type harness struct {
 	t   *testing.T
+	cfg *rest.Config
 	g   gomega.Gomega
 	c   client.WithWatch
 	ns  string
@@ -82,6 +83,7 @@ type harness struct {
 	allQuiet bool            // no pod reports Drained
 	notReady map[string]bool // pods kept not ready
 	holdImg  string          // pods whose first container runs this image are kept not ready
+	holdTerm bool            // terminating pods are not finished off
 	kick     chan struct{}
 }
 
@@ -89,7 +91,13 @@ const testNode = "node-a"
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	c, err := client.NewWithWatch(cfg, client.Options{Scheme: testenv.Scheme})
+	return newHarnessOn(t, cfg)
+}
+
+// newHarnessOn is newHarness against the API server of restCfg.
+func newHarnessOn(t *testing.T, restCfg *rest.Config) *harness {
+	t.Helper()
+	c, err := client.NewWithWatch(restCfg, client.Options{Scheme: testenv.Scheme})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +106,7 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{
-		t: t, g: gomega.NewWithT(t), c: c, ns: ns.Name, ctx: t.Context(),
+		t: t, cfg: restCfg, g: gomega.NewWithT(t), c: c, ns: ns.Name, ctx: t.Context(),
 		silent: map[string]bool{}, notReady: map[string]bool{}, kick: make(chan struct{}, 1),
 	}
 	h.g.SetDefaultEventuallyTimeout(30 * time.Second)
@@ -112,7 +120,7 @@ func newHarness(t *testing.T) *harness {
 // startOperator starts a manager that runs the reconciler in h's namespace.
 func (h *harness) startOperator() {
 	h.t.Helper()
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	mgr, err := ctrl.NewManager(h.cfg, ctrl.Options{
 		Scheme:                 testenv.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
@@ -179,6 +187,15 @@ func (h *harness) holdImage(image string) {
 	h.resync()
 }
 
+// holdTerminating keeps terminating pods (as a kubelet whose workers take
+// their time to drain on SIGTERM), or finishes them off again.
+func (h *harness) holdTerminating(hold bool) {
+	h.mu.Lock()
+	h.holdTerm = hold
+	h.mu.Unlock()
+	h.resync()
+}
+
 func (h *harness) resync() {
 	select {
 	case h.kick <- struct{}{}:
@@ -239,7 +256,12 @@ func (h *harness) watchPods(f func(*corev1.Pod)) {
 func (h *harness) actOn(p *corev1.Pod) {
 	ctx := h.ctx
 	if p.DeletionTimestamp != nil {
-		_ = h.c.Delete(ctx, p, client.GracePeriodSeconds(0))
+		h.mu.Lock()
+		hold := h.holdTerm
+		h.mu.Unlock()
+		if !hold {
+			_ = h.c.Delete(ctx, p, client.GracePeriodSeconds(0))
+		}
 		return
 	}
 	if p.Spec.NodeName == "" {
