@@ -1,0 +1,44 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseFlags(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		check   func(*options) bool
+		wantErr string
+	}{
+		{"no flags give leader election, the usual addresses and the default grace", nil, func(o *options) bool {
+			return o.leaderElect && o.metricsAddr == ":8080" && o.probeAddr == ":8081" && o.drainGrace == 15*time.Second && o.maxConcurrentReconciles == 4
+		}, ""},
+		{"leader election can be turned off", []string{"--leader-elect=false"}, func(o *options) bool { return !o.leaderElect }, ""},
+		{"the metrics endpoint can be disabled", []string{"--metrics-bind-address=0"}, func(o *options) bool { return o.metricsAddr == "0" }, ""},
+		{"the drain grace can be set", []string{"--drain-grace=1m"}, func(o *options) bool { return o.drainGrace == time.Minute }, ""},
+		{"the log level is a zap flag", []string{"--zap-log-level=debug"}, func(*options) bool { return true }, ""},
+		{"a drain grace of zero is refused", []string{"--drain-grace=0s"}, nil, "--drain-grace must be positive"},
+		{"no concurrent reconciles is refused", []string{"--max-concurrent-reconciles=0"}, nil, "--max-concurrent-reconciles must be at least 1"},
+		{"an unknown flag is refused", []string{"--frobnicate"}, nil, "frobnicate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := parseFlags(tt.args)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(o) {
+				t.Errorf("options = %+v", o)
+			}
+		})
+	}
+}
