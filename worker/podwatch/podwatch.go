@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client/config"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/worker/loop"
@@ -49,9 +50,10 @@ func New(client kubernetes.Interface, namespace, name string) *Watcher {
 var ErrNotInPod = errors.New("podwatch: not running in a pod (POD_NAME is not set)")
 
 // FromEnvironment returns a watcher of the pod named by POD_NAME and
-// POD_NAMESPACE, talking to the API server with cfg, or with the
-// in-cluster configuration when cfg is nil. It returns ErrNotInPod when
-// POD_NAME is empty.
+// POD_NAMESPACE, talking to the API server with cfg or, when cfg is nil,
+// with the kubeconfig that KUBECONFIG names, else the in-cluster
+// configuration (controller-runtime's loading order). It returns
+// ErrNotInPod when POD_NAME is empty.
 func FromEnvironment(getenv func(string) string, cfg *rest.Config) (*Watcher, error) {
 	name, namespace := getenv(loopsv1alpha1.EnvPodName), getenv(loopsv1alpha1.EnvPodNamespace)
 	if name == "" {
@@ -62,8 +64,8 @@ func FromEnvironment(getenv func(string) string, cfg *rest.Config) (*Watcher, er
 	}
 	if cfg == nil {
 		var err error
-		if cfg, err = rest.InClusterConfig(); err != nil {
-			return nil, fmt.Errorf("podwatch: in-cluster config: %w", err)
+		if cfg, err = config.GetConfig(); err != nil {
+			return nil, fmt.Errorf("podwatch: client configuration (KUBECONFIG, else in-cluster): %w", err)
 		}
 	}
 	client, err := kubernetes.NewForConfig(cfg)
