@@ -65,3 +65,13 @@ func TestTailFile(t *testing.T) {
 		t.Errorf("tail = %q", got)
 	}
 }
+
+func TestFailedChecks(t *testing.T) {
+	body := "[+]ping ok\n[-]poststarthook/rbac/bootstrap-roles failed: reason withheld\n[+]shutdown ok\nreadyz check failed"
+	if got, want := failedChecks(body), "[-]poststarthook/rbac/bootstrap-roles failed: reason withheld"; got != want {
+		t.Errorf("failedChecks = %q, want %q", got, want)
+	}
+	if got := failedChecks("plain"); got != "plain" {
+		t.Errorf("failedChecks(plain) = %q", got)
+	}
+}

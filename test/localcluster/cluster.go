@@ -507,9 +507,28 @@ func httpCheck(ctx context.Context, client *http.Client, url, want string) error
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
-		return fmt.Errorf("%w: %s: %s", errNotReady, resp.Status, strings.TrimSpace(string(body)))
+		return fmt.Errorf("%w: %s: %s", errNotReady, resp.Status, failedChecks(string(body)))
 	}
 	return nil
+}
+
+// failedChecks keeps the failed lines ("[-]…") of a /readyz or /healthz
+// answer, or the whole answer when there are none, in at most 300 bytes.
+func failedChecks(body string) string {
+	var failed []string
+	for line := range strings.SplitSeq(body, "\n") {
+		if strings.HasPrefix(line, "[-]") {
+			failed = append(failed, line)
+		}
+	}
+	out := strings.TrimSpace(body)
+	if len(failed) > 0 {
+		out = strings.Join(failed, "; ")
+	}
+	if len(out) > 300 {
+		out = out[:300] + "…"
+	}
+	return out
 }
 
 // freePort returns a TCP port that was free on 127.0.0.1 a moment ago, or 0.

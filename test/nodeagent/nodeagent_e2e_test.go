@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -368,6 +369,52 @@ func TestNodeAgent(t *testing.T) {
 			t.Fatal(err)
 		}
 		e.waitGone(t, "crasher", pod.UID, time.Minute)
+	})
+
+	t.Run("a ReplicaSet's pods spread, become ready and go with it", func(t *testing.T) {
+		const replicas = 10
+		tmpl := podSpec("", "podhelper")
+		tmpl.Labels = map[string]string{"app": "rs"}
+		rs, err := cs.AppsV1().ReplicaSets(e.ns).Create(ctx, &appsv1.ReplicaSet{
+			ObjectMeta: metav1.ObjectMeta{Name: "rs"},
+			Spec: appsv1.ReplicaSetSpec{
+				Replicas: ptr.To[int32](replicas),
+				Selector: &metav1.LabelSelector{MatchLabels: tmpl.Labels},
+				Template: corev1.PodTemplateSpec{ObjectMeta: tmpl.ObjectMeta, Spec: tmpl.Spec},
+			},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		poll(t, 2*time.Minute, "the ReplicaSet ready", func(ctx context.Context) (bool, string) {
+			got, err := cs.AppsV1().ReplicaSets(e.ns).Get(ctx, rs.Name, metav1.GetOptions{})
+			if err != nil {
+				return false, err.Error()
+			}
+			return got.Status.ReadyReplicas == replicas, fmt.Sprintf("%+v", got.Status)
+		})
+		pods, err := cs.CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=rs"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		perNode := map[string]int{}
+		for _, p := range pods.Items {
+			perNode[p.Spec.NodeName]++
+		}
+		if len(perNode) != 2 {
+			t.Errorf("pods per node: %v, want both nodes used", perNode)
+		}
+		// The garbage collector deletes the pods; the agent stops them.
+		if err := cs.AppsV1().ReplicaSets(e.ns).Delete(ctx, rs.Name, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationForeground)}); err != nil {
+			t.Fatal(err)
+		}
+		poll(t, 2*time.Minute, "the ReplicaSet's pods gone", func(ctx context.Context) (bool, string) {
+			left, err := cs.CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=rs"})
+			if err != nil {
+				return false, err.Error()
+			}
+			return len(left.Items) == 0, fmt.Sprintf("%d pods left", len(left.Items))
+		})
 	})
 
 	t.Run("evictions honour a PodDisruptionBudget", func(t *testing.T) {
