@@ -16,6 +16,7 @@ import (
 	"github.com/go-logr/logr"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/worker/embedded"
 	"github.com/tenire/loop-operator/worker/loop"
 	"github.com/tenire/loop-operator/worker/podwatch"
@@ -227,6 +228,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	cfg.Logger = log
+	if pod := getenv(loopsv1alpha1.EnvPodName); pod != "" {
+		cfg.Worker = pod
+	}
 
 	// The pod's own Pod object, when running in one.
 	w, err := podwatch.FromEnvironment(getenv, nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -74,6 +75,14 @@ type Config struct {
 	MaxAckPending int
 	// Replicas is the stream replication factor. Default 1.
 	Replicas int
+	// ResultRetention, when positive, makes the loop publish a result
+	// record for every task that succeeds (before acking it) into the
+	// stream <stream>_RESULTS, which keeps records this long (see package
+	// ledger). Zero keeps no records and saves one write per task.
+	ResultRetention time.Duration
+	// Worker names this worker in result records, usually the pod name.
+	// Default the host name.
+	Worker string
 	// FetchWait bounds one long poll when the queue is empty; it is also the
 	// longest a drain waits for the last fetch. Default 1s.
 	FetchWait time.Duration
@@ -174,6 +183,9 @@ func (c Config) withDefaults() Config {
 	if c.FetchWait == 0 {
 		c.FetchWait = time.Second
 	}
+	if c.Worker == "" {
+		c.Worker, _ = os.Hostname()
+	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 5 * time.Minute
 	}
@@ -208,6 +220,7 @@ func (c Config) validate() error {
 	for name, d := range map[string]time.Duration{
 		"IdleTimeout": c.IdleTimeout, "TaskTimeout": c.TaskTimeout, "AckWait": c.AckWait,
 		"FetchWait": c.FetchWait, "DrainTimeout": c.DrainTimeout, "BreakerCooldown": c.BreakerCooldown,
+		"ResultRetention": c.ResultRetention,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s %s must not be negative", name, d))

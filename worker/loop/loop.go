@@ -240,6 +240,11 @@ func (l *Loop) Run(ctx context.Context) (err error) {
 	if l.checkpoints, err = checkpoint.Open(ctx, l.js, l.names.CheckpointBucket); err != nil {
 		return fmt.Errorf("loop: %w", err)
 	}
+	if l.cfg.ResultRetention > 0 {
+		if err := queue.EnsureResults(ctx, l.js, l.names, l.cfg.ResultRetention, l.cfg.Replicas); err != nil {
+			return fmt.Errorf("loop: %w", err)
+		}
+	}
 
 	// 3. Pool.
 	weights := make([]int, len(l.cfg.Priorities))

@@ -766,3 +766,51 @@ func TestTaskTimeoutFailsTheAttempt(t *testing.T) {
 		t.Errorf("the task ran %d times, want MaxAttempts 2", n)
 	}
 }
+
+func TestResultRecordsArePublishedBeforeTheAck(t *testing.T) {
+	tests := []struct {
+		name      string
+		retention time.Duration
+		want      bool
+	}{
+		{"a loop with a result retention records every success", time.Hour, true},
+		{"a loop without a result retention records nothing", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			cfg := e.config(t)
+			cfg.ResultRetention = tt.retention
+			cfg.Worker = "pod-7"
+			l := start(t, cfg, map[string]loop.Handler{
+				"echo": func(context.Context, *loop.Task) error { return nil },
+			})
+			e.submit(t, tasks("echo", 3, "r")...)
+			eventually(t, "three successes", func() bool { return l.Status().Counters[loop.OutcomeSucceeded] == 3 })
+			s, err := e.js.Stream(t.Context(), names.ResultStream())
+			if !tt.want {
+				if !errors.Is(err, jetstream.ErrStreamNotFound) {
+					t.Errorf("result stream lookup = %v, want ErrStreamNotFound", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids := map[string]bool{}
+			for seq := uint64(1); seq <= 3; seq++ {
+				m, err := s.GetMsg(t.Context(), seq)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if w := m.Header.Get(queue.HeaderWorker); w != "pod-7" {
+					t.Errorf("record %d names worker %q, want pod-7", seq, w)
+				}
+				ids[m.Header.Get(queue.HeaderTaskID)] = true
+			}
+			if len(ids) != 3 || !ids["r-0"] || !ids["r-2"] {
+				t.Errorf("records name tasks %v, want r-0, r-1, r-2", ids)
+			}
+		})
+	}
+}

@@ -112,7 +112,7 @@ func (l *Loop) done(f *inflight, r pool.Result) {
 	switch {
 	case r.Err == nil:
 		l.breakers.Success(kind)
-		l.succeed(f)
+		l.succeed(f, r.Finished.Sub(r.Started))
 	case r.Aborted:
 		// The drain deadline cancelled it: not the task's fault.
 		l.breakers.Ignore(kind)
@@ -149,12 +149,26 @@ func (l *Loop) settle(f *inflight, outcome string) bool {
 	return true
 }
 
-func (l *Loop) succeed(f *inflight) {
+func (l *Loop) succeed(f *inflight, took time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
+	defer cancel()
+	if l.cfg.ResultRetention > 0 {
+		// The record goes first: a crash before the ack leaves a duplicate
+		// record, never a completed task without one.
+		if err := f.d.RecordResult(ctx, l.js, l.names, l.cfg.Worker, took); err != nil {
+			if !l.settle(f, OutcomeRetried) {
+				return
+			}
+			l.log.Error(err, "recording the result failed; the task will run again", "task", f.d.ID, "kind", f.d.Kind)
+			if err := f.d.HandBack(); err != nil {
+				l.log.Error(err, "handing the task back; it will be redelivered after AckWait", "task", f.d.ID)
+			}
+			return
+		}
+	}
 	if !l.settle(f, OutcomeSucceeded) {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
-	defer cancel()
 	if f.saved.Load() || f.hadCheckpoint {
 		if err := l.checkpoints.Delete(ctx, f.d.ID); err != nil {
 			l.log.Error(err, "deleting the checkpoint of a finished task", "task", f.d.ID)

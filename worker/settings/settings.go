@@ -88,6 +88,7 @@ func Config(s loopsv1alpha1.WorkerSettings) (loop.Config, error) {
 		MaxAckPending:    nonNeg("queue.nats.maxAckPending", s.Queue.NATS.MaxAckPending),
 		Replicas:         nonNeg("queue.nats.replicas", s.Queue.NATS.Replicas),
 		DrainTimeout:     s.DrainTimeout.Duration,
+		ResultRetention:  dur(s.Queue.NATS.ResultRetention),
 	}
 	if s.Name == "" && s.Namespace == "" {
 		c.Name = ""
@@ -119,6 +120,7 @@ func Config(s loopsv1alpha1.WorkerSettings) (loop.Config, error) {
 		"loop.pool.idleTimeout": c.IdleTimeout, "loop.taskTimeout": c.TaskTimeout,
 		"loop.retry.initialBackoff": c.Retry.InitialBackoff, "loop.retry.maxBackoff": c.Retry.MaxBackoff,
 		"loop.circuitBreaker.cooldown": c.BreakerCooldown, "queue.nats.ackWait": c.AckWait, "drainTimeout": c.DrainTimeout,
+		"queue.nats.resultRetention": c.ResultRetention,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s %s must not be negative", field, d))

@@ -21,7 +21,7 @@ const full = `{
     "retry": {"maxAttempts": 7, "initialBackoff": "2s", "maxBackoff": "1m"},
     "circuitBreaker": {"failureThreshold": 4, "cooldown": "20s"}
   },
-  "queue": {"nats": {"url": "nats://nats:4222", "ackWait": "40s", "maxAckPending": 50, "replicas": 3}},
+  "queue": {"nats": {"url": "nats://nats:4222", "ackWait": "40s", "maxAckPending": 50, "replicas": 3, "resultRetention": "2h"}},
   "stream": "LOOP_shop_demo", "subjectPrefix": "loops.shop.demo",
   "drainTimeout": "3m"
 }`
@@ -49,6 +49,7 @@ func TestConfigMapsEveryField(t *testing.T) {
 		{"the retry policy is taken", c.Retry.MaxAttempts == 7 && c.Retry.InitialBackoff == 2*time.Second && c.Retry.MaxBackoff == time.Minute},
 		{"the breaker is taken", c.BreakerThreshold == 4 && c.BreakerCooldown == 20*time.Second},
 		{"queue settings are taken", c.AckWait == 40*time.Second && c.MaxAckPending == 50 && c.Replicas == 3},
+		{"the result retention is taken", c.ResultRetention == 2*time.Hour},
 		{"timeouts are taken", c.TaskTimeout == 2*time.Minute && c.DrainTimeout == 3*time.Minute},
 		{"the loop is named namespace/name", c.Name == "shop/demo"},
 	}
