@@ -178,15 +178,16 @@ func newPod(ld *loopsv1alpha1.LoopDeployment, spec loopsv1alpha1.LoopDeploymentS
 	return pod, nil
 }
 
-// restrict gives a container without a security context the restricted
-// Pod Security Standard one.
+// restrict gives a container without a security context the container
+// part of the restricted Pod Security Standard. Which user runs is left to
+// the pod's security context (runAsNonRoot there, unless the template set
+// its own), so a template that chose its user is not contradicted.
 func restrict(c *corev1.Container) {
 	if c.SecurityContext != nil {
 		return
 	}
 	c.SecurityContext = &corev1.SecurityContext{
 		AllowPrivilegeEscalation: ptr.To(false),
-		RunAsNonRoot:             ptr.To(true),
 		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 	}

@@ -120,7 +120,7 @@ func TestNewPod(t *testing.T) {
 				t.Errorf("pod security context = %+v", sc)
 			}
 			sc := w.SecurityContext
-			if sc == nil || *sc.AllowPrivilegeEscalation || sc.Capabilities.Drop[0] != "ALL" || !*sc.RunAsNonRoot {
+			if sc == nil || *sc.AllowPrivilegeEscalation || sc.Capabilities.Drop[0] != "ALL" || sc.SeccompProfile == nil {
 				t.Errorf("container security context = %+v", sc)
 			}
 		}},
@@ -130,6 +130,13 @@ func TestNewPod(t *testing.T) {
 		}, func(t *testing.T, pod *corev1.Pod, w *corev1.Container) {
 			if pod.Spec.SecurityContext.RunAsNonRoot != nil || !*w.SecurityContext.Privileged || w.SecurityContext.Capabilities != nil {
 				t.Errorf("security contexts changed: %+v, %+v", pod.Spec.SecurityContext, w.SecurityContext)
+			}
+		}},
+		{"a template that runs as root at pod level is not contradicted by its containers", func(ld *loopsv1alpha1.LoopDeployment) {
+			ld.Spec.Template.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: ptr.To[int64](0)}
+		}, func(t *testing.T, _ *corev1.Pod, w *corev1.Container) {
+			if w.SecurityContext.RunAsNonRoot != nil || w.SecurityContext.RunAsUser != nil {
+				t.Errorf("container security context chose a user: %+v", w.SecurityContext)
 			}
 		}},
 		{"the container named worker is the worker even when it is not first", func(ld *loopsv1alpha1.LoopDeployment) {
