@@ -59,7 +59,7 @@ var ErrAlreadyRun = errors.New("loop: Run called twice")
 // abortGrace is how long a drain waits, after cancelling the running
 // tasks at the deadline, for their handlers to return before it hands their
 // tasks back without them.
-const abortGrace = 5 * time.Second
+var abortGrace = 5 * time.Second
 
 // Loop is a worker's event loop. Create it with New, register handlers
 // with Handle, then call Run once.
@@ -264,7 +264,17 @@ func (l *Loop) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("loop: %w", err)
 	}
-	defer l.pool.Close()
+	defer func() {
+		// After a drain nothing is queued and nothing should run; a handler
+		// that ignores cancellation is left behind rather than hanging Run.
+		l.pool.Stop()
+		l.pool.Abort()
+		wctx, cancel := context.WithTimeout(cleanup, abortGrace)
+		defer cancel()
+		if err := l.pool.Wait(wctx); err != nil {
+			l.log.Info("handlers still running after cancellation; stopping without them")
+		}
+	}()
 
 	// 4. Fetcher, heartbeats and the pod watch.
 	l.fetcher, err = queue.NewFetcher(consumers, queue.FetcherOptions{

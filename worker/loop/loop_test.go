@@ -814,3 +814,35 @@ func TestResultRecordsArePublishedBeforeTheAck(t *testing.T) {
 		})
 	}
 }
+
+func TestAHandlerThatIgnoresCancellationDoesNotHoldTheDrain(t *testing.T) {
+	defer loop.SetAbortGrace(200 * time.Millisecond)()
+	e := newEnv(t)
+	release := make(chan struct{})
+	defer close(release) // lets the stubborn handler's goroutine end
+	started := make(chan struct{})
+	l := start(t, e.config(t), map[string]loop.Handler{
+		"stubborn": func(ctx context.Context, task *loop.Task) error {
+			close(started)
+			<-release // ignores ctx on purpose
+			return nil
+		},
+	})
+	e.submit(t, queue.Task{ID: "s", Kind: "stubborn"})
+	<-started
+	l.RequestDrain(time.Now().Add(100 * time.Millisecond))
+	eventually(t, "the drain to end without the handler", func() bool { return l.State() == loop.Drained })
+	if d := l.Status().Drain; d == nil || !d.DeadlineExceeded || d.HandedBack != 1 {
+		t.Errorf("drain report = %+v, want the task handed back at the deadline", d)
+	}
+	l.cancel()
+	select {
+	case err := <-l.result:
+		l.result <- err // for the cleanup
+		if err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run hung on a handler that ignores cancellation")
+	}
+}
