@@ -27,7 +27,8 @@
 // PodScheduled, PodReadyToStartContainers, Initialized, ContainersReady and
 // Ready conditions; readiness comes from the container's readiness probe
 // (HTTP GET or TCP, with its delay, period, timeout and thresholds) and
-// honours readiness gates. Conditions it does not own are never touched.
+// honours readiness gates; a failing liveness probe restarts the process.
+// Conditions it does not own are never touched.
 // It restarts exited processes per the restart policy with a back-off and a
 // restart count. When a pod is deleted gracefully it sends SIGTERM to the
 // process group, waits up to the deletion grace period, sends SIGKILL, and
@@ -35,7 +36,7 @@
 // evictions (kubectl drain with a PodDisruptionBudget) work as on a real
 // node. Agent.Kill sends SIGKILL to a pod's process, for crash tests.
 //
-// Not done: liveness and startup probes, exec probes, init containers (they
+// Not done: startup probes, exec and gRPC probes, init containers (they
 // are reported as completed without running), other containers than the one
 // it runs (reported running and ready without running), volumes, resource
 // limits, logs/exec/port-forward through the apiserver, and pod networking

@@ -95,6 +95,11 @@ func podSpec(name, image string, extraEnv ...corev1.EnvVar) *corev1.Pod {
 					PeriodSeconds:    1,
 					FailureThreshold: 2,
 				},
+				LivenessProbe: &corev1.Probe{
+					ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(8081)}},
+					PeriodSeconds:    1,
+					FailureThreshold: 2,
+				},
 			}},
 		},
 	}
@@ -337,6 +342,27 @@ func TestNodeAgent(t *testing.T) {
 		if !strings.Contains(string(log), "podhelper: ignoring SIGTERM") {
 			t.Errorf("the process did not get SIGTERM first; its log:\n%s", log)
 		}
+	})
+
+	t.Run("a failing liveness probe restarts the process", func(t *testing.T) {
+		if _, err := cs.CoreV1().Pods(e.ns).Create(ctx, podSpec("unhealthy", "podhelper", corev1.EnvVar{Name: "LIVENESS_FAILS", Value: "1"}), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		pod := e.waitPod(t, "unhealthy", "restarted", time.Minute, func(p *corev1.Pod) bool {
+			return len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].RestartCount >= 1
+		})
+		info, _ := agent.Process(e.ns, "unhealthy")
+		log, err := os.ReadFile(info.LogPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(log), "podhelper: SIGTERM received") {
+			t.Errorf("the process was not stopped with SIGTERM; its log:\n%s", log)
+		}
+		if err := cs.CoreV1().Pods(e.ns).Delete(ctx, "unhealthy", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		e.waitGone(t, "unhealthy", pod.UID, time.Minute)
 	})
 
 	t.Run("an unknown image fails the pod", func(t *testing.T) {

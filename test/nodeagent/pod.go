@@ -65,6 +65,7 @@ type podRunner struct {
 	apiGone        bool
 	killAt         time.Time
 	killed         bool
+	livenessKill   bool // SIGTERM sent because the liveness probe failed
 	exitCh         chan exitInfo
 	probeCh        chan probeResult
 	probeGen       int
@@ -103,6 +104,7 @@ func newPodRunner(a *Agent, pod *corev1.Pod) *podRunner {
 		created:   time.Now(),
 		dir:       dir,
 		container: pickContainer(pod),
+		latest:    pod,
 		notify:    make(chan struct{}, 1),
 		exitCh:    make(chan exitInfo, 1),
 		probeCh:   make(chan probeResult),
@@ -234,7 +236,7 @@ func (r *podRunner) run(ctx context.Context) {
 			r.finishDeletion(ctx)
 			return
 		}
-		if r.terminating && !r.killed && !now.Before(r.killAt) {
+		if (r.terminating || r.livenessKill) && r.proc != nil && !r.killed && !now.Before(r.killAt) {
 			r.signal(syscall.SIGKILL, "the grace period is over")
 			r.killed = true
 		}
@@ -259,7 +261,7 @@ func (r *podRunner) run(ctx context.Context) {
 		}
 		earlier(r.nextStart, !r.terminating && r.proc == nil && r.wantRun)
 		earlier(r.statusRetryAt, r.dirty)
-		earlier(r.killAt, r.terminating && !r.killed && r.proc != nil)
+		earlier(r.killAt, (r.terminating || r.livenessKill) && !r.killed && r.proc != nil)
 		earlier(r.tokenRefreshAt, r.proc != nil && !r.noToken && !r.tokenRefreshAt.IsZero())
 		timer.Reset(max(time.Until(wake), time.Millisecond))
 
@@ -272,6 +274,10 @@ func (r *podRunner) run(ctx context.Context) {
 		case e := <-r.exitCh:
 			r.onExit(e)
 		case res := <-r.probeCh:
+			if res.liveness {
+				r.onLivenessFailure(res)
+				continue
+			}
 			if res.gen == r.probeGen && r.proc != nil && res.ready != r.ready {
 				r.ready = res.ready
 				r.dirty = true
@@ -405,14 +411,39 @@ func (r *podRunner) startContainer(ctx context.Context) {
 	r.ready = false
 	r.dirty = true
 	r.probeGen++
+	pctx, cancel := context.WithCancel(ctx)
+	r.probeCancel = cancel
+	gen := r.probeGen
 	if probe := r.container.ReadinessProbe; probe != nil {
-		pctx, cancel := context.WithCancel(ctx)
-		r.probeCancel = cancel
-		gen, target := r.probeGen, r.probeTarget(probe, port)
-		r.probeWG.Go(func() { runProbe(pctx, r.log, probe, target, gen, r.probeCh) })
+		target := r.probeTarget(probe, port)
+		r.probeWG.Go(func() { runProbe(pctx, r.log.WithValues("probe", "readiness"), probe, target, gen, false, r.probeCh) })
 	} else {
 		r.ready = true
 	}
+	if probe := r.container.LivenessProbe; probe != nil {
+		target := r.probeTarget(probe, port)
+		r.probeWG.Go(func() { runProbe(pctx, r.log.WithValues("probe", "liveness"), probe, target, gen, true, r.probeCh) })
+	}
+}
+
+// onLivenessFailure stops a process whose liveness probe failed: SIGTERM,
+// then SIGKILL after the grace period; the exit is then handled like any
+// other (restart per the restart policy).
+func (r *podRunner) onLivenessFailure(res probeResult) {
+	if res.gen != r.probeGen || r.proc == nil || res.ready || r.terminating || r.livenessKill {
+		return
+	}
+	grace := int64(30)
+	if g := r.container.LivenessProbe.TerminationGracePeriodSeconds; g != nil {
+		grace = *g
+	} else if g := r.pod.Spec.TerminationGracePeriodSeconds; g != nil {
+		grace = *g
+	}
+	r.log.Info("the liveness probe failed; stopping the container", "detail", res.detail, "gracePeriodSeconds", grace)
+	r.livenessKill = true
+	r.killed = false
+	r.killAt = time.Now().Add(time.Duration(grace) * time.Second)
+	r.signal(syscall.SIGTERM, "the liveness probe failed")
 }
 
 // nextBackoff returns the delay before the next start: it doubles from
@@ -437,6 +468,9 @@ func (r *podRunner) onExit(e exitInfo) {
 	}
 	r.proc = nil
 	r.mu.Unlock()
+	if !r.terminating {
+		r.livenessKill, r.killed = false, false
+	}
 	if r.probeCancel != nil {
 		r.probeCancel()
 		r.probeCancel = nil

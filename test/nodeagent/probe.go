@@ -16,9 +16,10 @@ import (
 )
 
 type probeResult struct {
-	gen    int
-	ready  bool
-	detail string
+	gen      int
+	liveness bool // a liveness result: ready false means the probe failed
+	ready    bool
+	detail   string
 }
 
 // probeTarget is the loopback port a probe reaches.
@@ -69,9 +70,10 @@ func (r *podRunner) probeTarget(p *corev1.Probe, adminPort int) probeTarget {
 	return probeTarget{port: port.IntValue()}
 }
 
-// runProbe runs a readiness probe until ctx ends and sends each change of
-// readiness (it starts not ready).
-func runProbe(ctx context.Context, log logr.Logger, p *corev1.Probe, target probeTarget, gen int, out chan<- probeResult) {
+// runProbe runs a probe until ctx ends and sends each change of its state.
+// A readiness probe starts not ready; a liveness probe starts healthy and
+// sends a failure after failureThreshold failures in a row.
+func runProbe(ctx context.Context, log logr.Logger, p *corev1.Probe, target probeTarget, gen int, liveness bool, out chan<- probeResult) {
 	period := secondsOr(p.PeriodSeconds, 10)
 	timeout := secondsOr(p.TimeoutSeconds, 1)
 	successes := int(max(p.SuccessThreshold, 1))
@@ -81,19 +83,21 @@ func runProbe(ctx context.Context, log logr.Logger, p *corev1.Probe, target prob
 	}
 	send := func(ready bool, detail string) bool {
 		select {
-		case out <- probeResult{gen: gen, ready: ready, detail: detail}:
+		case out <- probeResult{gen: gen, liveness: liveness, ready: ready, detail: detail}:
 			return true
 		case <-ctx.Done():
 			return false
 		}
 	}
 	if p.HTTPGet == nil && p.TCPSocket == nil {
-		log.Info("the test-only node agent does not run exec or gRPC probes; the container counts as ready")
-		send(true, "probe kind not supported")
+		log.Info("the test-only node agent does not run exec or gRPC probes; the probe counts as passing")
+		if !liveness {
+			send(true, "probe kind not supported")
+		}
 		return
 	}
 	if target.err != nil {
-		log.Error(target.err, "the readiness probe cannot run; the container stays not ready")
+		log.Error(target.err, "the probe cannot run (a readiness probe then never passes, a liveness probe never fails)")
 		return
 	}
 	client := &http.Client{Timeout: timeout, Transport: &http.Transport{
@@ -114,7 +118,7 @@ func runProbe(ctx context.Context, log logr.Logger, p *corev1.Probe, target prob
 	if p.InitialDelaySeconds > 0 && !wait(time.Duration(p.InitialDelaySeconds)*time.Second) {
 		return
 	}
-	ready := false
+	ready := liveness
 	okRun, failRun := 0, 0
 	for {
 		err := probeOnce(ctx, client, p, target.port, timeout)

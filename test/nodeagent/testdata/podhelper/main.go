@@ -2,7 +2,8 @@
 // pod: it serves /readyz and /self on LOOP_ADMIN_ADDR, reads its own Pod
 // with the kubeconfig the agent gives it, and exits 0 on SIGTERM after
 // printing that it got it (or ignores SIGTERM when IGNORE_SIGTERM is set;
-// it exits 3 after EXIT_AFTER when that is set).
+// it exits 3 after EXIT_AFTER when that is set; /healthz fails when
+// LIVENESS_FAILS is set).
 package main
 
 import (
@@ -42,6 +43,13 @@ func main() {
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if os.Getenv("LIVENESS_FAILS") != "" {
+			http.Error(w, "unhealthy on purpose", http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
 	mux.HandleFunc("/self", func(w http.ResponseWriter, r *http.Request) {
 		s := self{Name: os.Getenv("POD_NAME"), Namespace: os.Getenv("POD_NAMESPACE"), PodIP: os.Getenv("POD_IP"), Node: os.Getenv("NODE_NAME"), Args: os.Args[1:],
 			AdminAddr: os.Getenv("LOOP_ADMIN_ADDR"), WorkerAdminAddr: os.Getenv("ADMIN_ADDR")}
