@@ -289,6 +289,8 @@ func (a *Agent) onPod(obj any) {
 	if r == nil {
 		r = newPodRunner(a, pod)
 		a.runners[pod.UID] = r
+		// The runner reads its pod as soon as it starts: give it first.
+		r.update(pod)
 		a.wg.Go(func() {
 			r.run(a.ctx)
 			a.mu.Lock()
