@@ -16,6 +16,10 @@ import (
 // (a watch event lost for good, or a pod deleted before the cache saw it).
 const ExpectationTimeout = time.Minute
 
+// expectationRecheck is how soon a reconcile that waits for its cache
+// looks again.
+const expectationRecheck = time.Second
+
 // expectKind is the change the reconciler made to a pod and waits to see.
 type expectKind int
 

@@ -458,3 +458,58 @@ func policyRequested(p *corev1.Pod) bool {
 	_, ok := p.Annotations[loopsv1alpha1.AnnotationDrainRequested]
 	return ok
 }
+
+func TestAScaleUpNeverOvershootsWhileTheCacheCatchesUp(t *testing.T) {
+	h := newHarness(t)
+	w := h.watch()
+	ld := h.newLD("orders", 30)
+	ld.Spec.Drain.MaxConcurrent = ptr.To(intstr.FromString("10%"))
+	h.create(ld)
+	// Every pod event (binding, status) triggers a reconcile while the
+	// creations go on; none of them may create a pod the cache has not
+	// shown yet a second time.
+	h.g.Eventually(func() []string { return h.readyPods("orders") }, time.Minute).Should(gomega.HaveLen(30))
+	h.g.Eventually(func() int32 { return h.get("orders").Status.AvailableReplicas }).Should(gomega.BeEquivalentTo(30))
+	if _, serving := w.max(); serving != 30 {
+		t.Errorf("at most %d pods served at once, want exactly 30", serving)
+	}
+	h.update("orders", func(ld *loopsv1alpha1.LoopDeployment) { ld.Spec.Replicas = ptr.To[int32](40) })
+	h.g.Eventually(func() []string { return h.readyPods("orders") }, time.Minute).Should(gomega.HaveLen(40))
+	if _, serving := w.max(); serving != 40 {
+		t.Errorf("at most %d pods served at once, want exactly 40", serving)
+	}
+}
+
+func TestNoOvershootWhenTheCacheLags(t *testing.T) {
+	h := newHarness(t)
+	h.stopOperator()
+	h.lag = 2 * time.Second // the operator's cache hides its own changes for 1-2s
+	h.startOperator()
+	w := h.watch()
+
+	h.create(h.newLD("orders", 5))
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(5))
+	h.g.Consistently(func() []corev1.Pod { return h.pods("orders") }, 3*time.Second).Should(gomega.HaveLen(5))
+	if _, serving := w.max(); serving != 5 {
+		t.Errorf("at most %d pods served at once, want exactly 5", serving)
+	}
+
+	h.setSilent("", true) // drains stay open while the cache hides them
+	h.update("orders", func(ld *loopsv1alpha1.LoopDeployment) { ld.Spec.Replicas = ptr.To[int32](2) })
+	asked := func() int {
+		n := 0
+		for _, p := range h.pods("orders") {
+			if policyRequested(&p) {
+				n++
+			}
+		}
+		return n
+	}
+	h.g.Eventually(asked).Should(gomega.Equal(1))
+	h.g.Consistently(asked, 3*time.Second).Should(gomega.Equal(1))
+	h.setSilent("", false)
+	h.g.Eventually(func() []corev1.Pod { return h.pods("orders") }).Should(gomega.HaveLen(2))
+	if draining, _ := w.max(); draining != 1 {
+		t.Errorf("at most %d pods drained at once, want exactly 1", draining)
+	}
+}

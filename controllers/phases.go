@@ -140,10 +140,12 @@ func observeDrain(result string, d policy.Drain, now time.Time) {
 // policy.PlanPods decides, unless the cache has yet to show this
 // reconciler's previous writes.
 func (r *LoopDeploymentReconciler) reconcileReplicas(ctx context.Context, s *scope) (ctrl.Result, error) {
-	if ok, retry := r.expectations.met(s.key, s.pods); !ok {
+	if ok, expire := r.expectations.met(s.key, s.pods); !ok {
 		s.waiting = true
-		log.FromContext(ctx).V(1).Info("Waiting for the cache to show earlier changes", "retry", retry)
-		return ctrl.Result{RequeueAfter: retry}, nil
+		log.FromContext(ctx).V(1).Info("Waiting for the cache to show earlier changes", "expiresIn", expire)
+		// The pod's watch event normally brings the next reconcile; look
+		// again soon anyway, in case that event came before the cache had it.
+		return ctrl.Result{RequeueAfter: min(expire, expectationRecheck)}, nil
 	}
 
 	in := policy.PlanInput{Replicas: s.replicas, MaxSurge: s.maxSurge, MaxConcurrent: s.maxConcurrent}

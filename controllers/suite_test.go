@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"sync"
 	"testing"
@@ -84,6 +85,7 @@ type harness struct {
 	notReady map[string]bool // pods kept not ready
 	holdImg  string          // pods whose first container runs this image are kept not ready
 	holdTerm bool            // terminating pods are not finished off
+	lag      time.Duration   // the operator's cache hides changes younger than this
 	kick     chan struct{}
 }
 
@@ -131,6 +133,9 @@ func (h *harness) startOperator() {
 		h.t.Fatal(err)
 	}
 	r := &LoopDeploymentReconciler{DrainGrace: time.Second}
+	if h.lag > 0 {
+		r.Client = laggingClient{Client: mgr.GetClient(), lag: h.lag}
+	}
 	if err := r.SetupWithManager(mgr, controller.Options{}); err != nil {
 		h.t.Fatal(err)
 	}
@@ -503,4 +508,41 @@ func (h *harness) gone(obj client.Object) func() bool {
 		err := h.c.Get(h.ctx, client.ObjectKeyFromObject(obj), obj)
 		return apierrors.IsNotFound(err)
 	}
+}
+
+// laggingClient is the operator's cached client made to lag: the pods it
+// lists hide, for lag, their creation (they are left out) and a drain
+// request (the annotations are left out), as an informer cache that has not
+// caught up with the reconciler's own writes would.
+type laggingClient struct {
+	client.Client
+	lag time.Duration
+}
+
+func (c laggingClient) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if err := c.Client.List(ctx, list, opts...); err != nil {
+		return err
+	}
+	pods, ok := list.(*corev1.PodList)
+	if !ok {
+		return nil
+	}
+	now := time.Now()
+	young := func(t time.Time) bool { return now.Sub(t) < c.lag }
+	var shown []corev1.Pod
+	for _, p := range pods.Items {
+		if young(p.CreationTimestamp.Time) {
+			continue
+		}
+		if v, asked := p.Annotations[loopsv1alpha1.AnnotationDrainRequested]; asked {
+			if at, err := time.Parse(time.RFC3339, v); err == nil && young(at) {
+				p.Annotations = maps.Clone(p.Annotations)
+				delete(p.Annotations, loopsv1alpha1.AnnotationDrainRequested)
+				delete(p.Annotations, loopsv1alpha1.AnnotationDrainDeadline)
+			}
+		}
+		shown = append(shown, p)
+	}
+	pods.Items = shown
+	return nil
 }
