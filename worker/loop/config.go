@@ -115,6 +115,15 @@ type Pod interface {
 	ReportDrained(ctx context.Context, r DrainReport) error
 }
 
+// DrainChecker is implemented by Pod sources that can tell at once whether
+// a drain was requested already, as it is when a worker restarts in a
+// draining pod. Run asks before it starts pulling and, if so, pulls
+// nothing.
+type DrainChecker interface {
+	// DrainRequested reports whether a drain is requested and its deadline.
+	DrainRequested(ctx context.Context) (deadline time.Time, requested bool, err error)
+}
+
 // DrainReport describes a finished drain.
 type DrainReport struct {
 	// DeadlineExceeded reports that tasks were still running at the

@@ -290,6 +290,17 @@ func (l *Loop) Run(ctx context.Context) (err error) {
 	defer bg.Wait()
 	fetchCtx, stopFetch := context.WithCancel(cleanup)
 	defer stopFetch()
+	if dc, ok := l.cfg.Pod.(DrainChecker); ok {
+		deadline, requested, err := dc.DrainRequested(ctx)
+		switch {
+		case err != nil:
+			l.log.Error(err, "checking the pod for a drain request before pulling")
+		case requested:
+			l.log.Info("the pod was asked to drain before this worker started; pulling nothing")
+			l.requestDrain(drainRequest{deadline: deadline, cause: "pod"})
+			stopFetch()
+		}
+	}
 	fetchDone := make(chan struct{})
 	go func() {
 		defer close(fetchDone)

@@ -38,7 +38,10 @@ type Watcher struct {
 	Now func() time.Time
 }
 
-var _ loop.Pod = (*Watcher)(nil)
+var (
+	_ loop.Pod          = (*Watcher)(nil)
+	_ loop.DrainChecker = (*Watcher)(nil)
+)
 
 // New returns a watcher of the Pod namespace/name.
 func New(client kubernetes.Interface, namespace, name string) *Watcher {
@@ -89,6 +92,17 @@ func DrainDeadline(annotations map[string]string, now time.Time, fallback time.D
 		return now.Add(fallback), true
 	}
 	return d, true
+}
+
+// DrainRequested reads the pod once and reports whether it carries the
+// drain annotations, and their deadline.
+func (w *Watcher) DrainRequested(ctx context.Context) (time.Time, bool, error) {
+	pod, err := w.client.CoreV1().Pods(w.namespace).Get(ctx, w.name, metav1.GetOptions{})
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("podwatch: get pod %s/%s: %w", w.namespace, w.name, err)
+	}
+	d, ok := DrainDeadline(pod.Annotations, w.Now(), w.FallbackTimeout)
+	return d, ok, nil
 }
 
 // WaitForDrain blocks until the pod carries the drain annotations and

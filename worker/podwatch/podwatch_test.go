@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -167,6 +168,65 @@ func TestAgainstAPIServer(t *testing.T) {
 			}
 		case <-time.After(30 * time.Second):
 			t.Fatal("WaitForDrain ignored the cancelled context")
+		}
+	})
+
+	t.Run("a worker that starts in a pod already asked to drain pulls nothing", func(t *testing.T) {
+		newPod(t, client, "restarted", map[string]string{
+			loopsv1alpha1.AnnotationDrainRequested: time.Now().UTC().Format(time.RFC3339),
+			loopsv1alpha1.AnnotationDrainDeadline:  time.Now().Add(time.Minute).UTC().Format(time.RFC3339),
+		})
+		srv := natstest.Start(t)
+		_, js := srv.Connect()
+		names := queue.NewNames("LOOP_default_restarted", "loops.default.restarted")
+		cons, err := queue.Ensure(t.Context(), js, names, queue.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := queue.NewProducer(js, names)
+		for i := range 3 {
+			if _, _, err := p.Submit(t.Context(), queue.Task{ID: fmt.Sprint("r", i), Kind: "job"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		l, err := loop.New(loop.Config{
+			NATSURL: srv.URL, Stream: names.Stream, SubjectPrefix: names.SubjectPrefix,
+			AdminAddr: "-", FetchWait: 100 * time.Millisecond, Pod: podwatch.New(client, "default", "restarted"),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Handle("job", func(context.Context, *loop.Task) error { return nil })
+		ctx, cancel := context.WithCancel(t.Context())
+		runErr := make(chan error, 1)
+		go func() { runErr <- l.Run(ctx) }()
+		defer func() {
+			cancel()
+			if err := <-runErr; err != nil {
+				t.Errorf("Run = %v", err)
+			}
+		}()
+		deadline := time.After(30 * time.Second)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		var cond *corev1.PodCondition
+		for cond == nil {
+			select {
+			case <-tick.C:
+				cond = drainedCondition(t, client, "restarted")
+			case <-deadline:
+				t.Fatal("the pod never got the Drained condition")
+			}
+		}
+		if cond.Reason != loopsv1alpha1.DrainedReasonCompleted || !strings.Contains(cond.Message, "0 finished, 0 handed back") {
+			t.Errorf("condition = %s %q, want Completed with nothing finished or handed back", cond.Reason, cond.Message)
+		}
+		info, err := cons[0].Info(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Delivered.Consumer != 0 || info.NumPending != 3 {
+			t.Errorf("consumer delivered %d and has %d pending, want 0 delivered and all 3 pending", info.Delivered.Consumer, info.NumPending)
 		}
 	})
 
