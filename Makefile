@@ -57,6 +57,10 @@ kube-bins: ## Build the real control plane (apiserver, controller-manager, sched
 test: manifests generate fmt vet kube-bins ## Run the unit and envtest suites with -race (not e2e).
 	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" go test -race -count=1 $$(go list ./... | grep -v /test/e2e) -coverprofile cover.out
 
+.PHONY: test-e2e
+test-e2e: kube-bins ## Run the end-to-end suites (local control plane, node agent, manager and workers as processes, NATS).
+	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" go test -tags e2e -race -count=1 -timeout 60m ./test/...
+
 .PHONY: lint
 lint: golangci-lint ## Run golangci-lint.
 	"$(GOLANGCI_LINT)" run

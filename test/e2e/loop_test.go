@@ -1,0 +1,345 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	mrand "math/rand/v2"
+	"os/exec"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/controllers/policy"
+	"github.com/tenire/loop-operator/worker/ledger"
+	"github.com/tenire/loop-operator/worker/queue"
+)
+
+// loop is one LoopDeployment of a scenario, in a namespace of its own, with
+// a ledger of the tasks the scenario submitted.
+type loop struct {
+	t     *testing.T
+	ns    string
+	name  string
+	js    jetstream.JetStream
+	names queue.Names
+	book  *ledger.Ledger
+}
+
+// newLoop creates a namespace and a LoopDeployment of replicas workers
+// (edit changes it before it is created), waits for the workers to be
+// ready and opens a ledger on its queue.
+func newLoop(t *testing.T, name string, replicas int32, edit func(*loopsv1alpha1.LoopDeployment)) *loop {
+	t.Helper()
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	l := &loop{t: t, ns: "e2e-" + name + "-" + hex.EncodeToString(b[:]), name: name}
+	ctx := t.Context()
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: l.ns}}); err != nil {
+		t.Fatal(err)
+	}
+	ld := &loopsv1alpha1.LoopDeployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: l.ns},
+		Spec: loopsv1alpha1.LoopDeploymentSpec{
+			Replicas: ptr.To(replicas),
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "worker", Image: WorkerImage}}}},
+			Loop: loopsv1alpha1.LoopSpec{
+				Pool:  loopsv1alpha1.PoolSpec{MinWorkers: ptr.To[int32](2), MaxWorkers: 20},
+				Retry: loopsv1alpha1.RetrySpec{MaxAttempts: 3, InitialBackoff: &metav1.Duration{Duration: 200 * time.Millisecond}, MaxBackoff: &metav1.Duration{Duration: 2 * time.Second}},
+			},
+			Queue: loopsv1alpha1.QueueSpec{NATS: loopsv1alpha1.NATSQueueSpec{URL: env.NATS.URL(), AckWait: &metav1.Duration{Duration: 10 * time.Second}}},
+			Drain: loopsv1alpha1.DrainSpec{Timeout: &metav1.Duration{Duration: time.Minute}, MaxConcurrent: ptr.To(intstr.FromInt32(2))},
+		},
+	}
+	if edit != nil {
+		edit(ld)
+	}
+	if err := env.Client.Create(ctx, ld); err != nil {
+		t.Fatalf("creating the LoopDeployment: %v", err)
+	}
+	t.Cleanup(func() { l.cleanup() })
+	l.waitReady(replicas)
+
+	nc, err := nats.Connect(env.NATS.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if l.js, err = jetstream.New(nc); err != nil {
+		t.Fatal(err)
+	}
+	l.names = queue.NewNames(loopsv1alpha1.QueueNames(l.ns, name, ld.Spec.Queue.NATS))
+	if l.book, err = ledger.Open(ctx, l.js, l.names); err != nil {
+		t.Fatalf("opening the ledger (the workers create the streams): %v", err)
+	}
+	t.Cleanup(l.book.Close)
+	return l
+}
+
+func (l *loop) key() client.ObjectKey { return client.ObjectKey{Namespace: l.ns, Name: l.name} }
+
+func (l *loop) get() *loopsv1alpha1.LoopDeployment {
+	l.t.Helper()
+	ld := &loopsv1alpha1.LoopDeployment{}
+	if err := env.Client.Get(l.t.Context(), l.key(), ld); err != nil {
+		l.t.Fatal(err)
+	}
+	return ld
+}
+
+// update changes the LoopDeployment, retrying on conflicts.
+func (l *loop) update(edit func(*loopsv1alpha1.LoopDeployment)) {
+	l.t.Helper()
+	eventually(l.t, 30*time.Second, "updating the LoopDeployment", func() (bool, error) {
+		ld := l.get()
+		edit(ld)
+		err := env.Client.Update(l.t.Context(), ld)
+		if apierrors.IsConflict(err) {
+			return false, nil
+		}
+		return err == nil, err
+	})
+}
+
+func (l *loop) pods() []corev1.Pod {
+	l.t.Helper()
+	var pods corev1.PodList
+	if err := env.Client.List(l.t.Context(), &pods, client.InNamespace(l.ns), client.MatchingLabels{loopsv1alpha1.LabelName: l.name}); err != nil {
+		l.t.Fatal(err)
+	}
+	return pods.Items
+}
+
+// waitReady waits until the loop has exactly n pods, all ready and of the
+// current revision, and its status says so.
+func (l *loop) waitReady(n int32) {
+	l.t.Helper()
+	eventually(l.t, 3*time.Minute, fmt.Sprintf("%d ready, updated workers", n), func() (bool, error) {
+		ld := l.get()
+		st := ld.Status
+		return st.ObservedGeneration == ld.Generation && st.Replicas == n && st.AvailableReplicas == n &&
+			st.UpdatedReplicas == n && len(l.pods()) == int(n), nil
+	})
+}
+
+// kubectl runs kubectl against the cluster and returns its output.
+func kubectl(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), "kubectl", append([]string{"--kubeconfig", env.Cluster.KubeconfigPath}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// scale sets spec.replicas with kubectl scale, through /scale.
+func (l *loop) scale(n int32) {
+	l.t.Helper()
+	if out, err := kubectl(l.t, "-n", l.ns, "scale", "ld/"+l.name, "--replicas="+strconv.Itoa(int(n))); err != nil {
+		l.t.Fatalf("kubectl scale: %v\n%s", err, out)
+	}
+}
+
+// submitSleeps submits n sleep tasks of minMs to maxMs milliseconds and
+// adds them to the ledger.
+func (l *loop) submitSleeps(n, minMs, maxMs int) []string {
+	l.t.Helper()
+	producer := queue.NewProducer(l.js, l.names)
+	ids := make([]string, 0, n)
+	for start := 0; start < n; start += 500 {
+		batch := make([]queue.Task, 0, 500)
+		for i := start; i < min(start+500, n); i++ {
+			id := l.name + "-" + strconv.Itoa(i)
+			ms := minMs + mrand.IntN(maxMs-minMs+1)
+			batch = append(batch, queue.Task{ID: id, Kind: "sleep", Payload: fmt.Appendf(nil, `{"ms": %d}`, ms)})
+			ids = append(ids, id)
+		}
+		l.book.Expect(ids[start:]...)
+		if err := producer.SubmitBatch(l.t.Context(), batch); err != nil {
+			l.t.Fatalf("submitting: %v", err)
+		}
+	}
+	l.t.Logf("submitted %d sleep tasks of %d-%d ms", n, minMs, maxMs)
+	return ids
+}
+
+// submit submits one task of any kind and adds it to the ledger.
+func (l *loop) submit(id, kind, payload string) {
+	l.t.Helper()
+	l.book.Expect(id)
+	if _, _, err := queue.NewProducer(l.js, l.names).Submit(l.t.Context(), queue.Task{ID: id, Kind: kind, Payload: []byte(payload)}); err != nil {
+		l.t.Fatalf("submitting %s: %v", id, err)
+	}
+}
+
+// waitFinished waits until at least n expected tasks have finished.
+func (l *loop) waitFinished(n int) {
+	l.t.Helper()
+	eventually(l.t, 3*time.Minute, fmt.Sprintf("%d tasks finished", n), func() (bool, error) {
+		s := l.book.Summary()
+		return s.Completed+s.DeadLettered >= n, nil
+	})
+}
+
+// waitAllAccounted waits until every submitted task completed or was
+// dead-lettered, and fails the test for each one lost.
+func (l *loop) waitAllAccounted(timeout time.Duration) ledger.Summary {
+	l.t.Helper()
+	start := time.Now()
+	ctx, cancel := contextWithTimeout(l.t, timeout)
+	defer cancel()
+	s, err := l.book.Wait(ctx, 5*time.Second, func(s ledger.Summary) { l.t.Logf("progress: %s", s) })
+	l.t.Logf("submitted %d, completed %d, dead-lettered %d, lost %d, duplicates %d, in %s",
+		s.Expected, s.Completed, s.DeadLettered, s.Open, s.Duplicates, time.Since(start).Round(time.Second))
+	if err != nil {
+		l.t.Fatalf("%d tasks lost or stuck (first: %v): %v", s.Open, l.book.Open(10), err)
+	}
+	if s.DeadLettered > 0 {
+		l.t.Errorf("%d sleep tasks were dead-lettered: %+v", s.DeadLettered, l.book.Failures())
+	}
+	return s
+}
+
+// cleanup deletes the LoopDeployment and waits until it is gone, so that
+// its worker processes stop before the next scenario.
+func (l *loop) cleanup() {
+	ctx, cancel := CleanupContext(3 * time.Minute)
+	defer cancel()
+	ld := &loopsv1alpha1.LoopDeployment{ObjectMeta: metav1.ObjectMeta{Name: l.name, Namespace: l.ns}}
+	if err := env.Client.Delete(ctx, ld); err != nil && !apierrors.IsNotFound(err) {
+		l.t.Errorf("deleting the LoopDeployment: %v", err)
+		return
+	}
+	for {
+		err := env.Client.Get(ctx, l.key(), ld)
+		if apierrors.IsNotFound(err) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			l.t.Errorf("the LoopDeployment %s was not gone after 3 minutes", l.key())
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// podWatch follows the loop's pods and records what the drain contract
+// forbids: more than max pods draining at once, or a pod asked to drain
+// that was deleted before it reported Drained.
+type podWatch struct {
+	mu             sync.Mutex
+	max            int
+	maxDraining    int
+	draining       map[string]bool
+	drained        map[string]bool
+	deleted        []string
+	violations     []string
+	allowUndrained bool
+}
+
+func (l *loop) watchPods(max int) *podWatch {
+	l.t.Helper()
+	w := &podWatch{max: max, draining: map[string]bool{}, drained: map[string]bool{}}
+	factory := informers.NewSharedInformerFactoryWithOptions(env.Clientset, 0, informers.WithNamespace(l.ns))
+	informer := factory.Core().V1().Pods().Informer()
+	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { w.seen(obj.(*corev1.Pod)) },
+		UpdateFunc: func(_, obj any) { w.seen(obj.(*corev1.Pod)) },
+		DeleteFunc: func(obj any) {
+			if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = tomb.Obj
+			}
+			if p, ok := obj.(*corev1.Pod); ok {
+				w.gone(p)
+			}
+		},
+	}); err != nil {
+		l.t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	factory.Start(stop)
+	factory.WaitForCacheSync(stop)
+	l.t.Cleanup(func() { close(stop); factory.Shutdown() })
+	return w
+}
+
+func (w *podWatch) seen(p *corev1.Pod) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := policy.Drained(p); ok {
+		w.drained[p.Name] = true
+	}
+	if policy.Requested(p) && !w.drained[p.Name] && p.DeletionTimestamp == nil {
+		w.draining[p.Name] = true
+	} else {
+		delete(w.draining, p.Name)
+	}
+	w.maxDraining = max(w.maxDraining, len(w.draining))
+	if p.DeletionTimestamp != nil && policy.Requested(p) && !w.drained[p.Name] && !w.allowUndrained {
+		w.violations = append(w.violations, fmt.Sprintf("pod %s was deleted before it reported Drained", p.Name))
+	}
+}
+
+func (w *podWatch) gone(p *corev1.Pod) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.draining, p.Name)
+	w.deleted = append(w.deleted, p.Name)
+}
+
+// check fails the test for what the watch saw wrong.
+func (w *podWatch) check(t *testing.T) {
+	t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	t.Logf("pods: at most %d draining at once (limit %d), %d deleted", w.maxDraining, w.max, len(w.deleted))
+	if w.maxDraining > w.max {
+		t.Errorf("%d pods were draining at once; drain.maxConcurrent is %d", w.maxDraining, w.max)
+	}
+	for _, v := range w.violations {
+		t.Error(v)
+	}
+}
+
+// eventually polls cond until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	ticker := time.NewTicker(250 * time.Millisecond)
+	defer ticker.Stop()
+	var lastErr error
+	for {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		if err != nil {
+			lastErr = err
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %s for %s (last error: %v)", timeout, what, lastErr)
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatalf("waiting for %s: %v", what, t.Context().Err())
+		case <-ticker.C:
+		}
+	}
+}
