@@ -149,19 +149,15 @@ func TestNodeAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	agent, err := nodeagent.Start(t.Context(), nodeagent.Options{
-		Config:         c.Config,
+	agent := nodeagent.StartForTest(t, c.Config, c.RunDir, nodeagent.Options{
 		Nodes:          []string{"node-a", "node-b"},
 		Images:         nodeagent.ImageMap{{Match: "podhelper", Binary: helper}},
-		RunDir:         filepath.Join(c.RunDir, "nodeagent"),
-		Log:            c.Log(),
 		RenewInterval:  2 * time.Second,
 		StatusInterval: 3 * time.Second,
 	})
-	if err != nil {
-		t.Fatal(err)
+	if got, want := agent.RunDir(), filepath.Join(c.RunDir, "nodeagent"); got != want {
+		t.Errorf("agent run folder %s, want %s", got, want)
 	}
-	t.Cleanup(agent.Stop)
 	ctx := t.Context()
 
 	ns, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "na-"}}, metav1.CreateOptions{})
