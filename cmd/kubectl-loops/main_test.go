@@ -411,6 +411,15 @@ func TestSubmitWaitReportsCompletionsAndFailures(t *testing.T) {
 	if err := <-worked; err != nil {
 		t.Fatalf("test worker: %v", err)
 	}
+
+	// wait finds the same tasks again by --id and --count.
+	out, _, err = w.run("wait", "orders", "--id", "w", "--count", "5", "--timeout", "1m")
+	if err == nil || !strings.Contains(out, "summary: submitted=5 completed=4 dead-lettered=1 open=0 duplicates=0") {
+		t.Errorf("wait printed\n%s\nand returned %v", out, err)
+	}
+	if _, _, err := w.run("wait", "orders", "--count", "5"); err == nil || !strings.Contains(err.Error(), "--id and a --count") {
+		t.Errorf("wait without --id: %v", err)
+	}
 }
 
 func TestSubmitWaitNeedsResultRecords(t *testing.T) {

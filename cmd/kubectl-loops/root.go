@@ -62,6 +62,7 @@ watches it at work and inspects and requeues dead letters.`,
 		"NATS address to use instead of the LoopDeployment's spec.queue.nats.url (e.g. nats://127.0.0.1:4222)")
 	cmd.AddCommand(
 		newSubmitCommand(o),
+		newWaitCommand(o),
 		newStatusCommand(o),
 		newDrainCommand(o),
 		newTopCommand(o),

@@ -204,7 +204,7 @@ func (s *submitOptions) run(cmd *cobra.Command, o *options, args []string) error
 func openLedger(ctx context.Context, q *loopQueue, ld *loopsv1alpha1.LoopDeployment) (*ledger.Ledger, error) {
 	retention := ld.Spec.Queue.NATS.ResultRetention
 	if retention == nil || retention.Duration <= 0 {
-		return nil, fmt.Errorf("loopdeployment %q keeps no result records (spec.queue.nats.resultRetention is 0s), so --wait cannot tell completed tasks from lost ones", ld.Name)
+		return nil, fmt.Errorf("loopdeployment %q keeps no result records (spec.queue.nats.resultRetention is 0s), so waiting cannot tell completed tasks from lost ones", ld.Name)
 	}
 	if err := queue.EnsureResults(ctx, q.js, q.names, retention.Duration, int(ld.Spec.Queue.NATS.Replicas)); err != nil {
 		return nil, err
@@ -218,11 +218,14 @@ const maxFailuresShown = 20
 func waitForTasks(ctx context.Context, o *options, book *ledger.Ledger, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	start := time.Now()
 	s := book.Summary()
 	bar := newProgress(o.streams.ErrOut, "finished", s.Expected)
 	s, err := book.Wait(ctx, 200*time.Millisecond, func(s ledger.Summary) { bar.set(s.Completed + s.DeadLettered) })
 	bar.done()
 	fmt.Fprintf(o.streams.Out, "%d completed, %d failed, %d duplicate runs\n", s.Completed, s.DeadLettered, s.Duplicates)
+	fmt.Fprintf(o.streams.Out, "summary: submitted=%d completed=%d dead-lettered=%d open=%d duplicates=%d elapsed=%s\n",
+		s.Expected, s.Completed, s.DeadLettered, s.Open, s.Duplicates, time.Since(start).Round(time.Second))
 	if err != nil {
 		return fmt.Errorf("%d of %d tasks still open after %s (first: %v): %w", s.Open, s.Expected, timeout, book.Open(5), err)
 	}
@@ -238,6 +241,54 @@ func waitForTasks(ctx context.Context, o *options, book *ledger.Ledger, timeout 
 		fmt.Fprintf(o.streams.Out, "  failed %s (%s): %s\n", f.ID, f.Kind, f.Error)
 	}
 	return fmt.Errorf("%d of %d tasks failed for good", len(failures), s.Expected)
+}
+
+func newWaitCommand(o *options) *cobra.Command {
+	var id string
+	var count int
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "wait LOOPDEPLOYMENT --id ID [--count N]",
+		Short: "Wait for tasks submitted earlier to complete or fail",
+		Long: `Wait for the tasks that ` + "`kubectl loops submit --id ID --count N`" + ` submitted (ids ID, or
+ID-1 … ID-N) until each completed or failed for good, with a progress bar; it
+lists the failures and exits non-zero when any task failed or is still open at
+--timeout. The last line sums up: submitted, completed, dead-lettered, open,
+duplicates and the time waited.`,
+		Example: `  kubectl loops submit orders --kind sleep --payload '{"ms": 100}' --count 3000 --id batch-7
+  kubectl loops wait orders --id batch-7 --count 3000`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if id == "" || count < 1 {
+				return fmt.Errorf("--id and a --count of at least 1 are required: they name the tasks to wait for")
+			}
+			k, err := o.kube()
+			if err != nil {
+				return err
+			}
+			ld, err := k.loopDeployment(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			q, err := o.connectQueue(ctx, k, ld)
+			if err != nil {
+				return err
+			}
+			defer q.Close()
+			book, err := openLedger(ctx, q, ld)
+			if err != nil {
+				return err
+			}
+			defer book.Close()
+			book.Expect(taskIDs(id, count)...)
+			return waitForTasks(ctx, o, book, timeout)
+		},
+	}
+	cmd.Flags().StringVar(&id, "id", "", "the --id the tasks were submitted with")
+	cmd.Flags().IntVar(&count, "count", 1, "the --count the tasks were submitted with")
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "how long to wait")
+	return cmd
 }
 
 // taskIDs returns count task ids: id itself for one task, id-1 … id-N for
