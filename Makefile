@@ -31,6 +31,16 @@ all: build
 help: ## Display this help.
 	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
 
+##@ Demo
+
+.PHONY: demo
+demo: ## The operator at work on a local control plane (no Docker): scale down under load, nothing lost.
+	bash hack/demo.sh
+
+.PHONY: demo-down
+demo-down: ## Stop the demo's local cluster.
+	@if [ -x bin/localcluster ]; then bin/localcluster down --dir "$${DEMO_DIR:-$(CURDIR)/bin/demo}"; else echo "no demo cluster (bin/localcluster is missing)"; fi
+
 ##@ Development
 
 .PHONY: manifests
