@@ -3,7 +3,8 @@
 //
 // Kinds:
 //
-//	exec   runs --exec-command with the payload on stdin; a non-zero exit
+//	exec   runs --exec-command (words, or a JSON array of strings) with the
+//	       payload on stdin; a non-zero exit
 //	       fails the task; output (stdout and stderr, at most
 //	       --output-limit bytes) goes to the logs.
 //	http   POSTs the payload to --http-url; a 2xx answer succeeds.

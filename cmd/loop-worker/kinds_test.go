@@ -25,23 +25,46 @@ func TestExecKind(t *testing.T) {
 		wantLog string
 	}{
 		{"a command that exits 0 succeeds and its output is logged", "sh -c cat", "hello", "", `"output"="hello"`},
-		{"a non-zero exit fails with the exit code", "sh -c exit\\ 3", "", "exit code 3", ""},
+		{"a non-zero exit fails with the exit code", `["sh", "-c", "exit 3"]`, "", "exit code 3", ""},
 		{"output beyond the limit is dropped and counted", "sh -c cat", strings.Repeat("x", 100), "", `"droppedBytes"=68`},
 		{"a missing command fails", "/does/not/exist", "", "no such file", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			logged.Reset()
-			argv := strings.Fields(tt.command)
-			if tt.command == "sh -c exit\\ 3" {
-				argv = []string{"sh", "-c", "exit 3"}
+			argv, err := execArgv(tt.command)
+			if err != nil {
+				t.Fatal(err)
 			}
-			err := execHandler(argv, 32, log)(t.Context(), &loop.Task{ID: "t", Kind: "exec", Payload: []byte(tt.payload)})
+			err = execHandler(argv, 32, log)(t.Context(), &loop.Task{ID: "t", Kind: "exec", Payload: []byte(tt.payload)})
 			if (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Errorf("err = %v, want %q", err, tt.wantErr)
 			}
 			if !strings.Contains(logged.String(), tt.wantLog) {
 				t.Errorf("log = %s, want %s", logged.String(), tt.wantLog)
+			}
+		})
+	}
+}
+
+func TestExecArgv(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    []string
+		wantErr bool
+	}{
+		{"words are split on spaces", "wc -c", []string{"wc", "-c"}, false},
+		{"a JSON array keeps arguments with spaces", `["sh", "-c", "exit 3"]`, []string{"sh", "-c", "exit 3"}, false},
+		{"an empty command turns the kind off", "", nil, false},
+		{"a broken JSON array is an error", `["sh"`, nil, true},
+		{"an empty JSON array is an error", `[]`, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := execArgv(tt.in)
+			if (err != nil) != tt.wantErr || strings.Join(got, "|") != strings.Join(tt.want, "|") {
+				t.Errorf("execArgv(%q) = %q, %v; want %q, error %v", tt.in, got, err, tt.want, tt.wantErr)
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -105,7 +106,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.BoolVar(&o.standalone, "standalone", false, "run an embedded NATS server with JetStream in the process")
 	fs.IntVar(&o.standalonePort, "standalone-port", standalonePort, "port of the embedded NATS server")
 	fs.StringVar(&o.standaloneDir, "standalone-dir", "", "store of the embedded NATS server (default: a temporary folder removed at exit)")
-	fs.StringVar(&o.execCommand, "exec-command", "", "command of the exec kind, split on spaces; the kind is off when empty")
+	fs.StringVar(&o.execCommand, "exec-command", "", `command of the exec kind: words split on spaces, or a JSON array such as ["sh","-c","wc -c"]; the kind is off when empty`)
 	fs.StringVar(&o.httpURL, "http-url", "", "URL the http kind POSTs payloads to; the kind is off when empty")
 	fs.IntVar(&o.outputLimit, "output-limit", 16<<10, "bytes of an exec task's output kept for the logs")
 	o.zap.BindFlags(fs)
@@ -130,6 +131,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	}
 	if err := applyEnv(fs, getenv); err != nil {
 		return nil, nil, err
+	}
+	if _, err := execArgv(o.execCommand); err != nil {
+		return nil, nil, fmt.Errorf("%w: --exec-command: %w", errUsage, err)
 	}
 	switch {
 	case o.outputLimit < 0:
@@ -289,7 +293,7 @@ func registerKinds(l *loop.Loop, o *options, log logr.Logger) {
 	l.Handle("sleep", sleepHandler)
 	l.Handle("count", countHandler(log.WithName("count")))
 	kinds := []string{"sleep", "count"}
-	if argv := strings.Fields(o.execCommand); len(argv) > 0 {
+	if argv, _ := execArgv(o.execCommand); len(argv) > 0 {
 		l.Handle("exec", execHandler(argv, o.outputLimit, log.WithName("exec")))
 		kinds = append(kinds, "exec")
 	}
@@ -298,6 +302,23 @@ func registerKinds(l *loop.Loop, o *options, log logr.Logger) {
 		kinds = append(kinds, "http")
 	}
 	log.Info("task kinds registered", "kinds", kinds)
+}
+
+// execArgv reads --exec-command: a JSON array of strings, or words
+// separated by spaces.
+func execArgv(s string) ([]string, error) {
+	s = strings.TrimSpace(s)
+	if !strings.HasPrefix(s, "[") {
+		return strings.Fields(s), nil
+	}
+	var argv []string
+	if err := json.Unmarshal([]byte(s), &argv); err != nil {
+		return nil, fmt.Errorf("not a JSON array of strings: %w", err)
+	}
+	if len(argv) == 0 || argv[0] == "" {
+		return nil, errors.New("the JSON array names no command")
+	}
+	return argv, nil
 }
 
 // submit publishes one task.
