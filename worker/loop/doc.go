@@ -32,7 +32,8 @@
 //
 // # Outcomes
 //
-// A task whose handler returns nil is acked and its checkpoint deleted. A
+// A task whose handler returns nil is acked and its checkpoint deleted
+// (with Config.ResultRetention set, a result record is published first). A
 // task that fails is retried with exponential backoff and jitter until it
 // has had RetryPolicy.MaxAttempts deliveries, then published with its last
 // error to the dead-letter subject. A handler can skip the retries by
