@@ -475,3 +475,55 @@ func (a *Agent) renewLease(ctx context.Context, node string) error {
 	}
 	return nil
 }
+
+// WaitReady waits until every node of the agent is Ready and carries none of
+// the node.kubernetes.io/not-ready or unreachable taints (admission puts the
+// not-ready taint on new nodes; the node lifecycle controller removes it a
+// few seconds after it sees them ready). Pods can be scheduled from then on.
+func (a *Agent) WaitReady(ctx context.Context) error {
+	start := time.Now()
+	lastLog := start
+	for {
+		pending, err := a.unreadyNodes(ctx)
+		if err == nil && len(pending) == 0 {
+			a.log.Info("nodes are ready and schedulable", "nodes", a.opts.Nodes, "after", time.Since(start).Round(time.Millisecond).String())
+			return nil
+		}
+		if time.Since(lastLog) >= 5*time.Second {
+			lastLog = time.Now()
+			a.log.Info("waiting for the nodes to be schedulable", "pending", pending, "err", fmt.Sprint(err))
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("nodeagent: nodes %v not schedulable (is kube-controller-manager running?): %w", pending, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+func (a *Agent) unreadyNodes(ctx context.Context) ([]string, error) {
+	var pending []string
+	for _, name := range a.opts.Nodes {
+		n, err := a.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return a.opts.Nodes, err
+		}
+		ready := false
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+				ready = true
+			}
+		}
+		for _, t := range n.Spec.Taints {
+			if t.Key == corev1.TaintNodeNotReady || t.Key == corev1.TaintNodeUnreachable {
+				ready = false
+			}
+		}
+		if !ready {
+			pending = append(pending, name)
+		}
+	}
+	return pending, nil
+}

@@ -183,6 +183,9 @@ func TestNodeAgent(t *testing.T) {
 	}
 
 	t.Run("nodes register and stay ready", func(t *testing.T) {
+		if err := agent.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
 		for _, name := range agent.Nodes() {
 			var renew time.Time
 			poll(t, time.Minute, "node "+name+" ready and untainted", func(ctx context.Context) (bool, string) {

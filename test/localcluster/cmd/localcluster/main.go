@@ -178,6 +178,12 @@ func up(args []string) error {
 			return err
 		}
 		st.Nodes = names
+		wctx, cancel := context.WithTimeout(ctx, *timeout)
+		err = agent.WaitReady(wctx)
+		cancel()
+		if err != nil {
+			return err
+		}
 	}
 	for _, v := range procs {
 		name, cmdline, _ := strings.Cut(v, "=")
