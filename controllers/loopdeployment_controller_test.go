@@ -513,3 +513,23 @@ func TestNoOvershootWhenTheCacheLags(t *testing.T) {
 		t.Errorf("at most %d pods drained at once, want exactly 1", draining)
 	}
 }
+
+func TestADrainRequestedByHandRecyclesThePod(t *testing.T) {
+	h := newHarness(t)
+	h.create(h.newLD("orders", 2))
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(2))
+
+	// As `kubectl loops drain POD` does: the annotations, set by hand.
+	p := h.pods("orders")[0]
+	before := p.DeepCopy()
+	p.Annotations = map[string]string{
+		loopsv1alpha1.AnnotationDrainRequested: time.Now().UTC().Format(time.RFC3339),
+		loopsv1alpha1.AnnotationDrainDeadline:  time.Now().Add(time.Minute).UTC().Format(time.RFC3339),
+	}
+	h.g.Expect(h.c.Patch(h.ctx, &p, client.MergeFrom(before))).To(gomega.Succeed())
+
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.SatisfyAll(
+		gomega.HaveLen(2), gomega.Not(gomega.ContainElement(p.Name))))
+	h.g.Eventually(func() []corev1.Pod { return h.pods("orders") }).Should(gomega.HaveLen(2))
+	h.g.Eventually(func() []string { return h.events("orders") }).Should(gomega.ContainElement(loopsv1alpha1.EventDrainCompleted))
+}
