@@ -4,11 +4,16 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"net/http"
 	"os/exec"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -27,7 +32,9 @@ import (
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/controllers/policy"
+	"github.com/tenire/loop-operator/worker/checkpoint"
 	"github.com/tenire/loop-operator/worker/ledger"
+	workerloop "github.com/tenire/loop-operator/worker/loop"
 	"github.com/tenire/loop-operator/worker/queue"
 )
 
@@ -54,25 +61,7 @@ func newLoop(t *testing.T, name string, replicas int32, edit func(*loopsv1alpha1
 	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: l.ns}}); err != nil {
 		t.Fatal(err)
 	}
-	ld := &loopsv1alpha1.LoopDeployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: l.ns},
-		Spec: loopsv1alpha1.LoopDeploymentSpec{
-			Replicas: ptr.To(replicas),
-			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "worker", Image: WorkerImage}}}},
-			Loop: loopsv1alpha1.LoopSpec{
-				Pool:  loopsv1alpha1.PoolSpec{MinWorkers: ptr.To[int32](2), MaxWorkers: 20},
-				Retry: loopsv1alpha1.RetrySpec{MaxAttempts: 3, InitialBackoff: &metav1.Duration{Duration: 200 * time.Millisecond}, MaxBackoff: &metav1.Duration{Duration: 2 * time.Second}},
-			},
-			Queue: loopsv1alpha1.QueueSpec{NATS: loopsv1alpha1.NATSQueueSpec{URL: env.NATS.URL(), AckWait: &metav1.Duration{Duration: 10 * time.Second}}},
-			Drain: loopsv1alpha1.DrainSpec{Timeout: &metav1.Duration{Duration: time.Minute}, MaxConcurrent: ptr.To(intstr.FromInt32(2))},
-		},
-	}
-	if edit != nil {
-		edit(ld)
-	}
-	if err := env.Client.Create(ctx, ld); err != nil {
-		t.Fatalf("creating the LoopDeployment: %v", err)
-	}
+	ld := l.create(replicas, edit)
 	t.Cleanup(func() { l.cleanup() })
 	l.waitReady(replicas)
 
@@ -90,6 +79,34 @@ func newLoop(t *testing.T, name string, replicas int32, edit func(*loopsv1alpha1
 	}
 	t.Cleanup(l.book.Close)
 	return l
+}
+
+// create creates the loop's LoopDeployment (edit changes it first) in its
+// namespace, which exists, and returns what it created. newLoop calls it;
+// a scenario that deleted the LoopDeployment can create it again.
+func (l *loop) create(replicas int32, edit func(*loopsv1alpha1.LoopDeployment)) *loopsv1alpha1.LoopDeployment {
+	t := l.t
+	t.Helper()
+	ld := &loopsv1alpha1.LoopDeployment{
+		ObjectMeta: metav1.ObjectMeta{Name: l.name, Namespace: l.ns},
+		Spec: loopsv1alpha1.LoopDeploymentSpec{
+			Replicas: ptr.To(replicas),
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "worker", Image: WorkerImage}}}},
+			Loop: loopsv1alpha1.LoopSpec{
+				Pool:  loopsv1alpha1.PoolSpec{MinWorkers: ptr.To[int32](2), MaxWorkers: 20},
+				Retry: loopsv1alpha1.RetrySpec{MaxAttempts: 3, InitialBackoff: &metav1.Duration{Duration: 200 * time.Millisecond}, MaxBackoff: &metav1.Duration{Duration: 2 * time.Second}},
+			},
+			Queue: loopsv1alpha1.QueueSpec{NATS: loopsv1alpha1.NATSQueueSpec{URL: env.NATS.URL(), AckWait: &metav1.Duration{Duration: 10 * time.Second}}},
+			Drain: loopsv1alpha1.DrainSpec{Timeout: &metav1.Duration{Duration: time.Minute}, MaxConcurrent: ptr.To(intstr.FromInt32(2))},
+		},
+	}
+	if edit != nil {
+		edit(ld)
+	}
+	if err := env.Client.Create(t.Context(), ld); err != nil {
+		t.Fatalf("creating the LoopDeployment: %v", err)
+	}
+	return ld
 }
 
 func (l *loop) key() client.ObjectKey { return client.ObjectKey{Namespace: l.ns, Name: l.name} }
@@ -252,11 +269,19 @@ type podWatch struct {
 	deleted        []string
 	violations     []string
 	allowUndrained bool
+	// reasons holds the reason of each pod's Drained condition.
+	reasons map[string]string
+	// serving holds the pods that are ready and not terminating;
+	// minServing is the fewest seen since trackServing was called, -1
+	// before.
+	serving    map[string]bool
+	minServing int
 }
 
 func (l *loop) watchPods(max int) *podWatch {
 	l.t.Helper()
-	w := &podWatch{max: max, draining: map[string]bool{}, drained: map[string]bool{}}
+	w := &podWatch{max: max, draining: map[string]bool{}, drained: map[string]bool{}, reasons: map[string]string{},
+		serving: map[string]bool{}, minServing: -1}
 	factory := informers.NewSharedInformerFactoryWithOptions(env.Clientset, 0, informers.WithNamespace(l.ns))
 	informer := factory.Core().V1().Pods().Informer()
 	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -283,9 +308,16 @@ func (l *loop) watchPods(max int) *podWatch {
 func (w *podWatch) seen(p *corev1.Pod) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if _, ok := policy.Drained(p); ok {
+	if c, ok := policy.Drained(p); ok {
 		w.drained[p.Name] = true
+		w.reasons[p.Name] = c.Reason
 	}
+	if p.DeletionTimestamp == nil && podReady(p) {
+		w.serving[p.Name] = true
+	} else {
+		delete(w.serving, p.Name)
+	}
+	w.noteServing()
 	if policy.Requested(p) && !w.drained[p.Name] && p.DeletionTimestamp == nil {
 		w.draining[p.Name] = true
 	} else {
@@ -301,7 +333,56 @@ func (w *podWatch) gone(p *corev1.Pod) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	delete(w.draining, p.Name)
+	delete(w.serving, p.Name)
+	w.noteServing()
 	w.deleted = append(w.deleted, p.Name)
+}
+
+// noteServing updates minServing; w.mu is held.
+func (w *podWatch) noteServing() {
+	if w.minServing >= 0 {
+		w.minServing = min(w.minServing, len(w.serving))
+	}
+}
+
+// trackServing starts counting the fewest pods serving at once.
+func (w *podWatch) trackServing() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.minServing = len(w.serving)
+}
+
+// fewestServing returns the fewest pods that were ready and not
+// terminating at once since trackServing.
+func (w *podWatch) fewestServing() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.minServing
+}
+
+// drainedReason returns the reason of the pod's Drained condition, if it
+// reported one.
+func (w *podWatch) drainedReason(pod string) (string, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r, ok := w.reasons[pod]
+	return r, ok
+}
+
+// wasDeleted reports whether the pod was deleted.
+func (w *podWatch) wasDeleted(pod string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Contains(w.deleted, pod)
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 // check fails the test for what the watch saw wrong.
@@ -342,4 +423,162 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 		case <-ticker.C:
 		}
 	}
+}
+
+// kubectlContext is kubectl with a context of its own, for clean-ups.
+func kubectlContext(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", env.Cluster.KubeconfigPath}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// workerStatus reads the loop-worker status of a pod from its admin port.
+func (l *loop) workerStatus(pod string) (workerloop.Status, error) {
+	var st workerloop.Status
+	info, ok := env.Agent.Process(l.ns, pod)
+	if !ok || info.AdminAddr == "" {
+		return st, fmt.Errorf("the node agent runs no process for pod %s", pod)
+	}
+	req, err := http.NewRequestWithContext(l.t.Context(), http.MethodGet, "http://"+info.AdminAddr+"/status", nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("GET /status of pod %s: %s", pod, resp.Status)
+	}
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// busyPod waits until one of the loop's ready pods holds at least one task
+// of kind and returns its name and how many it holds.
+func (l *loop) busyPod(kind string) (string, int) {
+	l.t.Helper()
+	var name string
+	var held int
+	eventually(l.t, time.Minute, "a pod holding a "+kind+" task", func() (bool, error) {
+		var lastErr error
+		for _, p := range l.pods() {
+			if p.DeletionTimestamp != nil || policy.Requested(&p) || !podReady(&p) {
+				continue
+			}
+			st, err := l.workerStatus(p.Name)
+			if err != nil {
+				lastErr = err
+				continue
+			}
+			if n := st.InFlightByKind[kind]; n > 0 {
+				name, held = p.Name, n
+				return true, nil
+			}
+		}
+		return false, lastErr
+	})
+	return name, held
+}
+
+// result is one result record of the loop.
+type result struct {
+	ID       string
+	Worker   string
+	Attempts int
+	Duration time.Duration
+}
+
+// results reads every result record the loop's result stream holds now.
+func (l *loop) results() []result {
+	l.t.Helper()
+	ctx := l.t.Context()
+	stream, err := l.js.Stream(ctx, l.names.ResultStream())
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	last := info.State.LastSeq
+	c, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	var out []result
+	var seq uint64
+	for seq < last {
+		batch, err := c.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			l.t.Fatalf("reading the result stream: %v", err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			md, err := m.Metadata()
+			if err != nil {
+				l.t.Fatal(err)
+			}
+			seq = md.Sequence.Stream
+			h := m.Headers()
+			attempts, _ := strconv.Atoi(h.Get(queue.HeaderAttempts))
+			took, _ := time.ParseDuration(h.Get(queue.HeaderDuration))
+			out = append(out, result{ID: h.Get(queue.HeaderTaskID), Worker: h.Get(queue.HeaderWorker), Attempts: attempts, Duration: took})
+		}
+		if n == 0 {
+			l.t.Fatalf("reading the result stream: stopped at %d of %d: %v", seq, last, batch.Error())
+		}
+	}
+	return out
+}
+
+// pending returns how many tasks the loop's task stream still holds.
+func (l *loop) pending() int {
+	l.t.Helper()
+	stream, err := l.js.Stream(l.t.Context(), l.names.Stream)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	info, err := stream.Info(l.t.Context())
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return int(info.State.Msgs)
+}
+
+// checkpoint returns the last checkpoint of a task, nil when it has none.
+func (l *loop) checkpoint(id string) ([]byte, error) {
+	kv, err := l.js.KeyValue(l.t.Context(), l.names.CheckpointBucket)
+	if err != nil {
+		return nil, err
+	}
+	e, err := kv.Get(l.t.Context(), checkpoint.Key(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return e.Value(), nil
+}
+
+// queuedEqualsOpen waits until the tasks left in the task stream are
+// exactly the ledger's open ones (none lost: what did not run is still
+// queued) and returns how many there are.
+func (l *loop) queuedEqualsOpen() int {
+	l.t.Helper()
+	var open, queued int
+	eventually(l.t, 30*time.Second, "the open tasks to be the queued ones", func() (bool, error) {
+		open, queued = l.book.Summary().Open, l.pending()
+		return open == queued, nil
+	})
+	l.t.Logf("%d tasks open in the ledger, %d still queued in stream %s", open, queued, l.names.Stream)
+	return open
+}
+
+func clientKey(namespace, name string) client.ObjectKey {
+	return client.ObjectKey{Namespace: namespace, Name: name}
 }
