@@ -149,3 +149,28 @@ func TestDegradedDrainTimedOutStaysUntilAWorkerReports(t *testing.T) {
 		}
 	}
 }
+
+func TestCrashLooping(t *testing.T) {
+	waiting := func(reason string) *corev1.Pod {
+		return &corev1.Pod{Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{
+			{Name: "worker", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason}}},
+		}}}
+	}
+	tests := []struct {
+		name string
+		pod  *corev1.Pod
+		want bool
+	}{
+		{"a container in CrashLoopBackOff is failing", waiting("CrashLoopBackOff"), true},
+		{"an image that cannot be pulled is failing", waiting("ImagePullBackOff"), true},
+		{"a container still being created is not failing", waiting("ContainerCreating"), false},
+		{"a running pod is not failing", &corev1.Pod{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := crashLooping(tt.pod); got != tt.want {
+				t.Errorf("crashLooping = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
