@@ -58,6 +58,7 @@ func WithDefaults(spec loopsv1alpha1.LoopDeploymentSpec) loopsv1alpha1.LoopDeplo
 	setDuration(&q.AckWait, 30*time.Second)
 	setInt32(&q.MaxAckPending, 1000)
 	setInt32(&q.Replicas, 1)
+	setDuration(&q.ResultRetention, time.Hour)
 
 	setDuration(&out.Drain.Timeout, DefaultDrainTimeout)
 	if out.Drain.MaxConcurrent == nil {

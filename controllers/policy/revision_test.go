@@ -39,6 +39,7 @@ func TestRevision(t *testing.T) {
 			s.Drain.Timeout = &metav1.Duration{Duration: DefaultDrainTimeout}
 			s.Loop.Priorities = []loopsv1alpha1.PriorityClass{{Name: "default", Weight: 1}}
 			s.Queue.NATS.AckWait = &metav1.Duration{Duration: 30 * time.Second}
+			s.Queue.NATS.ResultRetention = &metav1.Duration{Duration: time.Hour}
 		}, true},
 		{"a new image changes the revision", func(s *loopsv1alpha1.LoopDeploymentSpec) {
 			s.Template.Spec.Containers[0].Image = "ghcr.io/tenire/loop-worker:v2"
