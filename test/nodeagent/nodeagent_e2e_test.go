@@ -274,6 +274,31 @@ func TestNodeAgent(t *testing.T) {
 		}
 	})
 
+	t.Run("a failing readiness probe turns the pod unready", func(t *testing.T) {
+		p := podSpec("unready", "podhelper")
+		p.Labels = map[string]string{"app": "unready"}
+		if _, err := cs.CoreV1().Pods(e.ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		pod := e.waitPod(t, "unready", "ready", time.Minute, isReady)
+		info, _ := agent.Process(e.ns, "unready")
+		resp, err := http.Get("http://" + info.AdminAddr + "/unready")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		pod = e.waitPod(t, "unready", "not ready", time.Minute, func(p *corev1.Pod) bool {
+			return !isReady(p) && len(p.Status.ContainerStatuses) == 1 && !p.Status.ContainerStatuses[0].Ready
+		})
+		if pod.Status.Phase != corev1.PodRunning || pod.Status.ContainerStatuses[0].RestartCount != 0 {
+			t.Errorf("an unready pod: phase %s, restarts %d", pod.Status.Phase, pod.Status.ContainerStatuses[0].RestartCount)
+		}
+		if err := cs.CoreV1().Pods(e.ns).Delete(ctx, "unready", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		e.waitGone(t, "unready", pod.UID, time.Minute)
+	})
+
 	t.Run("foreign conditions survive, kill -9 restarts the process", func(t *testing.T) {
 		patch := `{"status":{"conditions":[{"type":"loops.tenire.io/Drained","status":"False","reason":"NotRequested","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}`
 		if _, err := cs.CoreV1().Pods(e.ns).Patch(ctx, "p1", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}, "status"); err != nil {

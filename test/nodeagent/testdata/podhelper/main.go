@@ -1,5 +1,6 @@
 // Command podhelper is a tiny program that the node agent's tests run as a
-// pod: it serves /readyz and /self on LOOP_ADMIN_ADDR, reads its own Pod
+// pod: it serves /readyz (until /unready is called), /healthz and /self on
+// LOOP_ADMIN_ADDR, reads its own Pod
 // with the kubeconfig the agent gives it, and exits 0 on SIGTERM after
 // printing that it got it (or ignores SIGTERM when IGNORE_SIGTERM is set;
 // it exits 3 after EXIT_AFTER when that is set; /healthz fails when
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -42,7 +44,18 @@ func main() {
 	signal.Notify(sigs, syscall.SIGTERM)
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	var unready atomic.Bool
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if unready.Load() {
+			http.Error(w, "not ready on request", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/unready", func(w http.ResponseWriter, _ *http.Request) {
+		unready.Store(true)
+		fmt.Fprintln(w, "ok")
+	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if os.Getenv("LIVENESS_FAILS") != "" {
 			http.Error(w, "unhealthy on purpose", http.StatusInternalServerError)
