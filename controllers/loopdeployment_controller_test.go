@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -22,6 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/controllers/policy"
 	"github.com/tenire/loop-operator/test/testenv"
 )
 
@@ -532,4 +534,39 @@ func TestADrainRequestedByHandRecyclesThePod(t *testing.T) {
 		gomega.HaveLen(2), gomega.Not(gomega.ContainElement(p.Name))))
 	h.g.Eventually(func() []corev1.Pod { return h.pods("orders") }).Should(gomega.HaveLen(2))
 	h.g.Eventually(func() []string { return h.events("orders") }).Should(gomega.ContainElement(loopsv1alpha1.EventDrainCompleted))
+}
+
+// TestWithDefaultsMatchesTheCRD keeps policy.WithDefaults in step with the
+// defaults the API server applies: a minimal LoopDeployment read back from
+// the server must equal the same object defaulted in memory.
+func TestWithDefaultsMatchesTheCRD(t *testing.T) {
+	c, err := client.New(cfg, client.Options{Scheme: testenv.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "defaults-"}}
+	if err := c.Create(t.Context(), ns); err != nil {
+		t.Fatal(err)
+	}
+	minimal := &loopsv1alpha1.LoopDeployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "minimal"},
+		Spec: loopsv1alpha1.LoopDeploymentSpec{
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "worker", Image: "w"}}}},
+			Queue:    loopsv1alpha1.QueueSpec{NATS: loopsv1alpha1.NATSQueueSpec{URL: "nats://nats:4222"}},
+			Loop:     loopsv1alpha1.LoopSpec{Priorities: []loopsv1alpha1.PriorityClass{{Name: "default"}}},
+		},
+	}
+	inMemory := policy.WithDefaults(minimal.Spec)
+	if err := c.Create(t.Context(), minimal); err != nil {
+		t.Fatal(err)
+	}
+	fromServer := policy.WithDefaults(minimal.Spec) // what Create returned, server defaults applied
+	if !equality.Semantic.DeepEqual(inMemory, fromServer) {
+		t.Errorf("policy.WithDefaults differs from the CRD defaults:\nin memory   %+v\nfrom server %+v", inMemory, fromServer)
+	}
+	a, _ := policy.Revision(minimal.Spec)
+	b, _ := policy.Revision(inMemory)
+	if a != b {
+		t.Errorf("the revision of the server-defaulted spec %s differs from the in-memory one %s", a, b)
+	}
 }
