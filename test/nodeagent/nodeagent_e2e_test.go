@@ -280,14 +280,14 @@ func TestNodeAgent(t *testing.T) {
 		if _, err := cs.CoreV1().Pods(e.ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		pod := e.waitPod(t, "unready", "ready", time.Minute, isReady)
+		e.waitPod(t, "unready", "ready", time.Minute, isReady)
 		info, _ := agent.Process(e.ns, "unready")
 		resp, err := http.Get("http://" + info.AdminAddr + "/unready")
 		if err != nil {
 			t.Fatal(err)
 		}
 		_ = resp.Body.Close()
-		pod = e.waitPod(t, "unready", "not ready", time.Minute, func(p *corev1.Pod) bool {
+		pod := e.waitPod(t, "unready", "not ready", time.Minute, func(p *corev1.Pod) bool {
 			return !isReady(p) && len(p.Status.ContainerStatuses) == 1 && !p.Status.ContainerStatuses[0].Ready
 		})
 		if pod.Status.Phase != corev1.PodRunning || pod.Status.ContainerStatuses[0].RestartCount != 0 {
