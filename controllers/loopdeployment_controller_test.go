@@ -570,3 +570,28 @@ func TestWithDefaultsMatchesTheCRD(t *testing.T) {
 		t.Errorf("the revision of the server-defaulted spec %s differs from the in-memory one %s", a, b)
 	}
 }
+
+func TestLoopsOfOneNamespaceShareTheWorkersAccount(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.newLD("orders", 1), h.newLD("invoices", 1)
+	h.create(a)
+	h.create(b)
+	h.g.Eventually(func() []string { return append(h.readyPods("orders"), h.readyPods("invoices")...) }).Should(gomega.HaveLen(2))
+	for _, obj := range []client.Object{&corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}} {
+		h.g.Eventually(func() []string {
+			if err := h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: WorkerServiceAccountName}, obj); err != nil {
+				return nil
+			}
+			var owners []string
+			for _, o := range obj.GetOwnerReferences() {
+				owners = append(owners, o.Name)
+			}
+			return owners
+		}).Should(gomega.ConsistOf("orders", "invoices"), "%T", obj)
+	}
+	for _, name := range []string{"orders", "invoices"} {
+		pdb := &policyv1.PodDisruptionBudget{}
+		h.g.Expect(h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: name}, pdb)).To(gomega.Succeed())
+		h.g.Expect(pdb.Spec.Selector.MatchLabels).To(gomega.Equal(map[string]string{loopsv1alpha1.LabelName: name}))
+	}
+}

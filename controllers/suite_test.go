@@ -136,7 +136,7 @@ func (h *harness) startOperator() {
 	if h.lag > 0 {
 		r.Client = laggingClient{Client: mgr.GetClient(), lag: h.lag}
 	}
-	if err := r.SetupWithManager(mgr, controller.Options{}); err != nil {
+	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: 4}); err != nil { // as cmd/manager
 		h.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(h.ctx))
