@@ -45,7 +45,7 @@ demo-down: ## Stop the demo's local cluster.
 
 .PHONY: manifests
 manifests: controller-gen ## Generate the CRD and RBAC manifests from the markers in api/ and controllers/.
-	"$(CONTROLLER_GEN)" rbac:roleName=manager-role crd paths="./..." output:crd:artifacts:config=config/crd/bases
+	"$(CONTROLLER_GEN)" rbac:roleName=manager-role crd:generateEmbeddedObjectMeta=true paths="./..." output:crd:artifacts:config=config/crd/bases
 
 .PHONY: generate
 generate: controller-gen ## Generate the DeepCopy methods of the API types.
@@ -69,7 +69,7 @@ test: manifests generate fmt vet kube-bins ## Run the unit and envtest suites wi
 
 .PHONY: test-e2e
 test-e2e: kube-bins ## Run the end-to-end suites (local control plane, node agent, manager and workers as processes, NATS).
-	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" go test -tags e2e -race -count=1 -timeout 60m ./test/...
+	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" go test -tags e2e -race -count=1 -timeout 60m ./test/... ./controllers/...
 
 .PHONY: lint
 lint: golangci-lint ## Run golangci-lint.

@@ -27,6 +27,11 @@ metadata:
   namespace: default
 spec:
   template:
+    metadata:
+      labels:
+        app.kubernetes.io/name: example
+      annotations:
+        example.com/owner: team-a
     spec:
       containers:
       - name: worker
@@ -88,6 +93,8 @@ func TestLoopDeploymentRoundTripsWithDefaults(t *testing.T) {
 		{"drain.maxConcurrent", spec.Drain.MaxConcurrent.String(), "25%"},
 		{"updateStrategy.maxSurge", spec.UpdateStrategy.MaxSurge.String(), "25%"},
 		{"worker image", spec.Template.Spec.Containers[0].Image, "ghcr.io/tenire/loop-worker:latest"},
+		{"template label (kept, not pruned)", spec.Template.Labels["app.kubernetes.io/name"], "example"},
+		{"template annotation (kept, not pruned)", spec.Template.Annotations["example.com/owner"], "team-a"},
 	}
 	for _, check := range checks {
 		if fmt.Sprint(check.got) != fmt.Sprint(check.want) {
