@@ -47,15 +47,7 @@ removes it from the dead letters; --all does that for every dead letter.`,
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			k, err := o.kube()
-			if err != nil {
-				return err
-			}
-			ld, err := k.loopDeployment(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			q, err := o.connectQueue(ctx, k, ld)
+			ld, q, err := o.openLoop(ctx, args[0])
 			if err != nil {
 				return err
 			}

@@ -101,6 +101,23 @@ func (o *options) connectQueue(ctx context.Context, k *kube, ld *loopsv1alpha1.L
 	return q, nil
 }
 
+// openLoop reads a LoopDeployment and connects to its queue.
+func (o *options) openLoop(ctx context.Context, name string) (*loopsv1alpha1.LoopDeployment, *loopQueue, error) {
+	k, err := o.kube()
+	if err != nil {
+		return nil, nil, err
+	}
+	ld, err := k.loopDeployment(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	q, err := o.connectQueue(ctx, k, ld)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ld, q, nil
+}
+
 func credentialsFile(ctx context.Context, k *kube, secretName string) (string, func(), error) {
 	var secret corev1.Secret
 	if err := k.client.Get(ctx, client.ObjectKey{Namespace: k.namespace, Name: secretName}, &secret); err != nil {

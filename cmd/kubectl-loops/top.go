@@ -19,15 +19,7 @@ func newTopCommand(o *options) *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			k, err := o.kube()
-			if err != nil {
-				return err
-			}
-			ld, err := k.loopDeployment(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			q, err := o.connectQueue(ctx, k, ld)
+			_, q, err := o.openLoop(ctx, args[0])
 			if err != nil {
 				return err
 			}
