@@ -1,0 +1,104 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+)
+
+// Scenario 8: a drain deadline shorter than a task. The pod running a
+// long `count` task is drained (by a rollout) with a 3 s deadline: the
+// task is handed back at the deadline, reported as DeadlineExceeded, and
+// resumes from its last checkpoint on the new pod, where it completes.
+func TestATaskLongerThanTheDrainDeadlineIsHandedBackAndResumesFromItsCheckpoint(t *testing.T) {
+	const (
+		id     = "count-long"
+		to     = 80
+		stepMs = 250 // 20 s in all
+	)
+	l := newLoop(t, "deadline", 1, func(ld *loopsv1alpha1.LoopDeployment) {
+		ld.Spec.Drain.Timeout = &metav1.Duration{Duration: 3 * time.Second}
+		ld.Spec.UpdateStrategy.MaxSurge = ptr.To(intstr.FromInt32(1))
+	})
+	watch := l.watchPods(2)
+	first := l.pods()[0].Name
+
+	l.submit(id, "count", `{"to": `+strconv.Itoa(to)+`, "stepMs": `+strconv.Itoa(stepMs)+`}`)
+	eventually(t, time.Minute, "the count task to checkpoint step 4", func() (bool, error) {
+		cp, err := l.checkpoint(id)
+		if err != nil || cp == nil {
+			return false, err
+		}
+		n, err := strconv.Atoi(string(cp))
+		return n >= 4, err
+	})
+	// A rollout drains the only pod, which runs the task; its
+	// replacement starts first.
+	l.update(func(ld *loopsv1alpha1.LoopDeployment) {
+		c := &ld.Spec.Template.Spec.Containers[0]
+		c.Env = append(c.Env, corev1.EnvVar{Name: "E2E_DEADLINE", Value: "1"})
+	})
+	eventually(t, time.Minute, "pod "+first+" to be deleted", func() (bool, error) { return watch.wasDeleted(first), nil })
+	cp, err := l.checkpoint(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pod %s drained and was deleted; the task's checkpoint is %q of %d", first, cp, to)
+	if reason, _ := watch.drainedReason(first); reason != loopsv1alpha1.DrainedReasonDeadlineExceeded {
+		t.Errorf("pod %s reported Drained with reason %q, want %s", first, reason, loopsv1alpha1.DrainedReasonDeadlineExceeded)
+	}
+
+	l.waitAllAccounted(2 * time.Minute)
+	l.waitReady(1)
+	watch.check(t)
+
+	var rec *result
+	for _, r := range l.results() {
+		if r.ID == id {
+			rec = &r
+		}
+	}
+	if rec == nil {
+		t.Fatalf("no result record for %s", id)
+	}
+	t.Logf("task %s completed by %s on attempt %d in %s", id, rec.Worker, rec.Attempts, rec.Duration)
+	if rec.Worker == first {
+		t.Errorf("task %s completed on the drained pod %s", id, first)
+	}
+	if rec.Attempts < 2 {
+		t.Errorf("task %s completed on attempt %d; it was handed back, so want 2 or more", id, rec.Attempts)
+	}
+	if full := time.Duration(to*stepMs) * time.Millisecond; rec.Duration >= full {
+		t.Errorf("the last attempt of %s took %s, the whole count (%s): it did not resume from its checkpoint", id, rec.Duration, full)
+	}
+	info, ok := env.Agent.Process(l.ns, rec.Worker)
+	if !ok {
+		t.Fatalf("no process for pod %s", rec.Worker)
+	}
+	log, err := os.ReadFile(info.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resumed := ""
+	for line := range strings.Lines(string(log)) {
+		if strings.Contains(line, "count task resuming") && strings.Contains(line, id) {
+			resumed = strings.TrimSpace(line)
+		}
+	}
+	if resumed == "" {
+		t.Errorf("the log of pod %s has no \"count task resuming\" line for %s", rec.Worker, id)
+	} else {
+		t.Logf("pod %s: %s", rec.Worker, resumed)
+	}
+}
