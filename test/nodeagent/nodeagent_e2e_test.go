@@ -65,6 +65,9 @@ func poll(t *testing.T, timeout time.Duration, what string, cond func(ctx contex
 	}
 }
 
+// waitLong bounds each wait: generous, because the machine is shared.
+const waitLong = 2 * time.Minute
+
 type env struct {
 	cluster *localcluster.Cluster
 	agent   *nodeagent.Agent
@@ -95,10 +98,13 @@ func podSpec(name, image string, extraEnv ...corev1.EnvVar) *corev1.Pod {
 					PeriodSeconds:    1,
 					FailureThreshold: 2,
 				},
+				// Lenient, so that a loaded machine does not restart
+				// healthy processes and upset the restart counts below.
 				LivenessProbe: &corev1.Probe{
 					ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(8081)}},
 					PeriodSeconds:    1,
-					FailureThreshold: 2,
+					TimeoutSeconds:   5,
+					FailureThreshold: 3,
 				},
 			}},
 		},
@@ -183,12 +189,14 @@ func TestNodeAgent(t *testing.T) {
 	}
 
 	t.Run("nodes register and stay ready", func(t *testing.T) {
-		if err := agent.WaitReady(ctx); err != nil {
+		wctx, cancel := context.WithTimeout(ctx, waitLong)
+		defer cancel()
+		if err := agent.WaitReady(wctx); err != nil {
 			t.Fatal(err)
 		}
 		for _, name := range agent.Nodes() {
 			var renew time.Time
-			poll(t, time.Minute, "node "+name+" ready and untainted", func(ctx context.Context) (bool, string) {
+			poll(t, waitLong, "node "+name+" ready and untainted", func(ctx context.Context) (bool, string) {
 				n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 				if err != nil {
 					return false, err.Error()
@@ -203,7 +211,7 @@ func TestNodeAgent(t *testing.T) {
 				// that admission adds to new nodes once it sees them ready.
 				return ready && len(n.Spec.Taints) == 0, fmt.Sprintf("conditions=%v taints=%v", n.Status.Conditions, n.Spec.Taints)
 			})
-			poll(t, 30*time.Second, "node "+name+" lease renewed", func(ctx context.Context) (bool, string) {
+			poll(t, waitLong, "node "+name+" lease renewed", func(ctx context.Context) (bool, string) {
 				l, err := cs.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, name, metav1.GetOptions{})
 				if err != nil || l.Spec.RenewTime == nil {
 					return false, fmt.Sprint(err)
@@ -221,7 +229,7 @@ func TestNodeAgent(t *testing.T) {
 		if _, err := cs.CoreV1().Pods(e.ns).Create(ctx, podSpec("p1", "registry.example/podhelper:dev"), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		pod := e.waitPod(t, "p1", "running and ready", time.Minute, func(p *corev1.Pod) bool {
+		pod := e.waitPod(t, "p1", "running and ready", waitLong, func(p *corev1.Pod) bool {
 			return p.Status.Phase == corev1.PodRunning && isReady(p)
 		})
 		if pod.Status.PodIP != "127.0.0.1" || pod.Status.HostIP != "127.0.0.1" {
@@ -280,14 +288,14 @@ func TestNodeAgent(t *testing.T) {
 		if _, err := cs.CoreV1().Pods(e.ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		e.waitPod(t, "unready", "ready", time.Minute, isReady)
+		e.waitPod(t, "unready", "ready", waitLong, isReady)
 		info, _ := agent.Process(e.ns, "unready")
 		resp, err := http.Get("http://" + info.AdminAddr + "/unready")
 		if err != nil {
 			t.Fatal(err)
 		}
 		_ = resp.Body.Close()
-		pod := e.waitPod(t, "unready", "not ready", time.Minute, func(p *corev1.Pod) bool {
+		pod := e.waitPod(t, "unready", "not ready", waitLong, func(p *corev1.Pod) bool {
 			return !isReady(p) && len(p.Status.ContainerStatuses) == 1 && !p.Status.ContainerStatuses[0].Ready
 		})
 		if pod.Status.Phase != corev1.PodRunning || pod.Status.ContainerStatuses[0].RestartCount != 0 {
@@ -296,7 +304,7 @@ func TestNodeAgent(t *testing.T) {
 		if err := cs.CoreV1().Pods(e.ns).Delete(ctx, "unready", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		e.waitGone(t, "unready", pod.UID, time.Minute)
+		e.waitGone(t, "unready", pod.UID, waitLong)
 	})
 
 	t.Run("foreign conditions survive, kill -9 restarts the process", func(t *testing.T) {
@@ -308,7 +316,7 @@ func TestNodeAgent(t *testing.T) {
 		if err := agent.Kill(e.ns, "p1"); err != nil {
 			t.Fatal(err)
 		}
-		pod := e.waitPod(t, "p1", "restarted and ready again", time.Minute, func(p *corev1.Pod) bool {
+		pod := e.waitPod(t, "p1", "restarted and ready again", waitLong, func(p *corev1.Pod) bool {
 			return len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].RestartCount == 1 && isReady(p)
 		})
 		last := pod.Status.ContainerStatuses[0].LastTerminationState.Terminated
@@ -333,7 +341,7 @@ func TestNodeAgent(t *testing.T) {
 		if err := cs.CoreV1().Pods(e.ns).Delete(ctx, "p1", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		e.waitGone(t, "p1", pod.UID, time.Minute)
+		e.waitGone(t, "p1", pod.UID, waitLong)
 		log, err := os.ReadFile(info.LogPath)
 		if err != nil {
 			t.Fatal(err)
@@ -349,13 +357,13 @@ func TestNodeAgent(t *testing.T) {
 		if _, err := cs.CoreV1().Pods(e.ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		pod := e.waitPod(t, "stubborn", "ready", time.Minute, isReady)
+		pod := e.waitPod(t, "stubborn", "ready", waitLong, isReady)
 		info, _ := agent.Process(e.ns, "stubborn")
 		start := time.Now()
 		if err := cs.CoreV1().Pods(e.ns).Delete(ctx, "stubborn", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		e.waitGone(t, "stubborn", pod.UID, time.Minute)
+		e.waitGone(t, "stubborn", pod.UID, waitLong)
 		if took := time.Since(start); took < 2*time.Second {
 			t.Errorf("the pod was gone after %s, before its 2s grace period", took)
 		}
@@ -372,7 +380,7 @@ func TestNodeAgent(t *testing.T) {
 		if _, err := cs.CoreV1().Pods(e.ns).Create(ctx, podSpec("unhealthy", "podhelper", corev1.EnvVar{Name: "LIVENESS_FAILS", Value: "1"}), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		pod := e.waitPod(t, "unhealthy", "restarted", time.Minute, func(p *corev1.Pod) bool {
+		pod := e.waitPod(t, "unhealthy", "restarted", waitLong, func(p *corev1.Pod) bool {
 			return len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].RestartCount >= 1
 		})
 		info, _ := agent.Process(e.ns, "unhealthy")
@@ -386,21 +394,21 @@ func TestNodeAgent(t *testing.T) {
 		if err := cs.CoreV1().Pods(e.ns).Delete(ctx, "unhealthy", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		e.waitGone(t, "unhealthy", pod.UID, time.Minute)
+		e.waitGone(t, "unhealthy", pod.UID, waitLong)
 	})
 
 	t.Run("an unknown image fails the pod", func(t *testing.T) {
 		if _, err := cs.CoreV1().Pods(e.ns).Create(ctx, podSpec("unknown", "nginx:latest"), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		pod := e.waitPod(t, "unknown", "failed", time.Minute, func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
+		pod := e.waitPod(t, "unknown", "failed", waitLong, func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
 		if pod.Status.Reason != "UnknownImage" || !strings.Contains(pod.Status.Message, "nginx:latest") {
 			t.Errorf("reason %q message %q", pod.Status.Reason, pod.Status.Message)
 		}
 		if err := cs.CoreV1().Pods(e.ns).Delete(ctx, "unknown", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		e.waitGone(t, "unknown", pod.UID, time.Minute)
+		e.waitGone(t, "unknown", pod.UID, waitLong)
 	})
 
 	t.Run("a process that exits is restarted with a count", func(t *testing.T) {
@@ -409,7 +417,7 @@ func TestNodeAgent(t *testing.T) {
 		if _, err := cs.CoreV1().Pods(e.ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		pod := e.waitPod(t, "crasher", "restarted twice", time.Minute, func(p *corev1.Pod) bool {
+		pod := e.waitPod(t, "crasher", "restarted twice", waitLong, func(p *corev1.Pod) bool {
 			return len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].RestartCount >= 2
 		})
 		if pod.Status.Phase != corev1.PodRunning || isReady(pod) {
@@ -418,7 +426,7 @@ func TestNodeAgent(t *testing.T) {
 		if err := cs.CoreV1().Pods(e.ns).Delete(ctx, "crasher", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		e.waitGone(t, "crasher", pod.UID, time.Minute)
+		e.waitGone(t, "crasher", pod.UID, waitLong)
 	})
 
 	t.Run("a ReplicaSet's pods spread, become ready and go with it", func(t *testing.T) {
@@ -436,7 +444,7 @@ func TestNodeAgent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		poll(t, 2*time.Minute, "the ReplicaSet ready", func(ctx context.Context) (bool, string) {
+		poll(t, waitLong, "the ReplicaSet ready", func(ctx context.Context) (bool, string) {
 			got, err := cs.AppsV1().ReplicaSets(e.ns).Get(ctx, rs.Name, metav1.GetOptions{})
 			if err != nil {
 				return false, err.Error()
@@ -458,7 +466,7 @@ func TestNodeAgent(t *testing.T) {
 		if err := cs.AppsV1().ReplicaSets(e.ns).Delete(ctx, rs.Name, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationForeground)}); err != nil {
 			t.Fatal(err)
 		}
-		poll(t, 2*time.Minute, "the ReplicaSet's pods gone", func(ctx context.Context) (bool, string) {
+		poll(t, waitLong, "the ReplicaSet's pods gone", func(ctx context.Context) (bool, string) {
 			left, err := cs.CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=rs"})
 			if err != nil {
 				return false, err.Error()
@@ -484,7 +492,7 @@ func TestNodeAgent(t *testing.T) {
 		}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		poll(t, time.Minute, "the PDB to allow one disruption", func(ctx context.Context) (bool, string) {
+		poll(t, waitLong, "the PDB to allow one disruption", func(ctx context.Context) (bool, string) {
 			pdb, err := cs.PolicyV1().PodDisruptionBudgets(e.ns).Get(ctx, "evict", metav1.GetOptions{})
 			if err != nil {
 				return false, err.Error()
@@ -501,7 +509,7 @@ func TestNodeAgent(t *testing.T) {
 		if err := evict("e1"); err != nil {
 			t.Fatalf("evicting e1: %v", err)
 		}
-		e.waitGone(t, "e1", e1.UID, time.Minute)
+		e.waitGone(t, "e1", e1.UID, waitLong)
 		if err := evict("e2"); !apierrors.IsTooManyRequests(err) {
 			t.Errorf("evicting e2 with one healthy pod left: %v, want 429 (the PDB)", err)
 		}
