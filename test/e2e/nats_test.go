@@ -1,0 +1,41 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"testing"
+	"time"
+)
+
+// Scenario 10: NATS restarts while tasks run; the workers reconnect and
+// no task is lost (JetStream keeps the streams and consumers on disk).
+func TestARestartOfNATSUnderLoadLosesNothing(t *testing.T) {
+	const replicas = 3
+	l := newLoop(t, "nats", replicas, nil)
+	t.Cleanup(func() {
+		if err := env.NATS.Start(); err != nil {
+			t.Errorf("starting NATS again: %v", err)
+		}
+	})
+
+	l.submitSleeps(2000, 100, 800)
+	l.waitFinished(300)
+	restarts := map[string]int32{}
+	for _, p := range l.pods() {
+		info, _ := env.Agent.Process(l.ns, p.Name)
+		restarts[p.Name] = info.RestartCount
+	}
+	if err := env.NATS.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("restarted NATS with %s", l.book.Summary())
+
+	l.waitAllAccounted(5 * time.Minute)
+	l.waitReady(replicas)
+	for _, p := range l.pods() {
+		info, _ := env.Agent.Process(l.ns, p.Name)
+		if before, ok := restarts[p.Name]; ok && info.RestartCount != before {
+			t.Logf("pod %s restarted its worker %d time(s) across the NATS restart", p.Name, info.RestartCount-before)
+		}
+	}
+}
