@@ -26,6 +26,7 @@ import (
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/test/testenv"
 	"github.com/tenire/loop-operator/worker/embedded"
+	"github.com/tenire/loop-operator/worker/loop"
 	"github.com/tenire/loop-operator/worker/queue"
 )
 
@@ -432,5 +433,60 @@ func TestSubmitWaitNeedsResultRecords(t *testing.T) {
 	_, _, err := w.run("submit", "no-records", "--kind", "sleep", "--wait")
 	if err == nil || !strings.Contains(err.Error(), "keeps no result records (spec.queue.nats.resultRetention is 0s)") {
 		t.Fatalf("submit --wait on a loop without records: %v", err)
+	}
+}
+
+func TestStatusShowsEachWorkersInFlightTasks(t *testing.T) {
+	w := newWorld(t)
+	ld := w.loop("orders", w.natsURL)
+	ctx := t.Context()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "orders-a", Namespace: "default", Labels: map[string]string{loopsv1alpha1.LabelName: "orders"}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "worker", Image: "loop-worker:dev"}}},
+	}
+	if err := w.client.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	pod.Status.Phase = corev1.PodRunning
+	if err := w.client.Status().Update(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+
+	// The worker of orders-a announces three tasks in flight, as
+	// worker/loop does every two seconds.
+	nc, err := nats.Connect(w.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	data, err := json.Marshal(loop.Announcement{Worker: "orders-a", At: time.Now(),
+		Status: loop.Status{State: "Running", InFlightByKind: map[string]int{"sleep": 2, "resize": 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	announced := make(chan struct{})
+	go func() {
+		defer close(announced)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			_ = nc.Publish(queueNames(ld).StatusSubject(), data)
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	defer func() { close(stop); <-announced }()
+
+	r := w.status("orders")
+	if len(r.Pods) != 1 || r.Pods[0].InFlight == nil || *r.Pods[0].InFlight != 3 || r.Pods[0].Loop != "Running" {
+		t.Fatalf("pods in status: %+v", r.Pods)
+	}
+	out, _, err := w.run("status", "orders")
+	if err != nil || !strings.Contains(out, "IN-FLIGHT") {
+		t.Fatalf("status printed %q, %v", out, err)
 	}
 }

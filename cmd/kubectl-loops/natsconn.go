@@ -39,6 +39,20 @@ type loopQueue struct {
 	// address is where we reached NATS, for messages.
 	address string
 	cleanup []func()
+	// ann follows the workers' announcements once status asked for them.
+	ann *announcements
+}
+
+// announcements starts following the workers' announcements, once.
+func (q *loopQueue) announcements() (*announcements, error) {
+	if q.ann == nil {
+		a, err := listenAnnouncements(q)
+		if err != nil {
+			return nil, err
+		}
+		q.ann = a
+	}
+	return q.ann, nil
 }
 
 func (q *loopQueue) Close() {

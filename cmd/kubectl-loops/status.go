@@ -64,7 +64,12 @@ type podReport struct {
 	Ready    bool   `json:"ready"`
 	Revision string `json:"revision"`
 	// State is running, draining or drained, with the drain's times.
-	State    string    `json:"state"`
+	State string `json:"state"`
+	// InFlight is how many tasks the worker holds, from its last
+	// announcement on the queue; absent when it did not announce itself.
+	InFlight *int `json:"inFlight,omitempty"`
+	// Loop is the worker's own lifecycle state, from the same announcement.
+	Loop     string    `json:"loop,omitempty"`
 	Restarts int32     `json:"restarts"`
 	Created  time.Time `json:"created"`
 }
@@ -149,8 +154,29 @@ func (o *options) status(ctx context.Context, name string, q *loopQueue) (*statu
 		}
 		defer q.Close()
 	}
+	ann, err := q.announcements()
+	if err != nil {
+		r.QueueErr = err.Error()
+		return r, nil
+	}
 	if r.Queue, err = readQueue(ctx, q, priorities(ld)); err != nil {
 		r.QueueErr = err.Error()
+	}
+	var live []string
+	for i := range pods.Items {
+		if p := &pods.Items[i]; p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+			live = append(live, p.Name)
+		}
+	}
+	ann.waitFor(ctx, live, announceWait)
+	for i := range r.Pods {
+		if an, ok := ann.get(r.Pods[i].Name); ok {
+			n := 0
+			for _, c := range an.Status.InFlightByKind {
+				n += c
+			}
+			r.Pods[i].InFlight, r.Pods[i].Loop = &n, an.Status.State
+		}
 	}
 	return r, nil
 }
@@ -260,9 +286,13 @@ func (r *statusReport) print(w io.Writer, now time.Time) {
 
 	fmt.Fprintln(w, "\nPods:")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  NAME\tPHASE\tREADY\tRESTARTS\tREVISION\tAGE\tSTATE")
+	fmt.Fprintln(tw, "  NAME\tPHASE\tREADY\tRESTARTS\tREVISION\tAGE\tIN-FLIGHT\tSTATE")
 	for _, p := range r.Pods {
-		fmt.Fprintf(tw, "  %s\t%s\t%t\t%d\t%s\t%s\t%s\n", p.Name, p.Phase, p.Ready, p.Restarts, p.Revision, since(p.Created, now), p.State)
+		inFlight := "-"
+		if p.InFlight != nil {
+			inFlight = fmt.Sprint(*p.InFlight)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%t\t%d\t%s\t%s\t%s\t%s\n", p.Name, p.Phase, p.Ready, p.Restarts, p.Revision, since(p.Created, now), inFlight, p.State)
 	}
 	_ = tw.Flush()
 }

@@ -80,6 +80,10 @@ type Config struct {
 	// stream <stream>_RESULTS, which keeps records this long (see package
 	// ledger). Zero keeps no records and saves one write per task.
 	ResultRetention time.Duration
+	// AnnounceInterval is how often the loop publishes its Status on the
+	// queue's status subject, for `kubectl loops status` and `top`.
+	// Default 2s.
+	AnnounceInterval time.Duration
 	// Worker names this worker in result records, usually the pod name.
 	// Default the host name.
 	Worker string
@@ -192,6 +196,9 @@ func (c Config) withDefaults() Config {
 	if c.FetchWait == 0 {
 		c.FetchWait = time.Second
 	}
+	if c.AnnounceInterval == 0 {
+		c.AnnounceInterval = 2 * time.Second
+	}
 	if c.Worker == "" {
 		c.Worker, _ = os.Hostname()
 	}
@@ -229,7 +236,7 @@ func (c Config) validate() error {
 	for name, d := range map[string]time.Duration{
 		"IdleTimeout": c.IdleTimeout, "TaskTimeout": c.TaskTimeout, "AckWait": c.AckWait,
 		"FetchWait": c.FetchWait, "DrainTimeout": c.DrainTimeout, "BreakerCooldown": c.BreakerCooldown,
-		"ResultRetention": c.ResultRetention,
+		"ResultRetention": c.ResultRetention, "AnnounceInterval": c.AnnounceInterval,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s %s must not be negative", name, d))

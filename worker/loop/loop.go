@@ -309,6 +309,7 @@ func (l *Loop) Run(ctx context.Context) (err error) {
 	hbCtx, stopHeartbeat := context.WithCancel(cleanup)
 	defer stopHeartbeat()
 	bg.Go(func() { l.heartbeat(hbCtx) })
+	bg.Go(func() { l.announce(hbCtx) })
 	podCtx, stopPod := context.WithCancel(cleanup)
 	defer stopPod()
 	if l.cfg.Pod != nil {

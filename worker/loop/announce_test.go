@@ -1,0 +1,54 @@
+package loop_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/tenire/loop-operator/worker/loop"
+	"github.com/tenire/loop-operator/worker/queue"
+)
+
+func TestTheLoopAnnouncesItsStatusWithItsInFlightTasks(t *testing.T) {
+	e := newEnv(t)
+	nc, _ := e.srv.Connect()
+	sub, err := nc.SubscribeSync(names.StatusSubject())
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	cfg := e.config(t)
+	cfg.Worker = "worker-7"
+	cfg.AnnounceInterval = 50 * time.Millisecond
+	l := start(t, cfg, map[string]loop.Handler{
+		"hold": func(ctx context.Context, _ *loop.Task) error {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return nil
+		},
+	})
+	defer close(release)
+	e.submit(t, queue.Task{ID: "a", Kind: "hold"}, queue.Task{ID: "b", Kind: "hold"})
+	eventually(t, "both tasks to be held", func() bool { return l.Status().InFlightByKind["hold"] == 2 })
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m, err := sub.NextMsg(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("no announcement with both tasks in flight: %v", err)
+		}
+		var a loop.Announcement
+		if err := json.Unmarshal(m.Data, &a); err != nil {
+			t.Fatalf("announcement %q: %v", m.Data, err)
+		}
+		if a.Worker != "worker-7" {
+			t.Fatalf("announcement from %q, want worker-7", a.Worker)
+		}
+		if a.Status.State == "Running" && a.Status.InFlightByKind["hold"] == 2 {
+			return
+		}
+	}
+}
