@@ -88,7 +88,7 @@ func TestDrainingANodeEvictsItsWorkersWithinThePodDisruptionBudget(t *testing.T)
 		}
 	})
 
-	l.submitSleeps(2000, 200, 1000)
+	l.submitSleeps(4000, 200, 1000)
 	l.waitFinished(200)
 	watch.trackServing()
 	out, err := kubectl(t, "drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=4m")

@@ -29,7 +29,7 @@ func TestChangingTheTemplateUnderLoadRollsEveryPodOverWithoutLosingATask(t *test
 		oldPods[p.Name] = true
 	}
 
-	l.submitSleeps(3000, 100, 800)
+	l.submitSleeps(5000, 100, 800)
 	l.waitFinished(300)
 	l.update(func(ld *loopsv1alpha1.LoopDeployment) {
 		c := &ld.Spec.Template.Spec.Containers[0]
