@@ -6,6 +6,7 @@
 #   kube-apiserver, kube-controller-manager, kube-scheduler  (k8s.io/kubernetes)
 #   etcd                                                     (go.etcd.io/etcd/server/v3)
 #   kwok and its stage file                                  (sigs.k8s.io/kwok)
+#   nats-server, for the local cluster's queue               (github.com/nats-io/nats-server/v2)
 #
 # It is idempotent: a binary that is already in the cache is not built again.
 # Each binary is linked to a temporary name and renamed into place only when
@@ -13,7 +14,7 @@
 #
 # Environment:
 #   TENIRE_CACHE_DIR  root of the cache (default ${XDG_CACHE_HOME:-$HOME/.cache}/tenire)
-#   KUBE_VERSION, ETCD_VERSION, KWOK_VERSION  versions to build
+#   KUBE_VERSION, ETCD_VERSION, KWOK_VERSION, NATS_VERSION  versions to build
 #
 # Usage: hack/kube-bins.sh [--print-dir]
 #   --print-dir  print the folder (the KUBEBUILDER_ASSETS value) and build nothing
@@ -24,6 +25,7 @@ set -euo pipefail
 KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
+NATS_VERSION=${NATS_VERSION:-v2.15.2}
 CACHE_ROOT=${TENIRE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tenire}
 BIN_DIR="$CACHE_ROOT/kube-bins/k8s-${KUBE_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}"
 SRC_DIR="$CACHE_ROOT/kube-src"
@@ -138,6 +140,16 @@ if [[ ! -x $BIN_DIR/kwok || ! -f $BIN_DIR/kwok-stages.yaml ]]; then
   log "kwok-stages.yaml: written from $KWOK_VERSION's kustomize/stage"
 else
   log "kwok: cached"
+fi
+
+# nats-server is not in the folder's name: it is rebuilt when its version
+# differs from NATS_VERSION.
+if [[ ! -x $BIN_DIR/nats-server ]] || ! "$BIN_DIR/nats-server" --version 2>/dev/null | grep -q "${NATS_VERSION#v}"; then
+  rm -f "$BIN_DIR/nats-server"
+  ndir=$(plain_module github.com/nats-io/nats-server/v2 "$NATS_VERSION")
+  build nats-server "$ndir" github.com/nats-io/nats-server/v2 "-s -w"
+else
+  log "nats-server: cached"
 fi
 
 log "$built binaries built, $((SECONDS - total_start))s in all; KUBEBUILDER_ASSETS is:"

@@ -67,6 +67,7 @@ type Cluster struct {
 	// CA signed every certificate of the cluster.
 	CA *CA
 
+	binDir      string
 	log         logr.Logger
 	stopTimeout time.Duration
 
@@ -123,7 +124,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			return nil, fmt.Errorf("localcluster: creating the run folder: %w", err)
 		}
 	}
-	c := &Cluster{RunDir: opts.RunDir, log: opts.Log, stopTimeout: opts.StopTimeout}
+	c := &Cluster{RunDir: opts.RunDir, binDir: opts.BinDir, log: opts.Log, stopTimeout: opts.StopTimeout}
 	c.log.Info("starting a local cluster", "runDir", opts.RunDir, "binDir", opts.BinDir)
 	ctx, cancel := context.WithTimeout(ctx, opts.StartTimeout)
 	defer cancel()
