@@ -39,19 +39,17 @@ func EnsureResults(ctx context.Context, js jetstream.JetStream, n Names, retenti
 	if replicas < 1 {
 		replicas = 1
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	return ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:        n.ResultStream(),
 		Description: "result records of loop " + n.SubjectPrefix,
 		Subjects:    []string{n.ResultSubject()},
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      retention,
+		Duplicates:  min(2*time.Minute, retention), // the server's default, which may not exceed MaxAge
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
-	}); err != nil {
-		return fmt.Errorf("queue: ensure stream %s: %w", n.ResultStream(), err)
-	}
-	return nil
+	})
 }
 
 // RecordResult publishes the result record of a completed delivery and

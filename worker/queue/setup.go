@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -63,7 +64,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n Names, c Config) ([]j
 			return nil, err
 		}
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if err := ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:        n.Stream,
 		Description: "tasks of loop " + n.SubjectPrefix,
 		Subjects:    []string{n.TaskSubjects()},
@@ -72,9 +73,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n Names, c Config) ([]j
 		Replicas:    c.Replicas,
 		Duplicates:  c.DuplicateWindow,
 	}); err != nil {
-		return nil, fmt.Errorf("queue: ensure stream %s: %w", n.Stream, err)
+		return nil, err
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if err := ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:        n.DeadStream,
 		Description: "dead letters of loop " + n.SubjectPrefix,
 		Subjects:    []string{n.DeadSubject},
@@ -83,7 +84,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n Names, c Config) ([]j
 		Replicas:    c.Replicas,
 		Duplicates:  c.DuplicateWindow,
 	}); err != nil {
-		return nil, fmt.Errorf("queue: ensure stream %s: %w", n.DeadStream, err)
+		return nil, err
 	}
 	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      n.CheckpointBucket,
@@ -115,3 +116,22 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n Names, c Config) ([]j
 
 // ErrNotFound is returned when a task or dead letter does not exist.
 var ErrNotFound = errors.New("queue: not found")
+
+// ensureStream creates a stream, or updates it when its configuration
+// differs in a field we set. Leaving an unchanged stream alone saves every
+// worker's start-up a write that the server applies to all of the stream's
+// consumers.
+func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
+	if s, err := js.Stream(ctx, want.Name); err == nil {
+		have := s.CachedInfo().Config
+		if have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
+			have.Retention == want.Retention && have.Storage == want.Storage && have.Replicas == want.Replicas &&
+			have.Duplicates == want.Duplicates && have.MaxAge == want.MaxAge && have.Discard == want.Discard {
+			return nil
+		}
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, want); err != nil {
+		return fmt.Errorf("queue: ensure stream %s: %w", want.Name, err)
+	}
+	return nil
+}
