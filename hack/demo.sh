@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make demo: the operator at work on a local control plane, with no Docker.
 # It builds what is missing, starts etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, an embedded NATS JetStream server,
+# kube-controller-manager, kube-scheduler, a NATS JetStream server,
 # a test-only node agent that runs worker pods as local processes, and the
 # operator; applies a LoopDeployment of 4 workers; submits 3,000 tasks;
 # scales to 1 while they run; and ends with one line: submitted, completed,

@@ -1,7 +1,7 @@
 // Command localcluster starts and stops the local test cluster of
 // test/localcluster (etcd, kube-apiserver, kube-controller-manager,
 // kube-scheduler), the test-only node agent of test/nodeagent and,
-// optionally, an embedded NATS JetStream server, for `make demo` and for
+// optionally, a NATS JetStream server, for `make demo` and for
 // playing with kubectl on a machine with no container engine.
 //
 // Usage:
@@ -90,7 +90,7 @@ func up(args []string) error {
 	dir := fs.String("dir", defaultDir(), "run folder (certificates, kubeconfig, data, logs)")
 	nodes := fs.Int("nodes", 2, "how many nodes the test-only node agent registers (0: no agent)")
 	images := fs.String("image", defaultImages(), "image rules MATCH=BINARY,... for the node agent")
-	withNATS := fs.Bool("nats", true, "start an embedded NATS JetStream server")
+	withNATS := fs.Bool("nats", true, "start a NATS JetStream server (the cached nats-server)")
 	crds := fs.String("crds", "", "install the CRDs from this file or folder once the cluster is up")
 	detach := fs.Bool("detach", false, "run in the background; return once the cluster is ready")
 	timeout := fs.Duration("timeout", 4*time.Minute, "how long the start may take")
