@@ -88,7 +88,7 @@ verify-generated: manifests generate ## Fail when generated files differ from wh
 .PHONY: build
 build: manifests generate fmt vet ## Build the manager, loop-worker and kubectl-loops binaries into bin/.
 	go build -o bin/manager ./cmd/manager
-	@if [ -d cmd/loop-worker ]; then go build -o bin/loop-worker ./cmd/loop-worker; fi
+	go build -o bin/loop-worker ./cmd/loop-worker
 	go build -o bin/kubectl-loops ./cmd/kubectl-loops
 
 .PHONY: install-plugin
