@@ -114,6 +114,11 @@ func Start(t testing.TB) *rest.Config {
 	}
 	cfg, err := env.Start()
 	if err != nil {
+		// Start may fail after etcd and the apiserver are up (a CRD the
+		// apiserver refuses, say): stop them, or they outlive the test.
+		if stopErr := env.Stop(); stopErr != nil {
+			t.Logf("testenv: stopping the control plane after a failed start: %v", stopErr)
+		}
 		t.Fatalf("testenv: starting the control plane: %v", err)
 	}
 	t.Cleanup(func() {
