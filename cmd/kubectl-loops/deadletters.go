@@ -47,7 +47,7 @@ removes it from the dead letters; --all does that for every dead letter.`,
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			ld, q, err := o.openLoop(ctx, args[0])
+			_, ld, q, err := o.openLoop(ctx, args[0])
 			if err != nil {
 				return err
 			}

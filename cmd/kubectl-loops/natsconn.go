@@ -115,21 +115,22 @@ func (o *options) connectQueue(ctx context.Context, k *kube, ld *loopsv1alpha1.L
 	return q, nil
 }
 
-// openLoop reads a LoopDeployment and connects to its queue.
-func (o *options) openLoop(ctx context.Context, name string) (*loopsv1alpha1.LoopDeployment, *loopQueue, error) {
+// openLoop connects to the cluster, reads a LoopDeployment and connects to
+// its queue.
+func (o *options) openLoop(ctx context.Context, name string) (*kube, *loopsv1alpha1.LoopDeployment, *loopQueue, error) {
 	k, err := o.kube()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	ld, err := k.loopDeployment(ctx, name)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	q, err := o.connectQueue(ctx, k, ld)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return ld, q, nil
+	return k, ld, q, nil
 }
 
 func credentialsFile(ctx context.Context, k *kube, secretName string) (string, func(), error) {

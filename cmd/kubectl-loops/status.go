@@ -86,7 +86,11 @@ func newStatusCommand(o *options) *cobra.Command {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			r, err := o.status(cmd.Context(), args[0], nil)
+			k, err := o.kube()
+			if err != nil {
+				return err
+			}
+			r, err := o.status(cmd.Context(), k, args[0], nil)
 			if err != nil {
 				return err
 			}
@@ -123,13 +127,10 @@ func printReport(w io.Writer, format string, v any, table func(io.Writer)) error
 	return nil
 }
 
-// status reads a loop's state. q, when not nil, is an open connection to
-// its queue (top keeps one open); otherwise status connects for this call.
-func (o *options) status(ctx context.Context, name string, q *loopQueue) (*statusReport, error) {
-	k, err := o.kube()
-	if err != nil {
-		return nil, err
-	}
+// status reads a loop's state through k. q, when not nil, is an open
+// connection to its queue (top keeps one open, and its client, across
+// refreshes); otherwise status connects for this call.
+func (o *options) status(ctx context.Context, k *kube, name string, q *loopQueue) (*statusReport, error) {
 	ld, err := k.loopDeployment(ctx, name)
 	if err != nil {
 		return nil, err

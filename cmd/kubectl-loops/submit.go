@@ -263,7 +263,7 @@ duplicates and the time waited.`,
 			if id == "" || count < 1 {
 				return fmt.Errorf("--id and a --count of at least 1 are required: they name the tasks to wait for")
 			}
-			ld, q, err := o.openLoop(ctx, args[0])
+			_, ld, q, err := o.openLoop(ctx, args[0])
 			if err != nil {
 				return err
 			}

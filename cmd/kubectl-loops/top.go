@@ -19,7 +19,7 @@ func newTopCommand(o *options) *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			_, q, err := o.openLoop(ctx, args[0])
+			k, _, q, err := o.openLoop(ctx, args[0])
 			if err != nil {
 				return err
 			}
@@ -29,7 +29,7 @@ func newTopCommand(o *options) *cobra.Command {
 			ticker := time.NewTicker(interval)
 			defer ticker.Stop()
 			for {
-				r, err := o.status(ctx, args[0], q)
+				r, err := o.status(ctx, k, args[0], q)
 				if err != nil {
 					return err
 				}

@@ -31,6 +31,7 @@ var Nodes = []string{"e2e-node-1", "e2e-node-2", "e2e-node-3"}
 type Suite struct {
 	Log       logr.Logger
 	Root      string
+	BinDir    string
 	Bins      map[string]string
 	Cluster   *localcluster.Cluster
 	NATS      *localcluster.NATS
@@ -52,6 +53,7 @@ func StartSuite(ctx context.Context) (*Suite, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.BinDir = binDir
 	for _, name := range []string{"manager", "loop-worker"} {
 		start := time.Now()
 		out := filepath.Join(binDir, name)
@@ -127,9 +129,8 @@ func (s *Suite) Stop(keep bool) {
 			s.Log.Info("run folder kept", "dir", s.Cluster.RunDir)
 		}
 	}
-	for _, b := range s.Bins {
-		_ = os.RemoveAll(filepath.Dir(b))
-		break
+	if s.BinDir != "" {
+		_ = os.RemoveAll(s.BinDir)
 	}
 }
 

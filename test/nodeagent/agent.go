@@ -78,7 +78,7 @@ type ProcessInfo struct {
 	Node string
 	// PID is the process id, 0 when no process runs (back-off, exited).
 	PID int
-	// AdminAddr is the loopback address given in LOOP_ADMIN_ADDR, which the
+	// AdminAddr is the loopback address given in ADMIN_ADDR, which the
 	// container port named "admin" maps to.
 	AdminAddr string
 	// RestartCount is how many times the process was restarted.

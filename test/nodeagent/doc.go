@@ -16,7 +16,7 @@
 // with reason UnknownImage). The process gets the container's command and
 // arguments, the pod's environment (values, downward-API field references,
 // config map and secret keys, $(VAR) expansion), a loopback admin port of its
-// own in LOOP_ADMIN_ADDR and ADMIN_ADDR (the container port named "admin"
+// own in ADMIN_ADDR (the container port named "admin"
 // maps to it), and a kubeconfig in KUBECONFIG that authenticates with a
 // token minted through the TokenRequest API for the pod's service account,
 // so that RBAC applies as it would in a real cluster. Its output goes to a log file in the run

@@ -14,12 +14,10 @@ import (
 
 // Environment variables the agent sets for every process.
 const (
-	// AdminAddrEnv holds the process's own loopback admin address; the
+	// AdminAddrEnv holds the process's own loopback admin address, under
+	// the name cmd/loop-worker reads for its --admin-addr flag; the
 	// container port named "admin" maps to it.
-	AdminAddrEnv = "LOOP_ADMIN_ADDR"
-	// WorkerAdminAddrEnv holds the same address under the name that
-	// cmd/loop-worker reads for its --admin-addr flag.
-	WorkerAdminAddrEnv = "ADMIN_ADDR"
+	AdminAddrEnv = "ADMIN_ADDR"
 	// KubeconfigEnv holds the path of the pod's kubeconfig.
 	KubeconfigEnv = "KUBECONFIG"
 )
@@ -56,7 +54,7 @@ func (e *envList) list() []string {
 
 // buildEnv returns the process environment: the base environment, HOSTNAME,
 // the container's envFrom and env (downward API, config maps, secrets,
-// $(VAR) expansion) and then LOOP_ADMIN_ADDR, ADMIN_ADDR and KUBECONFIG. It also
+// $(VAR) expansion) and then ADMIN_ADDR and KUBECONFIG. It also
 // returns the lookup used to expand the command line.
 func (r *podRunner) buildEnv(ctx context.Context, adminAddr string) ([]string, func(string) (string, bool), error) {
 	var base envList
@@ -92,7 +90,6 @@ func (r *podRunner) buildEnv(ctx context.Context, adminAddr string) ([]string, f
 		}
 	}
 	podEnv.set(AdminAddrEnv, adminAddr)
-	podEnv.set(WorkerAdminAddrEnv, adminAddr)
 	if r.kubeconfigPath != "" {
 		podEnv.set(KubeconfigEnv, r.kubeconfigPath)
 	}

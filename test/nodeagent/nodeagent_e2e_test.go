@@ -259,7 +259,7 @@ func TestNodeAgent(t *testing.T) {
 		defer resp.Body.Close()
 		var s struct {
 			Name, Namespace, PodIP, Node, UID, GetPodError, ListSecretsError string
-			AdminAddr, WorkerAdminAddr                                       string
+			AdminAddr                                                        string
 			Args                                                             []string
 		}
 		if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
@@ -268,8 +268,8 @@ func TestNodeAgent(t *testing.T) {
 		if s.Name != "p1" || s.Namespace != e.ns || s.PodIP != "127.0.0.1" || s.Node != pod.Spec.NodeName {
 			t.Errorf("downward API: %+v", s)
 		}
-		if s.AdminAddr != info.AdminAddr || s.WorkerAdminAddr != info.AdminAddr {
-			t.Errorf("admin address in the environment: %q and %q, want %q", s.AdminAddr, s.WorkerAdminAddr, info.AdminAddr)
+		if s.AdminAddr != info.AdminAddr {
+			t.Errorf("admin address in the environment (%s): %q, want %q", nodeagent.AdminAddrEnv, s.AdminAddr, info.AdminAddr)
 		}
 		if s.UID != string(pod.UID) || s.GetPodError != "" {
 			t.Errorf("reading its own pod with its token: uid %q (want %q), error %q", s.UID, pod.UID, s.GetPodError)

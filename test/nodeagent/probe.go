@@ -31,7 +31,7 @@ type probeTarget struct {
 // probeTarget maps the probe's port to a local one: the container port
 // named "admin" (by name or number) is the process's admin port, and so is
 // any port when the container declares no "admin" port (the process knows
-// only LOOP_ADMIN_ADDR). Other ports are used as they are.
+// only ADMIN_ADDR). Other ports are used as they are.
 func (r *podRunner) probeTarget(p *corev1.Probe, adminPort int) probeTarget {
 	var port intstr.IntOrString
 	switch {

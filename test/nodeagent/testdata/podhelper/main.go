@@ -1,6 +1,6 @@
 // Command podhelper is a tiny program that the node agent's tests run as a
 // pod: it serves /readyz (until /unready is called), /healthz and /self on
-// LOOP_ADMIN_ADDR, reads its own Pod
+// ADMIN_ADDR, reads its own Pod
 // with the kubeconfig the agent gives it, and exits 0 on SIGTERM after
 // printing that it got it (or ignores SIGTERM when IGNORE_SIGTERM is set;
 // it exits 3 after EXIT_AFTER when that is set; /healthz fails when
@@ -25,7 +25,7 @@ import (
 
 type self struct {
 	Name, Namespace, PodIP, Node string
-	AdminAddr, WorkerAdminAddr   string
+	AdminAddr                    string
 	Args                         []string
 	UID                          string // from the API, read with the pod's own token
 	GetPodError                  string
@@ -65,7 +65,7 @@ func main() {
 	})
 	mux.HandleFunc("/self", func(w http.ResponseWriter, r *http.Request) {
 		s := self{Name: os.Getenv("POD_NAME"), Namespace: os.Getenv("POD_NAMESPACE"), PodIP: os.Getenv("POD_IP"), Node: os.Getenv("NODE_NAME"), Args: os.Args[1:],
-			AdminAddr: os.Getenv("LOOP_ADMIN_ADDR"), WorkerAdminAddr: os.Getenv("ADMIN_ADDR")}
+			AdminAddr: os.Getenv("ADMIN_ADDR")}
 		cfg, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
 		if err == nil {
 			var cs *kubernetes.Clientset
@@ -89,7 +89,7 @@ func main() {
 		}
 		_ = json.NewEncoder(w).Encode(s)
 	})
-	srv := &http.Server{Addr: os.Getenv("LOOP_ADMIN_ADDR"), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Addr: os.Getenv("ADMIN_ADDR"), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
 			fmt.Println("podhelper: serving:", err)
