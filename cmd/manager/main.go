@@ -38,6 +38,8 @@ type options struct {
 	leaderElectionNamespace string
 	drainGrace              time.Duration
 	maxConcurrentReconciles int
+	kubeAPIQPS              float64
+	kubeAPIBurst            int
 	zap                     zap.Options
 }
 
@@ -50,6 +52,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election lease (default: the namespace the manager runs in)")
 	fs.DurationVar(&o.drainGrace, "drain-grace", controllers.DefaultDrainGrace, "how long after a drain's deadline to wait for the worker's Drained report before deleting the pod anyway")
 	fs.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 4, "how many LoopDeployments are reconciled in parallel")
+	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 20, "queries per second the manager's client may send to the API server (as kube-controller-manager's flag of the same name)")
+	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 30, "burst of queries the manager's client may send to the API server")
 	o.zap.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -59,6 +63,9 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if o.maxConcurrentReconciles < 1 {
 		return nil, fmt.Errorf("--max-concurrent-reconciles must be at least 1, got %d", o.maxConcurrentReconciles)
+	}
+	if o.kubeAPIQPS <= 0 || o.kubeAPIBurst < 1 {
+		return nil, fmt.Errorf("--kube-api-qps must be positive and --kube-api-burst at least 1, got %g and %d", o.kubeAPIQPS, o.kubeAPIBurst)
 	}
 	return o, nil
 }
@@ -82,6 +89,7 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("loading the kubeconfig: %w", err)
 	}
+	cfg.QPS, cfg.Burst = float32(o.kubeAPIQPS), o.kubeAPIBurst
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        newScheme(),
 		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},

@@ -20,6 +20,8 @@ func TestParseFlags(t *testing.T) {
 		{"the metrics endpoint can be disabled", []string{"--metrics-bind-address=0"}, func(o *options) bool { return o.metricsAddr == "0" }, ""},
 		{"the drain grace can be set", []string{"--drain-grace=1m"}, func(o *options) bool { return o.drainGrace == time.Minute }, ""},
 		{"the log level is a zap flag", []string{"--zap-log-level=debug"}, func(*options) bool { return true }, ""},
+		{"the client's rate limits can be set", []string{"--kube-api-qps=50", "--kube-api-burst=100"}, func(o *options) bool { return o.kubeAPIQPS == 50 && o.kubeAPIBurst == 100 }, ""},
+		{"a client rate of zero is refused", []string{"--kube-api-qps=0"}, nil, "--kube-api-qps must be positive"},
 		{"a drain grace of zero is refused", []string{"--drain-grace=0s"}, nil, "--drain-grace must be positive"},
 		{"no concurrent reconciles is refused", []string{"--max-concurrent-reconciles=0"}, nil, "--max-concurrent-reconciles must be at least 1"},
 		{"an unknown flag is refused", []string{"--frobnicate"}, nil, "frobnicate"},
