@@ -149,8 +149,9 @@ type Pool[T any] struct {
 	byKind    map[string]int
 	stopped   bool
 	exited    chan struct{} // closed when stopped and no goroutine is left
-	space     chan struct{} // closed when a slot frees and spaceWait is set
+	space     chan struct{} // closed when slots free (see wakeBatch) and spaceWait is set
 	spaceWait bool
+	wakeBatch int // a waiting Submit or WaitFree is woken when this many slots are free, or the queue is empty
 	classIdx  map[string]int
 }
 
@@ -221,6 +222,14 @@ func New[T any](opts Options, handler Handler[T], done DoneFunc[T]) (*Pool[T], e
 		exited:   make(chan struct{}),
 		space:    make(chan struct{}),
 		classIdx: classIdx,
+		// With a backlog, a waiter is woken once a quarter of it is free
+		// rather than at every finished task, so that it refills the
+		// queue in batches (one wake-up, and for a queue consumer one
+		// fetch, per batch); the workers still have queued tasks
+		// meanwhile. Without a backlog every free slot is an idle worker,
+		// so the waiter is woken at once; so it is whenever the queue is
+		// empty.
+		wakeBatch: max(1, min(opts.Backlog, opts.MaxWorkers)/4),
 	}
 	p.mu.Lock()
 	for range opts.MinWorkers {
@@ -418,7 +427,7 @@ func (p *Pool[T]) loop(w *worker) {
 			p.q.release(e.kind)
 			p.byKind[e.kind]--
 			p.running--
-			if p.spaceWait {
+			if p.spaceWait && (p.q.len() == 0 || p.free() >= p.wakeBatch) {
 				close(p.space)
 				p.space = make(chan struct{})
 				p.spaceWait = false
