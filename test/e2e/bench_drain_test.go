@@ -1,0 +1,491 @@
+//go:build e2e && !kind
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	mrand "math/rand/v2"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
+
+	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/controllers/policy"
+	"github.com/tenire/loop-operator/worker/queue"
+)
+
+// The drain benchmark (part 6 of the benchmarks issue): how long a drain
+// takes against the longest task it had to wait for. Goal: every drain
+// takes at most 1.1 × the longest in-flight task + 1 s.
+//
+// A LoopDeployment of 2 workers with a pool of benchDrainPool runs sleep
+// tasks of known lengths. Each round starts idle with 2 Ready pods, submits
+// a pool's worth of tasks for each pod plus one more pool's worth of
+// backlog, waits until both pods hold a full pool, and scales to 1. Then:
+//
+//   - t0 is when the test's pod watch first sees the operator's
+//     drain-requested annotation on the victim (the annotation itself has a
+//     resolution of one second, so it is only logged beside);
+//   - drain time is t0 → the pod is gone from the API (the node agent
+//     removes it once the worker exited after the operator deleted the
+//     drained pod); t0 → the Drained condition is reported beside;
+//   - the longest in-flight task is the largest finish − t0 over the
+//     victim's result records with start < t0 < finish, where finish is the
+//     record's stream timestamp and start is finish − Loop-Duration;
+//   - tasks the victim started after t0 (between the request and the moment
+//     its worker saw it) are counted as late starts: they lengthen the drain
+//     but not the longest in-flight task.
+//
+// The drain timeout (1 minute) is far longer than any task, so every
+// in-flight task finishes on the victim; a drain that hands a task back, a
+// victim with nothing in flight or result records missing fail the test,
+// the goal itself is only reported. Rounds come from
+// TENIRE_BENCH_DRAIN_ROUNDS (default 2); when TENIRE_BENCH_DRAIN_OUT names a
+// file, the samples and the summary are written there as JSON
+// (drainBenchReport).
+
+const (
+	benchDrainReplicas = 2
+	benchDrainPool     = 3
+	benchDrainTimeout  = time.Minute
+	// The goal: drain ≤ benchDrainFactor × longest + benchDrainAllowance.
+	benchDrainFactor    = 1.1
+	benchDrainAllowance = time.Second
+)
+
+// benchDrainLengthsMs are the sleep task lengths, drawn at random.
+var benchDrainLengthsMs = []int{1000, 1500, 2000, 2500, 3000, 3500, 4000}
+
+// drainSample is one drain. Durations are in seconds from t0.
+type drainSample struct {
+	Round int    `json:"round"`
+	Pod   string `json:"pod"`
+	// InFlight counts the victim's tasks running at t0; LateStarts those it
+	// started after t0.
+	InFlight   int `json:"inFlightAtRequest"`
+	LateStarts int `json:"lateStarts"`
+	// LongestRemaining is the longest in-flight task's finish − t0;
+	// LastFinish is the last finish of any of the victim's tasks.
+	LongestRemaining float64 `json:"longestRemainingSeconds"`
+	LastFinish       float64 `json:"lastFinishSeconds"`
+	// Drained is t0 → the Drained condition seen, Deleting → the
+	// deletionTimestamp seen, Drain → the pod gone.
+	Drained  float64 `json:"drainedSeconds"`
+	Deleting float64 `json:"deletingSeconds"`
+	Drain    float64 `json:"drainSeconds"`
+	// WorkerDrain is the drain's length as the worker reported it (from the
+	// moment it saw the request to its report).
+	WorkerDrain float64 `json:"workerDrainSeconds"`
+	// RequestLag is the scale-down's update → t0.
+	RequestLag float64 `json:"requestLagSeconds"`
+	// Ratio is Drain / LongestRemaining; Slack is Drain −
+	// benchDrainFactor × LongestRemaining, the goal's allowance is 1 s.
+	Ratio   float64 `json:"ratio"`
+	Slack   float64 `json:"slackSeconds"`
+	MetGoal bool    `json:"metGoal"`
+}
+
+// drainBenchReport is the JSON written to TENIRE_BENCH_DRAIN_OUT.
+type drainBenchReport struct {
+	Benchmark           string        `json:"benchmark"`
+	Goal                string        `json:"goal"`
+	Rounds              int           `json:"rounds"`
+	Replicas            int           `json:"replicas"`
+	PoolSize            int           `json:"poolSize"`
+	TasksPerRound       int           `json:"tasksPerRound"`
+	TaskLengthsMs       []int         `json:"taskLengthsMs"`
+	DrainTimeoutSeconds float64       `json:"drainTimeoutSeconds"`
+	Samples             []drainSample `json:"samples"`
+	MedianRatio         float64       `json:"medianRatio"`
+	WorstRatio          float64       `json:"worstRatio"`
+	MedianSlack         float64       `json:"medianSlackSeconds"`
+	WorstSlack          float64       `json:"worstSlackSeconds"`
+	MetGoal             int           `json:"metGoal"`
+	AllMetGoal          bool          `json:"allMetGoal"`
+	Submitted           int           `json:"submitted"`
+	Completed           int           `json:"completed"`
+	Duplicates          int           `json:"duplicates"`
+}
+
+func TestBenchDrain(t *testing.T) {
+	rounds := 2
+	if v := os.Getenv("TENIRE_BENCH_DRAIN_ROUNDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("TENIRE_BENCH_DRAIN_ROUNDS=%q: want a positive number", v)
+		}
+		rounds = n
+	}
+	l := newLoop(t, "bench-drain", benchDrainReplicas, func(ld *loopsv1alpha1.LoopDeployment) {
+		ld.Spec.Loop.Pool = loopsv1alpha1.PoolSpec{MinWorkers: ptr.To[int32](benchDrainPool), MaxWorkers: benchDrainPool}
+		ld.Spec.Drain.Timeout = &metav1.Duration{Duration: benchDrainTimeout}
+	})
+	watch := l.watchPods(1)
+	clock := l.watchDrainTimes()
+	producer := queue.NewProducer(l.js, l.names)
+	perRound := benchDrainReplicas*benchDrainPool + benchDrainPool
+	submitted := 0
+
+	samples := make([]drainSample, 0, rounds)
+	for round := 1; round <= rounds; round++ {
+		l.waitReady(benchDrainReplicas)
+		// Start idle: every task of the earlier rounds has finished.
+		l.waitFinished(submitted)
+
+		batch := make([]queue.Task, 0, perRound)
+		ids := make([]string, 0, perRound)
+		for i := range perRound {
+			id := fmt.Sprintf("drain-r%02d-%02d", round, i)
+			ms := benchDrainLengthsMs[mrand.IntN(len(benchDrainLengthsMs))]
+			batch = append(batch, queue.Task{ID: id, Kind: "sleep", Payload: fmt.Appendf(nil, `{"ms": %d}`, ms)})
+			ids = append(ids, id)
+		}
+		l.book.Expect(ids...)
+		if err := producer.SubmitBatch(t.Context(), batch); err != nil {
+			t.Fatalf("round %d: submitting: %v", round, err)
+		}
+		submitted += perRound
+
+		busy := l.waitFullPools(benchDrainPool)
+		scaledAt := time.Now()
+		l.update(func(ld *loopsv1alpha1.LoopDeployment) { ld.Spec.Replicas = ptr.To[int32](benchDrainReplicas - 1) })
+
+		var victim string
+		eventually(t, time.Minute, fmt.Sprintf("round %d: a pod asked to drain", round), func() (bool, error) {
+			victim = clock.requestedSince(scaledAt)
+			return victim != "", nil
+		})
+		if _, ok := busy[victim]; !ok {
+			t.Fatalf("round %d: the operator drains %s, not one of the busy pods %v", round, victim, busy)
+		}
+		eventually(t, benchDrainTimeout+time.Minute, fmt.Sprintf("round %d: pod %s to drain and be gone", round, victim), func() (bool, error) {
+			return !clock.get(victim).gone.IsZero(), nil
+		})
+		pt := clock.get(victim)
+		samples = append(samples, l.drainSample(round, victim, pt, scaledAt))
+
+		l.update(func(ld *loopsv1alpha1.LoopDeployment) { ld.Spec.Replicas = ptr.To[int32](benchDrainReplicas) })
+	}
+
+	sum := l.waitAllAccounted(5 * time.Minute)
+	l.waitReady(benchDrainReplicas)
+	watch.check(t)
+
+	report := summarizeDrains(samples)
+	report.Rounds = rounds
+	report.TasksPerRound = perRound
+	report.Submitted, report.Completed, report.Duplicates = sum.Expected, sum.Completed, sum.Duplicates
+	t.Logf("drain benchmark, %d drains: median ratio %.3f, worst ratio %.3f; median slack %+.3fs, worst slack %+.3fs (allowance %s); %d of %d met %s",
+		len(samples), report.MedianRatio, report.WorstRatio, report.MedianSlack, report.WorstSlack, benchDrainAllowance,
+		report.MetGoal, len(samples), report.Goal)
+	if !report.AllMetGoal {
+		t.Logf("GOAL MISSED by %d of %d drains (reported, not failed)", len(samples)-report.MetGoal, len(samples))
+	}
+	if out := os.Getenv("TENIRE_BENCH_DRAIN_OUT"); out != "" {
+		b, err := json.MarshalIndent(report, "", "  ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
+			t.Fatalf("writing %s: %v", out, err)
+		}
+		t.Logf("wrote %s", out)
+	}
+}
+
+// drainReportPattern reads the worker's report in the Drained condition's
+// message (loop.DrainReport.Message).
+var drainReportPattern = regexp.MustCompile(`^drained in (\S+) after (\S+) request: (\d+) finished, (\d+) handed back$`)
+
+// drainSample measures the drain of victim, which is gone, from its
+// timeline and its result records; it fails the test when the drain does
+// not measure what it should.
+func (l *loop) drainSample(round int, victim string, pt podTimes, scaledAt time.Time) drainSample {
+	t := l.t
+	t.Helper()
+	t0 := pt.requested
+	if pt.drained.IsZero() {
+		t.Fatalf("round %d: pod %s is gone but was never seen Drained", round, victim)
+	}
+	if pt.drainedReason != loopsv1alpha1.DrainedReasonCompleted {
+		t.Fatalf("round %d: pod %s drained with reason %q (%s); want %s, every task finishing",
+			round, victim, pt.drainedReason, pt.drainedMessage, loopsv1alpha1.DrainedReasonCompleted)
+	}
+	m := drainReportPattern.FindStringSubmatch(pt.drainedMessage)
+	if m == nil {
+		t.Fatalf("round %d: cannot read the drain report %q of pod %s", round, pt.drainedMessage, victim)
+	}
+	workerDrain, err := time.ParseDuration(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	finished, _ := strconv.Atoi(m[3])
+	handedBack, _ := strconv.Atoi(m[4])
+	if handedBack > 0 {
+		t.Fatalf("round %d: pod %s handed %d tasks back; the measurement needs every task to finish", round, victim, handedBack)
+	}
+
+	s := drainSample{Round: round, Pod: victim, RequestLag: secs(t0.Sub(scaledAt)), WorkerDrain: secs(workerDrain),
+		Drained: secs(pt.drained.Sub(t0)), Deleting: secs(pt.deleting.Sub(t0)), Drain: secs(pt.gone.Sub(t0))}
+	var longest, last time.Duration
+	for _, r := range l.timedResults() {
+		if r.Worker != victim || !r.Finish.After(t0) {
+			continue
+		}
+		if r.Start.Before(t0) {
+			s.InFlight++
+			longest = max(longest, r.Finish.Sub(t0))
+		} else {
+			s.LateStarts++
+		}
+		last = max(last, r.Finish.Sub(t0))
+	}
+	if s.InFlight == 0 {
+		t.Fatalf("round %d: pod %s had no task in flight when asked to drain (%d started after); the drain measures nothing",
+			round, victim, s.LateStarts)
+	}
+	if s.InFlight+s.LateStarts < finished {
+		t.Fatalf("round %d: pod %s reports %d tasks finished while draining but has only %d result records after the request",
+			round, victim, finished, s.InFlight+s.LateStarts)
+	}
+	if s.LateStarts > 0 {
+		t.Logf("round %d: pod %s started %d tasks after the drain request, before its worker saw it", round, victim, s.LateStarts)
+	}
+	drain := pt.gone.Sub(t0)
+	s.LongestRemaining, s.LastFinish = secs(longest), secs(last)
+	s.Ratio = round3(drain.Seconds() / longest.Seconds())
+	s.Slack = round3(drain.Seconds() - benchDrainFactor*longest.Seconds())
+	s.MetGoal = s.Slack <= benchDrainAllowance.Seconds()
+	t.Logf("round %d: pod %s (annotation %s, seen %s): %d in flight, longest remaining %.3fs, last finish %.3fs; "+
+		"Drained %.3fs (worker: %s), deleting %.3fs, gone %.3fs; ratio %.3f, slack %+.3fs, goal met: %t",
+		round, victim, pt.annotated.Format(time.RFC3339), t0.UTC().Format("15:04:05.000"), s.InFlight,
+		s.LongestRemaining, s.LastFinish, s.Drained, workerDrain, s.Deleting, s.Drain, s.Ratio, s.Slack, s.MetGoal)
+	return s
+}
+
+// summarizeDrains computes the report's summary of the samples.
+func summarizeDrains(samples []drainSample) drainBenchReport {
+	r := drainBenchReport{
+		Benchmark:           "drain",
+		Goal:                fmt.Sprintf("drain <= %.1f x longest in-flight task + %s", benchDrainFactor, benchDrainAllowance),
+		Replicas:            benchDrainReplicas,
+		PoolSize:            benchDrainPool,
+		TaskLengthsMs:       benchDrainLengthsMs,
+		DrainTimeoutSeconds: benchDrainTimeout.Seconds(),
+		Samples:             samples,
+		AllMetGoal:          true,
+	}
+	ratios := make([]float64, 0, len(samples))
+	slacks := make([]float64, 0, len(samples))
+	for _, s := range samples {
+		ratios = append(ratios, s.Ratio)
+		slacks = append(slacks, s.Slack)
+		if s.MetGoal {
+			r.MetGoal++
+		} else {
+			r.AllMetGoal = false
+		}
+	}
+	r.MedianRatio, r.WorstRatio = round3(median(ratios)), slices.Max(ratios)
+	r.MedianSlack, r.WorstSlack = round3(median(slacks)), slices.Max(slacks)
+	return r
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if n := len(s); n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func secs(d time.Duration) float64 { return round3(d.Seconds()) }
+
+func round3(f float64) float64 { return float64(int64(f*1000+0.5)) / 1000 }
+
+// waitFullPools waits until each of the loop's ready pods holds at least n
+// sleep tasks, and returns how many each holds.
+func (l *loop) waitFullPools(n int) map[string]int {
+	l.t.Helper()
+	held := map[string]int{}
+	eventually(l.t, time.Minute, fmt.Sprintf("%d pods each holding %d sleep tasks", benchDrainReplicas, n), func() (bool, error) {
+		clear(held)
+		for _, p := range l.pods() {
+			if p.DeletionTimestamp != nil || policy.Requested(&p) || !podReady(&p) {
+				continue
+			}
+			st, err := l.workerStatus(p.Name)
+			if err != nil {
+				return false, err
+			}
+			if st.InFlightByKind["sleep"] < n {
+				return false, nil
+			}
+			held[p.Name] = st.InFlightByKind["sleep"]
+		}
+		return len(held) == benchDrainReplicas, nil
+	})
+	return held
+}
+
+// timedResult is a result record with when its attempt ran.
+type timedResult struct {
+	ID, Worker    string
+	Start, Finish time.Time
+}
+
+// timedResults reads every result record of the loop, with its stream
+// timestamp as the finish and finish − Loop-Duration as the start.
+func (l *loop) timedResults() []timedResult {
+	l.t.Helper()
+	ctx := l.t.Context()
+	stream, err := l.js.Stream(ctx, l.names.ResultStream())
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	last := info.State.LastSeq
+	c, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	var out []timedResult
+	var seq uint64
+	for seq < last {
+		batch, err := c.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			l.t.Fatalf("reading the result stream: %v", err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			md, err := m.Metadata()
+			if err != nil {
+				l.t.Fatal(err)
+			}
+			seq = md.Sequence.Stream
+			h := m.Headers()
+			took, err := time.ParseDuration(h.Get(queue.HeaderDuration))
+			if err != nil {
+				l.t.Fatalf("result record %d: %s %q: %v", seq, queue.HeaderDuration, h.Get(queue.HeaderDuration), err)
+			}
+			out = append(out, timedResult{ID: h.Get(queue.HeaderTaskID), Worker: h.Get(queue.HeaderWorker),
+				Start: md.Timestamp.Add(-took), Finish: md.Timestamp})
+		}
+		if n == 0 {
+			l.t.Fatalf("reading the result stream: stopped at %d of %d: %v", seq, last, batch.Error())
+		}
+	}
+	return out
+}
+
+// podTimes is when the test's pod watch first saw each step of one pod's
+// drain.
+type podTimes struct {
+	requested      time.Time // the drain annotations
+	annotated      time.Time // the drain-requested annotation's value
+	drained        time.Time // Drained=True
+	drainedReason  string
+	drainedMessage string
+	deleting       time.Time // deletionTimestamp
+	gone           time.Time // removed from the API
+}
+
+// drainTimes records podTimes for the loop's pods.
+type drainTimes struct {
+	mu   sync.Mutex
+	pods map[string]*podTimes
+}
+
+// watchDrainTimes starts a pod watch that timestamps each pod's drain.
+func (l *loop) watchDrainTimes() *drainTimes {
+	l.t.Helper()
+	d := &drainTimes{pods: map[string]*podTimes{}}
+	factory := informers.NewSharedInformerFactoryWithOptions(env.Clientset, 0, informers.WithNamespace(l.ns))
+	informer := factory.Core().V1().Pods().Informer()
+	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { d.seen(obj.(*corev1.Pod), time.Now()) },
+		UpdateFunc: func(_, obj any) { d.seen(obj.(*corev1.Pod), time.Now()) },
+		DeleteFunc: func(obj any) {
+			now := time.Now()
+			if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = tomb.Obj
+			}
+			if p, ok := obj.(*corev1.Pod); ok {
+				d.seen(p, now)
+				d.mu.Lock()
+				d.pod(p.Name).gone = now
+				d.mu.Unlock()
+			}
+		},
+	}); err != nil {
+		l.t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	factory.Start(stop)
+	factory.WaitForCacheSync(stop)
+	l.t.Cleanup(func() { close(stop); factory.Shutdown() })
+	return d
+}
+
+// pod returns the times of a pod; d.mu is held.
+func (d *drainTimes) pod(name string) *podTimes {
+	pt, ok := d.pods[name]
+	if !ok {
+		pt = &podTimes{}
+		d.pods[name] = pt
+	}
+	return pt
+}
+
+func (d *drainTimes) seen(p *corev1.Pod, now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	pt := d.pod(p.Name)
+	if pt.requested.IsZero() && policy.Requested(p) {
+		pt.requested = now
+		pt.annotated, _ = time.Parse(time.RFC3339, p.Annotations[loopsv1alpha1.AnnotationDrainRequested])
+	}
+	if c, ok := policy.Drained(p); ok && pt.drained.IsZero() {
+		pt.drained, pt.drainedReason, pt.drainedMessage = now, c.Reason, c.Message
+	}
+	if pt.deleting.IsZero() && p.DeletionTimestamp != nil {
+		pt.deleting = now
+	}
+}
+
+// requestedSince returns the pod first seen asked to drain at or after
+// since, "" when there is none.
+func (d *drainTimes) requestedSince(since time.Time) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for name, pt := range d.pods {
+		if !pt.requested.Before(since) {
+			return name
+		}
+	}
+	return ""
+}
+
+// get returns a copy of a pod's times.
+func (d *drainTimes) get(name string) podTimes {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return *d.pod(name)
+}
