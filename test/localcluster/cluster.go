@@ -51,6 +51,14 @@ type Options struct {
 	// APIServerFlags, ControllerManagerFlags and SchedulerFlags are added to
 	// the generated command lines (a later flag wins).
 	APIServerFlags, ControllerManagerFlags, SchedulerFlags []string
+	// ControllerManagerQPS and ControllerManagerBurst are
+	// kube-controller-manager's --kube-api-qps and --kube-api-burst, the
+	// rate limits of each of its controllers' clients. They are always
+	// passed explicitly, so that a client measured beside the controllers
+	// can be given the same. Default 20 and 30, kube-controller-manager's
+	// own defaults.
+	ControllerManagerQPS   float32
+	ControllerManagerBurst int
 }
 
 // Cluster is a running local control plane.
@@ -66,6 +74,11 @@ type Cluster struct {
 	Config *rest.Config
 	// CA signed every certificate of the cluster.
 	CA *CA
+	// ControllerManagerQPS and ControllerManagerBurst are the client rate
+	// limits kube-controller-manager was started with (Options), unless
+	// ControllerManagerFlags overrode them.
+	ControllerManagerQPS   float32
+	ControllerManagerBurst int
 
 	binDir      string
 	log         logr.Logger
@@ -100,6 +113,12 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.StopTimeout <= 0 {
 		opts.StopTimeout = 10 * time.Second
 	}
+	if opts.ControllerManagerQPS <= 0 {
+		opts.ControllerManagerQPS = 20
+	}
+	if opts.ControllerManagerBurst <= 0 {
+		opts.ControllerManagerBurst = 30
+	}
 	if opts.BinDir == "" {
 		dir, err := testenv.Assets()
 		if err != nil {
@@ -124,7 +143,8 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			return nil, fmt.Errorf("localcluster: creating the run folder: %w", err)
 		}
 	}
-	c := &Cluster{RunDir: opts.RunDir, binDir: opts.BinDir, log: opts.Log, stopTimeout: opts.StopTimeout}
+	c := &Cluster{RunDir: opts.RunDir, binDir: opts.BinDir, log: opts.Log, stopTimeout: opts.StopTimeout,
+		ControllerManagerQPS: opts.ControllerManagerQPS, ControllerManagerBurst: opts.ControllerManagerBurst}
 	c.log.Info("starting a local cluster", "runDir", opts.RunDir, "binDir", opts.BinDir)
 	ctx, cancel := context.WithTimeout(ctx, opts.StartTimeout)
 	defer cancel()
@@ -287,6 +307,8 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 				"--secure-port=" + strconv.Itoa(port),
 				"--cert-dir=" + filepath.Join(c.RunDir, "kube-controller-manager-certs"),
 				"--controllers=*",
+				"--kube-api-qps=" + strconv.FormatFloat(float64(opts.ControllerManagerQPS), 'g', -1, 32),
+				"--kube-api-burst=" + strconv.Itoa(opts.ControllerManagerBurst),
 				"--v=1",
 			}, opts.ControllerManagerFlags...)
 			return args, healthz(port)
