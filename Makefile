@@ -41,6 +41,16 @@ demo: ## The operator at work on a local control plane (no Docker): scale down u
 demo-down: ## Stop the demo's local cluster.
 	@if [ -x bin/localcluster ]; then bin/localcluster down --dir "$${DEMO_DIR:-$(CURDIR)/bin/demo}"; else echo "no demo cluster (bin/localcluster is missing)"; fi
 
+##@ Benchmarks
+
+.PHONY: bench
+bench: kube-bins ## Measure the pool, the queue path, the operator and drains beside their anchors; writes docs/benchmarks.md (about 30 min, on an idle machine).
+	go run ./hack/bench -out docs/benchmarks.md
+
+.PHONY: bench-smoke
+bench-smoke: kube-bins ## Run every part of make bench once with small sizes (CI): checks that it works, measures nothing.
+	go run ./hack/bench -quick -out bin/bench/smoke.md
+
 ##@ Development
 
 .PHONY: manifests

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// The operator and drain parts are tests of the e2e suite (build tag e2e,
+// test/e2e/bench_*_test.go): they start the suite's local control plane,
+// run their rounds and write their samples as JSON, which this file reads.
+
+// runE2EBench runs one e2e benchmark test with env and decodes the JSON it
+// writes into v. It returns the command line, for the report.
+func runE2EBench(ctx context.Context, o *options, id, test, outVar string, env []string, v any) (string, error) {
+	if _, err := command(ctx, o, "kube-bins.log", nil, "bash", "hack/kube-bins.sh"); err != nil {
+		return "", err
+	}
+	dir, err := command(ctx, o, "kube-bins-dir.log", nil, "bash", "hack/kube-bins.sh", "--print-dir")
+	if err != nil {
+		return "", err
+	}
+	out, err := filepath.Abs(filepath.Join(o.workDir, id+".json"))
+	if err != nil {
+		return "", err
+	}
+	_ = os.Remove(out)
+	env = append(env, "KUBEBUILDER_ASSETS="+strings.TrimSpace(string(dir)), outVar+"="+out)
+	args := []string{"test", "-tags", "e2e", "-count=1", "-timeout", "90m", "-run", "^" + test + "$", "-v", "./test/e2e/"}
+	if _, err := command(ctx, o, id+".log", env, "go", args...); err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		return "", fmt.Errorf("%s wrote no results: %w", test, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return "", fmt.Errorf("%s: %w", out, err)
+	}
+	var shown []string
+	for _, e := range env {
+		if !strings.HasPrefix(e, "KUBEBUILDER_ASSETS=") && !strings.HasPrefix(e, outVar+"=") {
+			shown = append(shown, e)
+		}
+	}
+	return strings.Join(shown, " ") + " " + outVar + "=" + id + ".json go " + strings.Join(args, " "), nil
+}
+
+// drainReport is what TestBenchDrain writes (the fields the report uses).
+type drainReport struct {
+	Rounds        int     `json:"rounds"`
+	Replicas      int     `json:"replicas"`
+	PoolSize      int     `json:"poolSize"`
+	TaskLengthsMs []int   `json:"taskLengthsMs"`
+	MedianRatio   float64 `json:"medianRatio"`
+	WorstRatio    float64 `json:"worstRatio"`
+	WorstSlack    float64 `json:"worstSlackSeconds"`
+	MetGoal       int     `json:"metGoal"`
+	AllMetGoal    bool    `json:"allMetGoal"`
+	Submitted     int     `json:"submitted"`
+	Completed     int     `json:"completed"`
+	Duplicates    int     `json:"duplicates"`
+	Samples       []struct {
+		Round            int     `json:"round"`
+		InFlight         int     `json:"inFlightAtRequest"`
+		LateStarts       int     `json:"lateStarts"`
+		LongestRemaining float64 `json:"longestRemainingSeconds"`
+		Drained          float64 `json:"drainedSeconds"`
+		Drain            float64 `json:"drainSeconds"`
+		WorkerDrain      float64 `json:"workerDrainSeconds"`
+		Ratio            float64 `json:"ratio"`
+		MetGoal          bool    `json:"metGoal"`
+	} `json:"samples"`
+}
+
+func runDrain(ctx context.Context, o *options) (*section, error) {
+	rounds := "20"
+	if o.quick {
+		rounds = "2"
+	}
+	var r drainReport
+	cmd, err := runE2EBench(ctx, o, "drain", "TestBenchDrain", "TENIRE_BENCH_DRAIN_OUT", []string{"TENIRE_BENCH_DRAIN_ROUNDS=" + rounds}, &r)
+	if err != nil {
+		return nil, err
+	}
+	if len(r.Samples) == 0 {
+		return nil, fmt.Errorf("TestBenchDrain reported no drains")
+	}
+	sec := &section{Title: "6. Drain", Intro: introDrain, Commands: []string{cmd}}
+	longest := make([]float64, len(r.Samples))
+	drains := make([]float64, len(r.Samples))
+	for i, s := range r.Samples {
+		longest[i], drains[i] = s.LongestRemaining, s.Drain
+	}
+	sec.add(&figure{
+		What: "drain time ÷ longest in-flight task, median of " + strconv.Itoa(len(r.Samples)) + " drains", Unit: "s",
+		Ours: "drain", OursV: median(drains), Anchor: "longest task", AnchorV: median(longest), Ratio: r.MedianRatio,
+		Goal: "every drain ≤ 1.1× longest + 1 s", Met: ptr(r.AllMetGoal),
+	})
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d of %d drains met drain ≤ 1.1 × longest + 1 s; the worst drain took %.2f× its longest in-flight task, %.2f s over 1.1 × it. "+
+		"%d workers with a pool of %d each, sleep tasks of %v ms; %d tasks submitted, %d completed, %d duplicates.\n\n",
+		r.MetGoal, len(r.Samples), r.WorstRatio, r.WorstSlack, r.Replicas, r.PoolSize, r.TaskLengthsMs, r.Submitted, r.Completed, r.Duplicates)
+	b.WriteString("| round | in flight | started after the request | longest in-flight (s) | Drained reported (s) | pod gone = drain (s) | worker's own drain (s) | ratio | goal |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	for _, s := range r.Samples {
+		met := "met"
+		if !s.MetGoal {
+			met = "MISSED"
+		}
+		fmt.Fprintf(&b, "| %d | %d | %d | %.2f | %.2f | %.2f | %.2f | %.2f× | %s |\n", s.Round, s.InFlight, s.LateStarts, s.LongestRemaining, s.Drained, s.Drain, s.WorkerDrain, s.Ratio, met)
+	}
+	sec.Details = strings.TrimSpace(b.String())
+	return sec, nil
+}
+
+// operatorReport is what TestBenchOperatorScale writes (the fields the
+// report uses).
+type operatorReport struct {
+	Pods         int             `json:"pods"`
+	Rounds       int             `json:"rounds"`
+	Nodes        int             `json:"nodes"`
+	KubeAPIQPS   float64         `json:"kubeAPIQPS"`
+	KubeAPIBurst int             `json:"kubeAPIBurst"`
+	Timing       string          `json:"timing"`
+	Writes       string          `json:"writes"`
+	Up           operatorSummary `json:"up"`
+	Down         operatorSummary `json:"down"`
+	Samples      []struct {
+		Round int          `json:"round"`
+		First string       `json:"first"`
+		Up    operatorPair `json:"up"`
+		Down  operatorPair `json:"down"`
+	} `json:"samples"`
+}
+
+type operatorSummary struct {
+	LoopDeploymentSeconds      float64 `json:"loopDeploymentSeconds"`
+	DeploymentSeconds          float64 `json:"deploymentSeconds"`
+	TimeRatio                  float64 `json:"timeRatio"`
+	LoopDeploymentWritesPerPod float64 `json:"loopDeploymentWritesPerPod"`
+	DeploymentWritesPerPod     float64 `json:"deploymentWritesPerPod"`
+	WritesRatio                float64 `json:"writesRatio"`
+}
+
+type operatorSample struct {
+	Seconds         float64        `json:"seconds"`
+	StatusSeconds   float64        `json:"statusSeconds"`
+	Writes          int            `json:"writes"`
+	WritesPerPod    float64        `json:"writesPerPod"`
+	WritesByRequest map[string]int `json:"writesByRequest"`
+}
+
+type operatorPair struct {
+	LoopDeployment operatorSample `json:"loopDeployment"`
+	Deployment     operatorSample `json:"deployment"`
+	TimeRatio      float64        `json:"timeRatio"`
+	WritesRatio    float64        `json:"writesRatio"`
+}
+
+func runOperator(ctx context.Context, o *options) (*section, error) {
+	pods, rounds := "200", "5"
+	if o.quick {
+		pods, rounds = "20", "1"
+	}
+	var r operatorReport
+	cmd, err := runE2EBench(ctx, o, "operator", "TestBenchOperatorScale", "TENIRE_BENCH_OPERATOR_OUT",
+		[]string{"TENIRE_BENCH_OPERATOR_PODS=" + pods, "TENIRE_BENCH_OPERATOR_ROUNDS=" + rounds}, &r)
+	if err != nil {
+		return nil, err
+	}
+	if len(r.Samples) == 0 {
+		return nil, fmt.Errorf("TestBenchOperatorScale reported no rounds")
+	}
+	sec := &section{Title: "5. Operator", Intro: introOperator, Commands: []string{cmd}}
+	for _, ph := range []struct {
+		name string
+		s    operatorSummary
+	}{{fmt.Sprintf("scale 0→%d", r.Pods), r.Up}, {fmt.Sprintf("scale %d→0", r.Pods), r.Down}} {
+		sec.add(&figure{What: ph.name + ", seconds", Unit: "s", Ours: "LoopDeployment", Anchor: "Deployment",
+			OursV: ph.s.LoopDeploymentSeconds, AnchorV: ph.s.DeploymentSeconds, Ratio: ph.s.TimeRatio, GoalMax: 1.1})
+		sec.add(&figure{What: ph.name + ", API writes per pod", Unit: "writes", Ours: "LoopDeployment", Anchor: "Deployment",
+			OursV: ph.s.LoopDeploymentWritesPerPod, AnchorV: ph.s.DeploymentWritesPerPod, Ratio: ph.s.WritesRatio, GoalMax: 1.2})
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d pods on %d kwok nodes, %d rounds (the side that goes first alternates); both controllers' clients at %g QPS, burst %d. "+
+		"Ratios are medians of each round's LoopDeployment ÷ Deployment.\n\nTiming: %s\n\nWrites: %s\n\n", r.Pods, r.Nodes, len(r.Samples), r.KubeAPIQPS, r.KubeAPIBurst, r.Timing, r.Writes)
+	b.WriteString("| round | first | up: LD s | up: Deployment s | up: LD writes/pod | up: Deployment writes/pod | down: LD s | down: Deployment s | down: LD writes/pod | down: Deployment writes/pod |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	for _, s := range r.Samples {
+		fmt.Fprintf(&b, "| %d | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", s.Round, s.First,
+			s.Up.LoopDeployment.Seconds, s.Up.Deployment.Seconds, s.Up.LoopDeployment.WritesPerPod, s.Up.Deployment.WritesPerPod,
+			s.Down.LoopDeployment.Seconds, s.Down.Deployment.Seconds, s.Down.LoopDeployment.WritesPerPod, s.Down.Deployment.WritesPerPod)
+	}
+	last := r.Samples[len(r.Samples)-1]
+	fmt.Fprintf(&b, "\nWrites of round %d by request, LoopDeployment beside Deployment:\n\n", last.Round)
+	b.WriteString(writesTable("up", last.Up) + "\n" + writesTable("down", last.Down))
+	sec.Details = strings.TrimSpace(b.String())
+	return sec, nil
+}
+
+// writesTable lists one phase's writes by request on both sides.
+func writesTable(phase string, p operatorPair) string {
+	keys := map[string]bool{}
+	for k := range p.LoopDeployment.WritesByRequest {
+		keys[k] = true
+	}
+	for k := range p.Deployment.WritesByRequest {
+		keys[k] = true
+	}
+	sorted := make([]string, 0, len(keys))
+	for k := range keys {
+		sorted = append(sorted, k)
+	}
+	slices.SortFunc(sorted, func(a, b string) int {
+		return cmp.Or(
+			cmp.Compare(p.LoopDeployment.WritesByRequest[b]+p.Deployment.WritesByRequest[b], p.LoopDeployment.WritesByRequest[a]+p.Deployment.WritesByRequest[a]),
+			strings.Compare(a, b))
+	})
+	var b strings.Builder
+	fmt.Fprintf(&b, "| %s: request | LoopDeployment | Deployment |\n| --- | --- | --- |\n", phase)
+	for _, k := range sorted {
+		fmt.Fprintf(&b, "| %s | %d | %d |\n", k, p.LoopDeployment.WritesByRequest[k], p.Deployment.WritesByRequest[k])
+	}
+	return b.String()
+}

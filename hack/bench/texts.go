@@ -1,0 +1,90 @@
+package main
+
+// The report's fixed text: what each part measures and how. It describes
+// methods, never results, so that it stays true whatever a run finds; the
+// figures, the goals met or missed and the profiles of misses are written
+// from the run itself.
+
+const introReport = `Every figure of ours is shown as a ratio against an anchor measured in the
+same run on the same machine: other pools and a goroutine per task for the
+worker pool, a plain nats.go consumer and asynq on Redis for the queue path,
+a Deployment for the operator, the longest in-flight task for a drain. Go
+benchmarks run ` + "`-count`" + ` times and are compared by benchstat (its tables, with
+confidence intervals and p-values, are below each part); a figure is the
+median of the runs. The operator and drain figures are medians over
+repeated rounds on a local control plane (the e2e suite's: real etcd,
+kube-apiserver, kube-controller-manager, kube-scheduler, the manager as a
+process). A virtual machine shared with other work gives noisy figures;
+the load average before and after the run is recorded for that reason.
+To re-measure, run ` + "`make bench`" + ` on an otherwise idle machine.`
+
+const introDispatch = `No-op tasks through the worker pool: b.N tasks are submitted from one
+goroutine and the benchmark waits for all of them, on 64 workers with a
+backlog of 16 K, at GOMAXPROCS 1 and 2. Ours (impl=pool) runs with priority
+scheduling on: three weighted classes, the tasks spread over them. The
+anchors: ants v2 (a pre-allocated pool of 64), pond v2 (64 workers, an
+unbounded queue), a goroutine per task with a WaitGroup, and a buffered
+channel read by 64 goroutines. Goal: ≤ 0.9× ants, 0 allocs/op (the few B/op
+are the ring's growth to the backlog, amortised).`
+
+const introFootprint = `One op is 1,000,000 tasks that each sleep 10 ms, on a pool of 10,000
+workers (ours with a backlog of 10,000; ants blocks its submitter while
+full) or on a goroutine per task. Wall time is ns/op; memory is B/op,
+everything allocated on the heap during the op (goroutine stacks are not
+heap allocations, so the goroutines' B/op understates their footprint).
+Goals: B/op ≤ 0.25× bare goroutines, wall ≤ 1.1× bare goroutines.`
+
+const introFeatures = `What the loop's scheduling features cost a dispatch: impl=features runs
+three weighted priority classes, a limit on each of four kinds (32 of the
+64 workers each, binding now and then) and a circuit breaker asked before
+and told after every task, as the loop does; impl=fifo is the pool's plain
+path (one class, no limits, no breaker). Goal ≤ 1.2×.`
+
+const introQueue = `No-op tasks through JetStream, on an embedded nats-server in the benchmark's
+process. impl=loop is our worker loop with 16 workers and the settings a
+LoopDeployment runs with: no prefetch, so it pulls only as many tasks as it
+has free workers. impl=plain is a bare nats.go pull consumer on the same
+server and stream that acks each message and pulls 16 per request (the
+loop's batch). impl=asynq is github.com/hibiken/asynq v0.26 with
+Concurrency 16 on a local redis-server (Debian's package, started and
+stopped by the benchmark, no persistence, over a Unix socket); its
+TaskCheckInterval is set to 1 ms (default 1 s), its best case for latency.
+Throughput: b.N tasks are stored first, then timed until the last has run
+(tasks/s). Latency: a closed loop that enqueues one task and waits until
+its handler starts, b.N times; p50-us and p99-us are percentiles of the
+time from before the enqueue call to the handler's first line. Goals:
+throughput ≥ 0.7× the plain consumer and ≥ 2× asynq.`
+
+const outroReport = `## What the figures do not say
+
+- The Go benchmarks run on one machine with its noise; benchstat's
+  intervals above say how much to trust each median. A ratio near a goal
+  is within the noise unless benchstat marks the difference significant.
+- The queue figures use an embedded server in the same process: no
+  network, which favours the anchors and us alike.
+- The operator figures come from pods on kwok nodes, where a pod has no
+  process: they measure the control plane's work (creating, scheduling,
+  reporting, draining and deleting pods), not a worker's start-up.`
+
+const introDrain = `How long a drain takes against the longest task it must wait for, on the
+local control plane of the e2e suite with real loop-worker processes
+(TestBenchDrain in test/e2e). A LoopDeployment of 2 workers runs sleep tasks
+of known lengths; each round fills both pods, scales to 1, and measures from
+the moment the operator's drain-requested annotation is seen on the victim
+(t0) until the pod is gone from the API. The longest in-flight task is read
+from the result records: the largest finish − t0 over the victim's tasks
+that started before t0 and finished after it. Goal: every drain ≤ 1.1 × the
+longest in-flight task + 1 s.`
+
+const introOperator = `The control plane's work for a LoopDeployment against a Deployment of the
+same size, on the e2e suite's local control plane with pods on kwok nodes
+(TestBenchOperatorScale in test/e2e): kwok plays the kubelet, so pods start
+and stop at once and the figures are the controllers' own. Up: the /scale
+subresource goes 0 → N, timed until N pods are Ready. Down: N → 0, timed
+until no pod is left; the LoopDeployment's pods are drained first, and
+since kwok pods run no worker, a stand-in in the test reports each pod
+Drained as soon as the operator asks (what an idle worker does). The
+Deployment's pods are deleted by its ReplicaSet. API writes are the
+apiserver's apiserver_request_total for write verbs, summed over every
+client, before and after each phase, divided by N. Goals: time ≤ 1.1× the
+Deployment's, writes per pod ≤ 1.2× its.`
