@@ -17,6 +17,7 @@ import (
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/worker/ledger"
 	"github.com/tenire/loop-operator/worker/queue"
+	"github.com/tenire/loop-operator/worker/settings"
 )
 
 // submitBatch is how many tasks are in flight to the server at once.
@@ -117,14 +118,14 @@ func priorities(ld *loopsv1alpha1.LoopDeployment) []string {
 }
 
 // queueConfig is the set-up of a LoopDeployment's streams and consumers,
-// the same that its workers ensure at start-up.
-func queueConfig(ld *loopsv1alpha1.LoopDeployment) queue.Config {
-	n := ld.Spec.Queue.NATS
-	c := queue.Config{Priorities: priorities(ld), MaxAckPending: int(n.MaxAckPending), Replicas: int(n.Replicas)}
-	if n.AckWait != nil {
-		c.AckWait = n.AckWait.Duration
+// the same that its workers ensure at start-up: it goes the workers' way,
+// from the LoopDeployment's settings through settings.Config.
+func queueConfig(ld *loopsv1alpha1.LoopDeployment) (queue.Config, error) {
+	c, err := settings.Config(loopsv1alpha1.WorkerSettings{Name: ld.Name, Namespace: ld.Namespace, Loop: ld.Spec.Loop, Queue: ld.Spec.Queue})
+	if err != nil {
+		return queue.Config{}, fmt.Errorf("loopdeployment %q: %w", ld.Name, err)
 	}
-	return c
+	return c.QueueConfig(), nil
 }
 
 func (s *submitOptions) run(cmd *cobra.Command, o *options, args []string) error {
@@ -160,7 +161,11 @@ func (s *submitOptions) run(cmd *cobra.Command, o *options, args []string) error
 	// The workers create the streams at start-up; creating them here too
 	// (idempotently, with the same settings) lets tasks wait for a loop
 	// that is scaled to zero or not started yet.
-	if _, err := queue.Ensure(ctx, q.js, q.names, queueConfig(ld)); err != nil {
+	qc, err := queueConfig(ld)
+	if err != nil {
+		return err
+	}
+	if _, err := queue.Ensure(ctx, q.js, q.names, qc); err != nil {
 		return fmt.Errorf("setting up the queue of %q: %w", ld.Name, err)
 	}
 	ids := taskIDs(s.id, s.count)

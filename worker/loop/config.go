@@ -155,6 +155,20 @@ func (r DrainReport) Message() string {
 // rejects.
 var ErrInvalidConfig = errors.New("invalid loop config")
 
+// QueueConfig returns the set-up of the streams and consumers that Run
+// ensures for c, defaults applied. Whatever creates a loop's queue before
+// its workers run (kubectl loops submit does) must ensure this one, so that
+// neither rewrites the other's consumers.
+func (c Config) QueueConfig() queue.Config {
+	c = c.withDefaults()
+	return queue.Config{
+		Priorities:    classNames(c.Priorities),
+		AckWait:       c.AckWait,
+		MaxAckPending: c.MaxAckPending,
+		Replicas:      c.Replicas,
+	}
+}
+
 func (c Config) withDefaults() Config {
 	if c.Name == "" {
 		c.Name = "loop"

@@ -228,12 +228,7 @@ func (l *Loop) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer l.disconnect()
-	consumers, err := queue.Ensure(ctx, l.js, l.names, queue.Config{
-		Priorities:    l.priorityNames(),
-		AckWait:       l.cfg.AckWait,
-		MaxAckPending: l.cfg.MaxAckPending,
-		Replicas:      l.cfg.Replicas,
-	})
+	consumers, err := queue.Ensure(ctx, l.js, l.names, l.cfg.QueueConfig())
 	if err != nil {
 		return fmt.Errorf("loop: %w", err)
 	}
@@ -353,9 +348,11 @@ func (l *Loop) Run(ctx context.Context) (err error) {
 	return fatalErr
 }
 
-func (l *Loop) priorityNames() []string {
-	out := make([]string, len(l.cfg.Priorities))
-	for i, p := range l.cfg.Priorities {
+func (l *Loop) priorityNames() []string { return classNames(l.cfg.Priorities) }
+
+func classNames(classes []pool.Class) []string {
+	out := make([]string, len(classes))
+	for i, p := range classes {
 		out[i] = p.Name
 	}
 	return out

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -845,4 +846,19 @@ func TestAHandlerThatIgnoresCancellationDoesNotHoldTheDrain(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run hung on a handler that ignores cancellation")
 	}
+}
+
+func TestQueueConfigIsTheSetUpRunEnsures(t *testing.T) {
+	got := loop.Config{}.QueueConfig()
+	want := queue.Config{Priorities: []string{queue.DefaultPriority}, AckWait: 30 * time.Second, MaxAckPending: 1000, Replicas: 1}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("defaults: QueueConfig() = %+v, want %+v", got, want)
+	}
+	cfg := loop.Config{Priorities: []pool.Class{{Name: "high", Weight: 3}, {Name: "low"}}, AckWait: time.Minute, MaxAckPending: 50, Replicas: 3}
+	got = cfg.QueueConfig()
+	want = queue.Config{Priorities: []string{"high", "low"}, AckWait: time.Minute, MaxAckPending: 50, Replicas: 3}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("QueueConfig() = %+v, want %+v", got, want)
+	}
+
 }
