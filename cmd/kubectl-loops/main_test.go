@@ -24,8 +24,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/test/natstest"
 	"github.com/tenire/loop-operator/test/testenv"
-	"github.com/tenire/loop-operator/worker/embedded"
 	"github.com/tenire/loop-operator/worker/loop"
 	"github.com/tenire/loop-operator/worker/queue"
 )
@@ -61,21 +61,9 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &world{t: t, client: c, kubeconfig: writeKubeconfig(t, cfg), natsURL: srv.URL(), js: js}
+	srv := natstest.Start(t)
+	_, js := srv.Connect()
+	return &world{t: t, client: c, kubeconfig: writeKubeconfig(t, cfg), natsURL: srv.URL, js: js}
 }
 
 func writeKubeconfig(t *testing.T, cfg *rest.Config) string {

@@ -18,12 +18,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
+	"github.com/tenire/loop-operator/test/natstest"
 	"github.com/tenire/loop-operator/worker/checkpoint"
-	"github.com/tenire/loop-operator/worker/embedded"
 	"github.com/tenire/loop-operator/worker/queue"
 )
 
@@ -194,21 +193,9 @@ var names = queue.NewNames("LOOP_e2e", "loops.e2e")
 // returns its URL and a JetStream client.
 func startNATS(t *testing.T) (string, jetstream.JetStream) {
 	t.Helper()
-	srv, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return srv.URL(), js
+	srv := natstest.Start(t)
+	_, js := srv.Connect()
+	return srv.URL, js
 }
 
 func workerArgs(url string) []string {

@@ -6,8 +6,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/tenire/loop-operator/test/natstest"
 	"github.com/tenire/loop-operator/worker/checkpoint"
-	"github.com/tenire/loop-operator/worker/internal/natstest"
 	"github.com/tenire/loop-operator/worker/queue"
 )
 

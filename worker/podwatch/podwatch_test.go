@@ -16,8 +16,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/test/natstest"
 	"github.com/tenire/loop-operator/test/testenv"
-	"github.com/tenire/loop-operator/worker/internal/natstest"
 	"github.com/tenire/loop-operator/worker/loop"
 	"github.com/tenire/loop-operator/worker/podwatch"
 	"github.com/tenire/loop-operator/worker/queue"
