@@ -112,9 +112,11 @@ func readAnnotations(pod *corev1.Pod) (requested, deadline time.Time) {
 }
 
 // DrainAnnotations returns the two annotations that ask a pod to drain at
-// clk's now with the given timeout, as RFC 3339 times in UTC. The deadline
-// is rounded up to the next second so that it is never earlier than now
-// plus timeout.
+// clk's now with the given timeout, as RFC 3339 times in UTC: the request
+// with its fraction of a second (the drain-duration metric is measured
+// from it), the deadline rounded up to the next second so that it is never
+// earlier than now plus timeout. Readers parse both with time.RFC3339,
+// which accepts a fraction.
 func DrainAnnotations(clk clock.PassiveClock, timeout time.Duration) map[string]string {
 	now := clk.Now().UTC()
 	deadline := now.Add(timeout)
@@ -122,7 +124,7 @@ func DrainAnnotations(clk clock.PassiveClock, timeout time.Duration) map[string]
 		deadline = t.Add(time.Second)
 	}
 	return map[string]string{
-		loopsv1alpha1.AnnotationDrainRequested: now.Format(time.RFC3339),
+		loopsv1alpha1.AnnotationDrainRequested: now.Format(time.RFC3339Nano),
 		loopsv1alpha1.AnnotationDrainDeadline:  deadline.Format(time.RFC3339),
 	}
 }

@@ -89,6 +89,10 @@ func TestDrainAnnotations(t *testing.T) {
 			if a[loopsv1alpha1.AnnotationDrainDeadline] != tt.wantDeadline.Format(time.RFC3339) {
 				t.Errorf("deadline = %s, want %s", a[loopsv1alpha1.AnnotationDrainDeadline], tt.wantDeadline.Format(time.RFC3339))
 			}
+			requested, _ := readAnnotations(podWith(a))
+			if !requested.Equal(tt.now) {
+				t.Errorf("the request reads back as %s, want %s to the nanosecond", requested, tt.now)
+			}
 			d := DrainOf(podWith(a), clocktesting.NewFakePassiveClock(tt.now), 0)
 			if d.Phase != DrainInProgress {
 				t.Errorf("a fresh request reads back as %s", d.Phase)
