@@ -2,6 +2,7 @@ package breaker
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -52,6 +53,10 @@ type Set struct {
 	opts  Options
 	mu    sync.Mutex
 	kinds map[string]*kindState
+	// dirty counts the kinds that are not Closed with no failures. While
+	// it is 0, Allow and Success have nothing to do and take no lock: the
+	// common case of a loop whose tasks succeed costs two atomic loads.
+	dirty atomic.Int64
 }
 
 type kindState struct {
@@ -59,6 +64,20 @@ type kindState struct {
 	failures int
 	openedAt time.Time
 	probes   int
+}
+
+// clean reports a breaker that is Closed with no failures.
+func (k *kindState) clean() bool { return k.state == Closed && k.failures == 0 }
+
+// track adjusts s.dirty after a change to k that began with k clean or
+// not (wasClean). s.mu must be held.
+func (s *Set) track(k *kindState, wasClean bool) {
+	switch isClean := k.clean(); {
+	case wasClean && !isClean:
+		s.dirty.Add(1)
+	case !wasClean && isClean:
+		s.dirty.Add(-1)
+	}
 }
 
 // New returns a Set in which every kind starts Closed.
@@ -99,11 +118,12 @@ func (s *Set) notify(c change) {
 // is how long until the breaker lets a probe through. A caller that was
 // allowed must report the outcome with Success, Failure or Ignore.
 func (s *Set) Allow(kind string) (ok bool, wait time.Duration) {
-	if s.opts.FailureThreshold <= 0 {
+	if s.opts.FailureThreshold <= 0 || s.dirty.Load() == 0 {
 		return true, 0
 	}
 	s.mu.Lock()
 	k := s.get(kind)
+	wasClean := k.clean()
 	c := change{kind: kind, from: k.state, to: k.state}
 	switch k.state {
 	case Closed:
@@ -125,6 +145,7 @@ func (s *Set) Allow(kind string) (ok bool, wait time.Duration) {
 			wait = s.opts.Cooldown / 10
 		}
 	}
+	s.track(k, wasClean)
 	s.mu.Unlock()
 	s.notify(c)
 	return ok, wait
@@ -133,11 +154,12 @@ func (s *Set) Allow(kind string) (ok bool, wait time.Duration) {
 // Success records that an allowed task of kind succeeded. It resets the
 // failure count and closes a half-open breaker.
 func (s *Set) Success(kind string) {
-	if s.opts.FailureThreshold <= 0 {
+	if s.opts.FailureThreshold <= 0 || s.dirty.Load() == 0 {
 		return
 	}
 	s.mu.Lock()
 	k := s.get(kind)
+	wasClean := k.clean()
 	c := change{kind: kind, from: k.state, to: k.state}
 	switch k.state {
 	case Closed:
@@ -146,6 +168,7 @@ func (s *Set) Success(kind string) {
 		k.state, c.to = Closed, Closed
 		k.failures, k.probes = 0, 0
 	}
+	s.track(k, wasClean)
 	s.mu.Unlock()
 	s.notify(c)
 }
@@ -159,6 +182,7 @@ func (s *Set) Failure(kind string) {
 	}
 	s.mu.Lock()
 	k := s.get(kind)
+	wasClean := k.clean()
 	c := change{kind: kind, from: k.state, to: k.state}
 	switch k.state {
 	case Closed:
@@ -172,6 +196,7 @@ func (s *Set) Failure(kind string) {
 		k.openedAt = s.opts.Now()
 		k.probes = 0
 	}
+	s.track(k, wasClean)
 	s.mu.Unlock()
 	s.notify(c)
 }
@@ -200,7 +225,8 @@ func (s *Set) State(kind string) State {
 	return Closed
 }
 
-// States returns the state of every kind seen so far.
+// States returns the state of every kind that has failed so far; a kind
+// whose tasks have only succeeded is Closed and not listed.
 func (s *Set) States() map[string]State {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -160,3 +160,33 @@ func TestOnChangeReportsEveryTransition(t *testing.T) {
 		t.Errorf("changes = %s, want %s", got, want)
 	}
 }
+
+// TestTheCleanFastPathStillSeesEveryFailure checks the lock-free path of
+// Allow and Success: a set whose kinds never failed takes no lock, and a
+// single failure anywhere puts every call back on the locked path until
+// the failing kind is clean again.
+func TestTheCleanFastPathStillSeesEveryFailure(t *testing.T) {
+	s := breaker.New(breaker.Options{FailureThreshold: 2, Cooldown: time.Hour})
+	for range 3 {
+		if ok, _ := s.Allow("a"); !ok {
+			t.Fatal("a clean set refused a task")
+		}
+		s.Success("a")
+	}
+	if n := len(s.States()); n != 0 {
+		t.Errorf("a set whose tasks all succeeded lists %d kinds", n)
+	}
+	s.Failure("b")
+	s.Success("b") // resets b's count: b is clean again
+	s.Failure("b")
+	s.Failure("b")
+	if got := s.State("b"); got != breaker.Open {
+		t.Fatalf("b after two consecutive failures is %s, want Open", got)
+	}
+	if ok, _ := s.Allow("b"); ok {
+		t.Error("an open breaker let a task through")
+	}
+	if ok, _ := s.Allow("a"); !ok {
+		t.Error("a's breaker refused while only b is open")
+	}
+}

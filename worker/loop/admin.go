@@ -21,7 +21,8 @@ type Status struct {
 	InFlightByKind map[string]int `json:"inFlightByKind"`
 	// Counters counts the tasks that ended, by outcome.
 	Counters map[string]uint64 `json:"counters"`
-	// Breakers maps the kinds seen so far to their breaker state.
+	// Breakers maps the kinds that have failed so far to their breaker
+	// state; a kind not listed is Closed.
 	Breakers map[string]string `json:"breakers"`
 	// Drain is the last drain's report, once drained.
 	Drain *DrainReport `json:"drain,omitempty"`

@@ -146,7 +146,6 @@ type Pool[T any] struct {
 	workers   int
 	idle      []*worker // LIFO: the most recently idle goroutine is woken first
 	running   int
-	byKind    map[string]int
 	stopped   bool
 	exited    chan struct{} // closed when stopped and no goroutine is left
 	space     chan struct{} // closed when slots free (see wakeBatch) and spaceWait is set
@@ -218,7 +217,6 @@ func New[T any](opts Options, handler Handler[T], done DoneFunc[T]) (*Pool[T], e
 		ctx:      ctx,
 		abort:    cancel,
 		q:        newQueue[T](weights, opts.Scheduling == Strict, limits),
-		byKind:   make(map[string]int),
 		exited:   make(chan struct{}),
 		space:    make(chan struct{}),
 		classIdx: classIdx,
@@ -340,10 +338,10 @@ func (p *Pool[T]) Stats() Stats {
 func (p *Pool[T]) RunningByKind() map[string]int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make(map[string]int, len(p.byKind))
-	for k, n := range p.byKind {
-		if n > 0 {
-			out[k] = n
+	out := make(map[string]int)
+	for k, ks := range p.q.kinds {
+		if ks.running > 0 {
+			out[k] = ks.running
 		}
 	}
 	return out
@@ -420,12 +418,10 @@ func (p *Pool[T]) loop(w *worker) {
 	for {
 		if e, ok := p.q.pop(); ok {
 			p.running++
-			p.byKind[e.kind]++
 			p.mu.Unlock()
 			p.run(e)
 			p.mu.Lock()
-			p.q.release(e.kind)
-			p.byKind[e.kind]--
+			p.q.release(e.ks)
 			p.running--
 			if p.spaceWait && (p.q.len() == 0 || p.free() >= p.wakeBatch) {
 				close(p.space)

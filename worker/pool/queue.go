@@ -5,13 +5,21 @@ import "time"
 // entry is one queued task, held by value.
 type entry[T any] struct {
 	kind     string
+	ks       *kindState // the kind's counters, looked up once at push
 	class    int
 	enqueued time.Time
 	value    T
 }
 
+// kindState counts the running tasks of one kind against its limit.
+type kindState struct {
+	running int
+	limit   int // 0: unlimited
+}
+
 // ring is a FIFO of entries backed by a circular buffer that doubles when
-// full and is never shrunk, so a warmed-up ring does not allocate.
+// full and is never shrunk, so a warmed-up ring does not allocate. Its
+// size is a power of two.
 type ring[T any] struct {
 	buf  []entry[T]
 	head int
@@ -19,7 +27,7 @@ type ring[T any] struct {
 }
 
 func (r *ring[T]) at(i int) *entry[T] {
-	return &r.buf[(r.head+i)%len(r.buf)]
+	return &r.buf[(r.head+i)&(len(r.buf)-1)]
 }
 
 func (r *ring[T]) push(e entry[T]) {
@@ -45,7 +53,7 @@ func (r *ring[T]) remove(i int) entry[T] {
 	var zero entry[T]
 	if i == 0 {
 		*r.at(0) = zero
-		r.head = (r.head + 1) % len(r.buf)
+		r.head = (r.head + 1) & (len(r.buf) - 1)
 		r.n--
 		return e
 	}
@@ -69,19 +77,22 @@ type class[T any] struct {
 // policy across classes and per-kind limits. It is not safe for concurrent
 // use; the pool guards it with its mutex.
 type queue[T any] struct {
-	classes []class[T]
-	strict  bool
-	limits  map[string]int
-	running map[string]int
-	n       int
+	classes   []class[T]
+	strict    bool
+	kinds     map[string]*kindState // every kind seen; the limited ones from the start
+	hasLimits bool
+	n         int
 }
 
 func newQueue[T any](weights []int, strict bool, limits map[string]int) *queue[T] {
 	q := &queue[T]{
-		classes: make([]class[T], len(weights)),
-		strict:  strict,
-		limits:  limits,
-		running: make(map[string]int, len(limits)),
+		classes:   make([]class[T], len(weights)),
+		strict:    strict,
+		kinds:     make(map[string]*kindState, len(limits)),
+		hasLimits: len(limits) > 0,
+	}
+	for kind, n := range limits {
+		q.kinds[kind] = &kindState{limit: n}
 	}
 	for i, w := range weights {
 		q.classes[i].weight = w
@@ -89,29 +100,42 @@ func newQueue[T any](weights []int, strict bool, limits map[string]int) *queue[T
 	return q
 }
 
+// kind returns the counters of kind, creating them on first use.
+func (q *queue[T]) kind(kind string) *kindState {
+	ks := q.kinds[kind]
+	if ks == nil {
+		ks = &kindState{}
+		q.kinds[kind] = ks
+	}
+	return ks
+}
+
 func (q *queue[T]) len() int { return q.n }
 
 func (q *queue[T]) push(e entry[T]) {
+	if e.ks == nil {
+		e.ks = q.kind(e.kind)
+	}
 	q.classes[e.class].ring.push(e)
 	q.n++
 }
 
-// runnable reports whether a task of kind may start now.
-func (q *queue[T]) runnable(kind string) bool {
-	limit, ok := q.limits[kind]
-	return !ok || q.running[kind] < limit
+// runnable reports whether a task of a kind with these counters may
+// start now.
+func runnable(ks *kindState) bool {
+	return ks.limit == 0 || ks.running < ks.limit
 }
 
 // first returns the position of the oldest runnable entry of class c, or -1.
 func (q *queue[T]) first(c *class[T]) int {
-	if len(q.limits) == 0 {
+	if !q.hasLimits {
 		if c.ring.n > 0 {
 			return 0
 		}
 		return -1
 	}
 	for i := range c.ring.n {
-		if q.runnable(c.ring.at(i).kind) {
+		if runnable(c.ring.at(i).ks) {
 			return i
 		}
 	}
@@ -154,17 +178,13 @@ func (q *queue[T]) pop() (entry[T], bool) {
 	c := &q.classes[best]
 	e := c.ring.remove(c.cand)
 	q.n--
-	if _, ok := q.limits[e.kind]; ok {
-		q.running[e.kind]++
-	}
+	e.ks.running++
 	return e, true
 }
 
-// release returns the slot a task of kind took in pop.
-func (q *queue[T]) release(kind string) {
-	if _, ok := q.limits[kind]; ok {
-		q.running[kind]--
-	}
+// release returns the slot a task took in pop; ks is its entry's ks.
+func (q *queue[T]) release(ks *kindState) {
+	ks.running--
 }
 
 // removeAll empties the queue and returns the entries, oldest first within

@@ -22,7 +22,7 @@ func FuzzQueue(f *testing.F) {
 		}
 		model := make([][]item, 3)
 		running := map[string]int{}
-		var held []string // kinds of popped tasks not yet released
+		var held []entry[int] // popped tasks not yet released
 		next := 0
 		runnable := func(kind string) bool {
 			l, ok := limits[kind]
@@ -74,15 +74,15 @@ func FuzzQueue(f *testing.F) {
 				if l, ok := limits[e.kind]; ok && running[e.kind] > l {
 					t.Fatalf("kind %s runs %d tasks, limit %d", e.kind, running[e.kind], l)
 				}
-				held = append(held, e.kind)
+				held = append(held, e)
 			case 3: // release the oldest running task
 				if len(held) == 0 {
 					continue
 				}
-				kind := held[0]
+				e := held[0]
 				held = held[1:]
-				q.release(kind)
-				running[kind]--
+				q.release(e.ks)
+				running[e.kind]--
 			}
 			total := 0
 			for _, m := range model {
