@@ -1,0 +1,996 @@
+//go:build e2e && !kind
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/controllers/policy"
+	"github.com/tenire/loop-operator/test/localcluster"
+	workerloop "github.com/tenire/loop-operator/worker/loop"
+	"github.com/tenire/loop-operator/worker/podwatch"
+)
+
+// The operator benchmark (part 5 of the benchmarks issue): the time from a
+// scale 0→N to N Ready pods on kwok nodes, for a LoopDeployment beside a
+// Deployment of the same pod template on the same cluster with the same
+// client rate limits, and the API write requests per pod; then N→0, with
+// drains for the LoopDeployment, beside scaling the Deployment to 0. Goal:
+// the LoopDeployment within 1.1 × the Deployment's time and 1.2 × its
+// writes per pod. The goals are reported, not asserted.
+//
+// Set-up:
+//
+//   - benchOpNodes kwok nodes (test/localcluster's StartKwok, managing
+//     only nodes with the label benchOpNodeLabel=true) with a taint of the
+//     same key: only the bench pods tolerate it, and they select those
+//     nodes, so no scenario's pod lands on a kwok node and no bench pod on a
+//     node-agent node. kwok's fast stages make a scheduled pod Running and
+//     Ready at once and delete a pod being deleted at once.
+//   - The suite's manager is stopped and another started with the same
+//     flags plus --kube-api-qps and --kube-api-burst equal to
+//     kube-controller-manager's (localcluster passes both explicitly), so
+//     that the operator's one client has the rate limits each of
+//     kube-controller-manager's controllers has. The suite's manager is
+//     started again when the test ends.
+//
+// Each round runs in a fresh namespace with a LoopDeployment and a
+// Deployment, both created with 0 replicas and left to settle first (the
+// LoopDeployment's worker RBAC and PodDisruptionBudget, the Deployment's
+// ReplicaSet are not measured). One side goes up and down, then the other;
+// which goes first alternates between rounds, so that only one side's pods
+// exist at a time. Each phase:
+//
+//   - starts with a merge patch of /scale (what kubectl scale sends);
+//   - up: ends when N of the side's pods are Ready and not being deleted,
+//     as the pods themselves say (Ready condition True), seen through a pod
+//     informer. Both controllers' status catching up is timed beside
+//     (statusSeconds) and waited for before the writes are counted, so that
+//     their status writes are in the count;
+//   - down: ends when none of the side's pods is left in the API; the
+//     controllers' status is again waited for before counting.
+//
+// kwok pods run no worker, so nobody would answer a drain: the test runs
+// an idle-worker stand-in, a pod informer that, for each LoopDeployment pod
+// that carries the drain-requested annotation, reports Drained=True with
+// reason Completed through podwatch's ReportDrained, the very patch a
+// worker with nothing in flight sends. kwok applies its pod stages as
+// strategic merge patches of the status, which merge conditions by type,
+// and its "pod-ready" stage only matches Pending pods, so it leaves the
+// Drained condition alone; the test checks that too (a pod that loses the
+// condition, or is deleted before it reported Drained, fails the test).
+//
+// Writes are the apiserver's own count, apiserver_request_total, scraped
+// from its /metrics before and after each phase: the sum over the write
+// verbs (POST, PUT, PATCH, APPLY, DELETE, DELETECOLLECTION, and CREATE and
+// UPDATE should an apiserver report those). That is every client's
+// writes: the operator, kube-controller-manager (ReplicaSet, Deployment,
+// disruption and garbage collector controllers), the scheduler's bindings,
+// the events, kwok's status patches and deletions, the stand-in's Drained
+// reports, and the background of the node agent's node heartbeats. Leases
+// are left out (node and component heartbeats, at a rate that depends on
+// time, not on the pods). Both sides are counted the same way; the
+// samples keep the breakdown by verb and resource.
+//
+// N comes from TENIRE_BENCH_OPERATOR_PODS (default 20), the rounds from
+// TENIRE_BENCH_OPERATOR_ROUNDS (default 1); when TENIRE_BENCH_OPERATOR_OUT
+// names a file, the result (BenchOperatorResult) is written there as
+// JSON. With 200 pods and 5 rounds give `go test` a timeout of an hour.
+
+const (
+	benchOpPodsEnv   = "TENIRE_BENCH_OPERATOR_PODS"
+	benchOpRoundsEnv = "TENIRE_BENCH_OPERATOR_ROUNDS"
+	benchOpOutEnv    = "TENIRE_BENCH_OPERATOR_OUT"
+
+	// benchOpNodeLabel labels and taints the kwok nodes.
+	benchOpNodeLabel = "bench.tenire.io/kwok"
+	benchOpNodes     = 10
+	benchOpLD        = "bench-ld"
+	benchOpDeploy    = "bench-deploy"
+	// benchOpImage is never pulled: kwok runs nothing.
+	benchOpImage = "registry.invalid/tenire/bench:kwok"
+
+	benchOpSideLD     = "LoopDeployment"
+	benchOpSideDeploy = "Deployment"
+
+	benchOpTimeGoal   = 1.1
+	benchOpWritesGoal = 1.2
+)
+
+// benchOpManagerArgs are the flags of the suite's manager (Suite.StartManager).
+var benchOpManagerArgs = []string{"--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0", "--drain-grace=10s"}
+
+// benchOpWriteVerbs are the verbs of apiserver_request_total that write.
+var benchOpWriteVerbs = []string{"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION", "CREATE", "UPDATE"}
+
+// BenchOperatorResult is what TestBenchOperatorScale writes to
+// TENIRE_BENCH_OPERATOR_OUT.
+type BenchOperatorResult struct {
+	// Pods is N, the replicas of each side.
+	Pods int `json:"pods"`
+	// Rounds is the number of rounds.
+	Rounds int `json:"rounds"`
+	// Nodes is the number of kwok nodes.
+	Nodes int `json:"nodes"`
+	// KubeAPIQPS and KubeAPIBurst are the client rate limits of
+	// kube-controller-manager and of the operator's manager.
+	KubeAPIQPS   float32 `json:"kubeAPIQPS"`
+	KubeAPIBurst int     `json:"kubeAPIBurst"`
+	// Timing and Writes say what was measured.
+	Timing string `json:"timing"`
+	Writes string `json:"writes"`
+	// Up and Down are the medians over the rounds.
+	Up   BenchOperatorSummary `json:"up"`
+	Down BenchOperatorSummary `json:"down"`
+	// Samples holds each round's raw figures.
+	Samples []BenchOperatorRound `json:"samples"`
+}
+
+// BenchOperatorSummary holds the medians of one phase over the rounds; the
+// ratios are medians of each round's LoopDeployment ÷ Deployment.
+type BenchOperatorSummary struct {
+	LoopDeploymentSeconds      float64 `json:"loopDeploymentSeconds"`
+	DeploymentSeconds          float64 `json:"deploymentSeconds"`
+	TimeRatio                  float64 `json:"timeRatio"`
+	TimeRatioGoal              float64 `json:"timeRatioGoal"`
+	LoopDeploymentWritesPerPod float64 `json:"loopDeploymentWritesPerPod"`
+	DeploymentWritesPerPod     float64 `json:"deploymentWritesPerPod"`
+	WritesRatio                float64 `json:"writesRatio"`
+	WritesRatioGoal            float64 `json:"writesRatioGoal"`
+}
+
+// BenchOperatorRound is one round: which side went first, and both phases.
+type BenchOperatorRound struct {
+	Round     int               `json:"round"`
+	Namespace string            `json:"namespace"`
+	First     string            `json:"first"`
+	Up        BenchOperatorPair `json:"up"`
+	Down      BenchOperatorPair `json:"down"`
+}
+
+// BenchOperatorPair is one phase of one round on both sides.
+type BenchOperatorPair struct {
+	LoopDeployment BenchOperatorSample `json:"loopDeployment"`
+	Deployment     BenchOperatorSample `json:"deployment"`
+	TimeRatio      float64             `json:"timeRatio"`
+	WritesRatio    float64             `json:"writesRatio"`
+}
+
+// BenchOperatorSample is one phase of one side.
+type BenchOperatorSample struct {
+	// Seconds runs from the /scale patch to N Ready pods (up) or none left
+	// (down).
+	Seconds float64 `json:"seconds"`
+	// StatusSeconds runs from the /scale patch to the controller's status
+	// saying the same.
+	StatusSeconds float64 `json:"statusSeconds"`
+	// Writes counts the write requests of the phase; WritesPerPod is
+	// Writes ÷ N.
+	Writes       int     `json:"writes"`
+	WritesPerPod float64 `json:"writesPerPod"`
+	// WritesByRequest breaks Writes down by "VERB resource[/subresource]",
+	// followed by the status code when it is not 2xx ("DELETE pods 404").
+	WritesByRequest map[string]int `json:"writesByRequest"`
+}
+
+func TestBenchOperatorScale(t *testing.T) {
+	n := benchOpEnvInt(t, benchOpPodsEnv, 20)
+	rounds := benchOpEnvInt(t, benchOpRoundsEnv, 1)
+	qps, burst := env.Cluster.ControllerManagerQPS, env.Cluster.ControllerManagerBurst
+	if qps <= 0 || burst <= 0 {
+		t.Fatalf("the local cluster reports no kube-controller-manager client limits (qps %g, burst %d)", qps, burst)
+	}
+	res := BenchOperatorResult{
+		Pods: n, Rounds: rounds, Nodes: benchOpNodes, KubeAPIQPS: qps, KubeAPIBurst: burst,
+		Timing: "from the /scale merge patch to N pods Ready and not being deleted (up) or no pod left (down), as a pod informer sees them; " +
+			"statusSeconds to the controller's status saying the same",
+		Writes: "apiserver_request_total of verbs " + strings.Join(benchOpWriteVerbs, ",") + ", all clients, leases excluded, " +
+			"from before the /scale patch to after the controller's status caught up, divided by N",
+	}
+
+	writes := benchOpNewWrites(t)
+	benchOpStartManager(t, qps, burst)
+	benchOpStartKwok(t, n)
+
+	for r := range rounds {
+		res.Samples = append(res.Samples, benchOpRound(t, r, n, writes))
+	}
+	res.Up = benchOpSummarize(res.Samples, func(r BenchOperatorRound) BenchOperatorPair { return r.Up })
+	res.Down = benchOpSummarize(res.Samples, func(r BenchOperatorRound) BenchOperatorPair { return r.Down })
+	for _, p := range []struct {
+		name string
+		s    BenchOperatorSummary
+	}{{"0→N", res.Up}, {"N→0", res.Down}} {
+		t.Logf("scale %s of %d pods, median of %d rounds: LoopDeployment %.3fs, Deployment %.3fs, ratio %.2f (goal ≤ %.1f); "+
+			"writes per pod: LoopDeployment %.2f, Deployment %.2f, ratio %.2f (goal ≤ %.1f)",
+			p.name, n, rounds, p.s.LoopDeploymentSeconds, p.s.DeploymentSeconds, p.s.TimeRatio, p.s.TimeRatioGoal,
+			p.s.LoopDeploymentWritesPerPod, p.s.DeploymentWritesPerPod, p.s.WritesRatio, p.s.WritesRatioGoal)
+	}
+	if out := os.Getenv(benchOpOutEnv); out != "" {
+		b, err := json.MarshalIndent(res, "", "  ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
+			t.Fatalf("writing %s: %v", out, err)
+		}
+		t.Logf("wrote the result to %s", out)
+	}
+}
+
+func benchOpEnvInt(t *testing.T, name string, def int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: want a positive whole number", name, v)
+	}
+	return n
+}
+
+// benchOpStartManager replaces the suite's manager by one with the given
+// client limits, and brings the suite's back when the test ends.
+func benchOpStartManager(t *testing.T, qps float32, burst int) {
+	t.Helper()
+	if err := env.Manager.Stop(10 * time.Second); err != nil {
+		t.Fatalf("stopping the suite's manager: %v", err)
+	}
+	var p *localcluster.Process
+	t.Cleanup(func() {
+		if p != nil {
+			if err := p.Stop(10 * time.Second); err != nil {
+				t.Errorf("stopping the bench manager: %v", err)
+			}
+		}
+		if err := env.StartManager(); err != nil {
+			t.Errorf("starting the suite's manager again: %v", err)
+		}
+	})
+	args := append(slices.Clone(benchOpManagerArgs),
+		"--kube-api-qps="+strconv.FormatFloat(float64(qps), 'g', -1, 32), "--kube-api-burst="+strconv.Itoa(burst))
+	var err error
+	p, err = env.Cluster.StartProcess("manager-bench", env.Bins["manager"], args, []string{"KUBECONFIG=" + env.Cluster.KubeconfigPath})
+	if err != nil {
+		t.Fatalf("starting the bench manager: %v", err)
+	}
+	t.Logf("bench manager started with %v; log %s", args, p.LogPath())
+}
+
+// benchOpStartKwok starts kwok and creates its nodes, with room for n pods
+// on each side, and waits until they are Ready and schedulable. Both go
+// when the test ends.
+func benchOpStartKwok(t *testing.T, n int) {
+	t.Helper()
+	ctx := t.Context()
+	kwok, err := env.Cluster.StartKwok(localcluster.KwokOptions{NodeLabelSelector: benchOpNodeLabel + "=true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := kwok.Stop(10 * time.Second); err != nil {
+			t.Errorf("stopping kwok: %v", err)
+		}
+	})
+	t.Logf("kwok started; log %s", kwok.LogPath())
+
+	perNode := int64(max(110, 2*n/benchOpNodes+1))
+	names := make([]string, benchOpNodes)
+	for i := range names {
+		names[i] = fmt.Sprintf("bench-kwok-%d", i+1)
+		capacity := corev1.ResourceList{
+			corev1.ResourceCPU:    resource.MustParse("64"),
+			corev1.ResourceMemory: resource.MustParse("256Gi"),
+			corev1.ResourcePods:   *resource.NewQuantity(perNode, resource.DecimalSI),
+		}
+		node := &corev1.Node{
+			ObjectMeta: metav1.ObjectMeta{
+				Name:        names[i],
+				Labels:      map[string]string{benchOpNodeLabel: "true", corev1.LabelHostname: names[i], "type": "kwok"},
+				Annotations: map[string]string{"kwok.x-k8s.io/node": "fake"},
+			},
+			Spec:   corev1.NodeSpec{Taints: []corev1.Taint{{Key: benchOpNodeLabel, Value: "true", Effect: corev1.TaintEffectNoSchedule}}},
+			Status: corev1.NodeStatus{Capacity: capacity, Allocatable: capacity},
+		}
+		if err := env.Client.Create(ctx, node); err != nil {
+			t.Fatalf("creating node %s: %v", names[i], err)
+		}
+	}
+	t.Cleanup(func() {
+		ctx, cancel := CleanupContext(time.Minute)
+		defer cancel()
+		for _, name := range names {
+			err := env.Client.Delete(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}})
+			if err != nil && !apierrors.IsNotFound(err) {
+				t.Errorf("deleting node %s: %v", name, err)
+			}
+		}
+	})
+	start := time.Now()
+	eventually(t, 2*time.Minute, fmt.Sprintf("%d kwok nodes Ready and schedulable", benchOpNodes), func() (bool, error) {
+		if exited, err := kwok.Exited(); exited {
+			t.Fatalf("kwok exited (%v); last lines of its log:\n%s", err, kwok.Tail(30))
+		}
+		var nodes corev1.NodeList
+		if err := env.Client.List(ctx, &nodes, client.MatchingLabels{benchOpNodeLabel: "true"}); err != nil {
+			return false, err
+		}
+		ready := 0
+		for _, node := range nodes.Items {
+			if benchOpNodeReady(&node) {
+				ready++
+			}
+		}
+		return ready == benchOpNodes, fmt.Errorf("%d of %d ready", ready, benchOpNodes)
+	})
+	t.Logf("%d kwok nodes with room for %d pods each are Ready after %s", benchOpNodes, perNode, time.Since(start).Round(time.Millisecond))
+}
+
+func benchOpNodeReady(node *corev1.Node) bool {
+	for _, taint := range node.Spec.Taints {
+		if taint.Key == corev1.TaintNodeNotReady || taint.Key == corev1.TaintNodeUnreachable {
+			return false
+		}
+	}
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// benchOpSide is one of the two workloads of a round.
+type benchOpSide struct {
+	name string // benchOpSideLD or benchOpSideDeploy
+	obj  client.Object
+	// statusSays reports whether the controller's status shows n ready
+	// pods (n > 0) or no pod at all (n == 0).
+	statusSays func(ctx context.Context, n int32) (bool, error)
+}
+
+// benchOpRound runs one round in a namespace of its own.
+func benchOpRound(t *testing.T, round, n int, writes *benchOpWrites) BenchOperatorRound {
+	t.Helper()
+	ctx := t.Context()
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	ns := fmt.Sprintf("bench-op-%d-%s", round, hex.EncodeToString(b[:]))
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	deleted := false
+	t.Cleanup(func() {
+		if !deleted {
+			benchOpDeleteNamespace(t, ns, true)
+		}
+	})
+	// Pods are refused until the namespace's default service account
+	// exists; the ReplicaSet controller would back off.
+	if err := env.Cluster.WaitForServiceAccount(ctx, ns, "default"); err != nil {
+		t.Fatal(err)
+	}
+	tr := benchOpTrack(t, ns)
+
+	tmpl := func(labels map[string]string) corev1.PodTemplateSpec {
+		return corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: labels},
+			Spec: corev1.PodSpec{
+				NodeSelector: map[string]string{benchOpNodeLabel: "true"},
+				Tolerations:  []corev1.Toleration{{Key: benchOpNodeLabel, Operator: corev1.TolerationOpEqual, Value: "true", Effect: corev1.TaintEffectNoSchedule}},
+				Containers:   []corev1.Container{{Name: loopsv1alpha1.WorkerContainerName, Image: benchOpImage}},
+			},
+		}
+	}
+	ld := &loopsv1alpha1.LoopDeployment{
+		ObjectMeta: metav1.ObjectMeta{Name: benchOpLD, Namespace: ns},
+		Spec: loopsv1alpha1.LoopDeploymentSpec{
+			Replicas: ptr.To[int32](0),
+			Template: tmpl(nil),
+			Queue:    loopsv1alpha1.QueueSpec{NATS: loopsv1alpha1.NATSQueueSpec{URL: env.NATS.URL()}},
+		},
+	}
+	deployLabels := map[string]string{"app": benchOpDeploy}
+	deploy := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: benchOpDeploy, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](0),
+			Selector: &metav1.LabelSelector{MatchLabels: deployLabels},
+			Template: tmpl(deployLabels),
+		},
+	}
+	for _, obj := range []client.Object{ld, deploy} {
+		if err := env.Client.Create(ctx, obj); err != nil {
+			t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
+		}
+	}
+	sides := []benchOpSide{
+		{name: benchOpSideLD, obj: ld, statusSays: func(ctx context.Context, want int32) (bool, error) {
+			var got loopsv1alpha1.LoopDeployment
+			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(ld), &got); err != nil {
+				return false, err
+			}
+			st := got.Status
+			return st.ObservedGeneration == got.Generation && st.Replicas == want && st.ReadyReplicas == want &&
+				st.AvailableReplicas == want && st.DrainingReplicas == 0, nil
+		}},
+		{name: benchOpSideDeploy, obj: deploy, statusSays: func(ctx context.Context, want int32) (bool, error) {
+			var got appsv1.Deployment
+			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(deploy), &got); err != nil {
+				return false, err
+			}
+			st := got.Status
+			return st.ObservedGeneration == got.Generation && st.Replicas == want && st.ReadyReplicas == want &&
+				st.AvailableReplicas == want && st.UpdatedReplicas == want, nil
+		}},
+	}
+	// Both settle at 0 first: the operator's worker RBAC and
+	// PodDisruptionBudget, the Deployment's ReplicaSet.
+	for _, s := range sides {
+		eventually(t, time.Minute, s.name+" reconciled at 0 replicas", func() (bool, error) { return s.statusSays(ctx, 0) })
+	}
+	eventually(t, time.Minute, "the worker service account", func() (bool, error) {
+		err := env.Client.Get(ctx, clientKey(ns, "tenire-loop-worker"), &corev1.ServiceAccount{})
+		return err == nil, err
+	})
+
+	if round%2 == 1 {
+		slices.Reverse(sides)
+	}
+	rec := BenchOperatorRound{Round: round, Namespace: ns, First: sides[0].name}
+	for _, s := range sides {
+		up := benchOpPhase(t, tr, writes, s, n, int32(n))
+		down := benchOpPhase(t, tr, writes, s, n, 0)
+		if s.name == benchOpSideLD {
+			rec.Up.LoopDeployment, rec.Down.LoopDeployment = up, down
+		} else {
+			rec.Up.Deployment, rec.Down.Deployment = up, down
+		}
+	}
+	for _, p := range []*BenchOperatorPair{&rec.Up, &rec.Down} {
+		p.TimeRatio = benchOpRatio(p.LoopDeployment.Seconds, p.Deployment.Seconds)
+		p.WritesRatio = benchOpRatio(p.LoopDeployment.WritesPerPod, p.Deployment.WritesPerPod)
+	}
+	t.Logf("round %d (%s first): up LD %.3fs/%.2f writes per pod, Deployment %.3fs/%.2f; down LD %.3fs/%.2f, Deployment %.3fs/%.2f",
+		round, rec.First, rec.Up.LoopDeployment.Seconds, rec.Up.LoopDeployment.WritesPerPod, rec.Up.Deployment.Seconds, rec.Up.Deployment.WritesPerPod,
+		rec.Down.LoopDeployment.Seconds, rec.Down.LoopDeployment.WritesPerPod, rec.Down.Deployment.Seconds, rec.Down.Deployment.WritesPerPod)
+
+	tr.stop()
+	tr.check()
+	benchOpDeleteNamespace(t, ns, false)
+	deleted = true
+	return rec
+}
+
+// benchOpPhase scales side s to want and measures it; n is N, the
+// divisor of the writes.
+func benchOpPhase(t *testing.T, tr *benchOpTracker, writes *benchOpWrites, s benchOpSide, n int, want int32) BenchOperatorSample {
+	t.Helper()
+	ctx := t.Context()
+	what := fmt.Sprintf("%s 0→%d: %d pods Ready", s.name, want, want)
+	// Generous: a pod a second, on top of a few minutes.
+	timeout := 3*time.Minute + time.Duration(n)*time.Second
+	cond := func(c benchOpCounts) bool {
+		ready, total := c.ready[s.name], c.total[s.name]
+		return ready == int(want) && total == int(want)
+	}
+	if want == 0 {
+		what = fmt.Sprintf("%s %d→0: no pod left", s.name, n)
+		// The LoopDeployment drains its pods; with maxConcurrent
+		// resolved against 0 replicas, one at a time.
+		timeout = 3*time.Minute + 2*time.Duration(n)*time.Second
+	}
+
+	before, err := writes.scrape(ctx)
+	if err != nil {
+		t.Fatalf("counting writes before %s: %v", what, err)
+	}
+	start := time.Now()
+	patch := client.RawPatch(types.MergePatchType, fmt.Appendf(nil, `{"spec":{"replicas":%d}}`, want))
+	if err := env.Client.SubResource("scale").Patch(ctx, s.obj, patch, client.WithSubResourceBody(&autoscalingv1.Scale{})); err != nil {
+		t.Fatalf("scaling the %s to %d: %v", s.name, want, err)
+	}
+	done, err := tr.waitFor(ctx, timeout, cond)
+	if err != nil {
+		t.Fatalf("%s: %v; pods: %s; manager log %s", what, err, tr.describe(), env.Cluster.LogPath("manager-bench"))
+	}
+	var statusAt time.Time
+	deadline := time.Now().Add(2 * time.Minute)
+	ticker := time.NewTicker(50 * time.Millisecond)
+	defer ticker.Stop()
+	for {
+		ok, err := s.statusSays(ctx, want)
+		if ok {
+			statusAt = time.Now()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: the pods are there but the status did not say so within 2 minutes (last error: %v)", what, err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		case <-ticker.C:
+		}
+	}
+	after, err := writes.scrape(ctx)
+	if err != nil {
+		t.Fatalf("counting writes after %s: %v", what, err)
+	}
+	sample := BenchOperatorSample{
+		Seconds:         benchOpRound3(done.Sub(start).Seconds()),
+		StatusSeconds:   benchOpRound3(statusAt.Sub(start).Seconds()),
+		WritesByRequest: map[string]int{},
+	}
+	for k, v := range after {
+		if d := int(math.Round(v - before[k])); d > 0 {
+			sample.WritesByRequest[k] = d
+			sample.Writes += d
+		}
+	}
+	if sample.Writes < n {
+		t.Fatalf("%s: counted %d writes for %d pods; the count is broken: %v", what, sample.Writes, n, sample.WritesByRequest)
+	}
+	sample.WritesPerPod = benchOpRound3(float64(sample.Writes) / float64(n))
+	t.Logf("%s in %.3fs (status %.3fs), %d writes (%.2f per pod): %s", what, sample.Seconds, sample.StatusSeconds,
+		sample.Writes, sample.WritesPerPod, benchOpTop(sample.WritesByRequest, 8))
+	return sample
+}
+
+// benchOpDeleteNamespace deletes ns and waits until it is gone. force,
+// for clean-ups after a failure, first takes the finalizer off the
+// LoopDeployment, which no manager may be left to release with pods that
+// no worker drains.
+func benchOpDeleteNamespace(t *testing.T, ns string, force bool) {
+	t.Helper()
+	ctx, cancel := CleanupContext(3 * time.Minute)
+	defer cancel()
+	if force {
+		ld := &loopsv1alpha1.LoopDeployment{ObjectMeta: metav1.ObjectMeta{Name: benchOpLD, Namespace: ns}}
+		err := env.Client.Patch(ctx, ld, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("taking the finalizer off %s/%s: %v", ns, benchOpLD, err)
+		}
+	}
+	obj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}
+	if err := env.Client.Delete(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
+		t.Errorf("deleting namespace %s: %v", ns, err)
+		return
+	}
+	ticker := time.NewTicker(200 * time.Millisecond)
+	defer ticker.Stop()
+	for {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj); apierrors.IsNotFound(err) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Errorf("namespace %s was not gone after 3 minutes", ns)
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// benchOpCounts are the pods of each side: all of them, and those Ready
+// and not being deleted.
+type benchOpCounts struct {
+	total, ready map[string]int
+}
+
+// benchOpTracker follows the pods of a round's namespace. It stands in
+// for the idle workers of the LoopDeployment's pods (they report Drained
+// as soon as they are asked to drain) and records what the drain contract
+// forbids.
+type benchOpTracker struct {
+	t    *testing.T
+	ns   string
+	stop func()
+	wg   sync.WaitGroup
+
+	mu         sync.Mutex
+	pods       map[string]*corev1.Pod
+	reported   map[string]bool
+	drained    map[string]bool
+	violations []string
+	errs       []error
+	changed    chan struct{} // closed and replaced on every change
+}
+
+func benchOpTrack(t *testing.T, ns string) *benchOpTracker {
+	t.Helper()
+	tr := &benchOpTracker{t: t, ns: ns, pods: map[string]*corev1.Pod{}, reported: map[string]bool{}, drained: map[string]bool{},
+		changed: make(chan struct{})}
+	factory := informers.NewSharedInformerFactoryWithOptions(env.Clientset, 0, informers.WithNamespace(ns))
+	informer := factory.Core().V1().Pods().Informer()
+	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { tr.seen(obj.(*corev1.Pod)) },
+		UpdateFunc: func(_, obj any) { tr.seen(obj.(*corev1.Pod)) },
+		DeleteFunc: func(obj any) {
+			if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = tomb.Obj
+			}
+			if p, ok := obj.(*corev1.Pod); ok {
+				tr.gone(p)
+			}
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan struct{})
+	factory.Start(ch)
+	factory.WaitForCacheSync(ch)
+	var once sync.Once
+	tr.stop = func() {
+		once.Do(func() {
+			close(ch)
+			factory.Shutdown()
+			tr.wg.Wait()
+		})
+	}
+	t.Cleanup(tr.stop)
+	return tr
+}
+
+func benchOpSideOf(p *corev1.Pod) string {
+	switch {
+	case p.Labels[loopsv1alpha1.LabelName] == benchOpLD:
+		return benchOpSideLD
+	case p.Labels["app"] == benchOpDeploy:
+		return benchOpSideDeploy
+	}
+	return ""
+}
+
+// notify wakes the waiters; tr.mu is held.
+func (tr *benchOpTracker) notify() {
+	close(tr.changed)
+	tr.changed = make(chan struct{})
+}
+
+func (tr *benchOpTracker) seen(p *corev1.Pod) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	defer tr.notify()
+	tr.pods[p.Name] = p
+	if benchOpSideOf(p) != benchOpSideLD {
+		return
+	}
+	_, drained := policy.Drained(p)
+	switch {
+	case drained:
+		tr.drained[p.Name] = true
+	case tr.drained[p.Name]:
+		tr.violations = append(tr.violations, fmt.Sprintf("pod %s lost its Drained condition (resourceVersion %s)", p.Name, p.ResourceVersion))
+	}
+	if p.DeletionTimestamp != nil && !drained {
+		tr.violations = append(tr.violations, fmt.Sprintf("pod %s was deleted before it reported Drained", p.Name))
+	}
+	if policy.Requested(p) && !drained && p.DeletionTimestamp == nil && !tr.reported[p.Name] {
+		tr.reported[p.Name] = true
+		tr.wg.Add(1)
+		go tr.reportDrained(p.Name, time.Now())
+	}
+}
+
+// reportDrained does what an idle worker does when asked to drain: it
+// has nothing in flight, so it reports Drained=True, reason Completed, at
+// once. requested is when the tracker saw the request.
+func (tr *benchOpTracker) reportDrained(name string, requested time.Time) {
+	defer tr.wg.Done()
+	w := podwatch.New(env.Clientset, tr.ns, name)
+	err := w.ReportDrained(tr.t.Context(), workerloop.DrainReport{Cause: "pod", Duration: time.Since(requested)})
+	if err != nil && !apierrors.IsNotFound(err) && tr.t.Context().Err() == nil {
+		tr.mu.Lock()
+		tr.errs = append(tr.errs, err)
+		tr.mu.Unlock()
+	}
+}
+
+func (tr *benchOpTracker) gone(p *corev1.Pod) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	defer tr.notify()
+	delete(tr.pods, p.Name)
+	if benchOpSideOf(p) == benchOpSideLD && !tr.drained[p.Name] {
+		if _, ok := policy.Drained(p); !ok {
+			tr.violations = append(tr.violations, fmt.Sprintf("pod %s was deleted before it reported Drained", p.Name))
+		}
+	}
+}
+
+// counts returns the pods of each side; tr.mu is held.
+func (tr *benchOpTracker) counts() benchOpCounts {
+	c := benchOpCounts{total: map[string]int{}, ready: map[string]int{}}
+	for _, p := range tr.pods {
+		side := benchOpSideOf(p)
+		c.total[side]++
+		if p.DeletionTimestamp == nil && benchOpPodReady(p) {
+			c.ready[side]++
+		}
+	}
+	return c
+}
+
+// waitFor waits until cond holds for the pods and returns when the
+// tracker saw it hold.
+func (tr *benchOpTracker) waitFor(ctx context.Context, timeout time.Duration, cond func(benchOpCounts) bool) (time.Time, error) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		tr.mu.Lock()
+		ok, ch := cond(tr.counts()), tr.changed
+		tr.mu.Unlock()
+		if ok {
+			return time.Now(), nil
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			return time.Time{}, fmt.Errorf("not after %s", timeout)
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
+		}
+	}
+}
+
+// describe sums up the pods for a failure message.
+func (tr *benchOpTracker) describe() string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	c := tr.counts()
+	phases := map[string]int{}
+	for _, p := range tr.pods {
+		key := string(p.Status.Phase)
+		if p.Spec.NodeName == "" {
+			key = "unscheduled"
+		}
+		if p.DeletionTimestamp != nil {
+			key += "+deleting"
+		}
+		if policy.Requested(p) {
+			key += "+drain-requested"
+		}
+		phases[benchOpSideOf(p)+"/"+key]++
+	}
+	return fmt.Sprintf("total %v, ready %v, by state %v", c.total, c.ready, phases)
+}
+
+// check fails the test for what the tracker saw wrong.
+func (tr *benchOpTracker) check() {
+	tr.t.Helper()
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	for _, v := range tr.violations {
+		tr.t.Error(v)
+	}
+	for _, err := range tr.errs {
+		tr.t.Errorf("the idle-worker stand-in: %v", err)
+	}
+	tr.t.Logf("the idle-worker stand-in reported %d drains", len(tr.reported))
+}
+
+func benchOpPodReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// benchOpWrites reads the apiserver's count of write requests.
+type benchOpWrites struct {
+	http *http.Client
+	url  string
+}
+
+func benchOpNewWrites(t *testing.T) *benchOpWrites {
+	t.Helper()
+	hc, err := rest.HTTPClientFor(env.Cluster.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(hc.CloseIdleConnections)
+	w := &benchOpWrites{http: hc, url: env.Cluster.URL + "/metrics"}
+	verbs, err := w.verbs(t.Context())
+	if err != nil {
+		t.Fatalf("reading apiserver_request_total: %v", err)
+	}
+	t.Logf("apiserver_request_total reports the verbs %v; counting %v as writes", verbs, benchOpWriteVerbs)
+	return w
+}
+
+// requestTotal returns the samples of apiserver_request_total.
+func (w *benchOpWrites) requestTotal(ctx context.Context) ([]map[string]string, []float64, error) {
+	const metric = "apiserver_request_total"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.url, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	resp, err := w.http.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, nil, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	// Only the lines of the one metric: the whole page is megabytes.
+	var text bytes.Buffer
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if bytes.HasPrefix(line, []byte(metric+"{")) || bytes.HasPrefix(line, []byte("# TYPE "+metric+" ")) {
+			text.Write(line)
+			text.WriteByte('\n')
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, nil, fmt.Errorf("reading /metrics: %w", err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(&text)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parsing %s: %w", metric, err)
+	}
+	fam, ok := families[metric]
+	if !ok || len(fam.GetMetric()) == 0 {
+		return nil, nil, fmt.Errorf("/metrics has no %s", metric)
+	}
+	labels := make([]map[string]string, 0, len(fam.GetMetric()))
+	values := make([]float64, 0, len(fam.GetMetric()))
+	for _, m := range fam.GetMetric() {
+		l := map[string]string{}
+		for _, lp := range m.GetLabel() {
+			l[lp.GetName()] = lp.GetValue()
+		}
+		labels = append(labels, l)
+		values = append(values, m.GetCounter().GetValue())
+	}
+	return labels, values, nil
+}
+
+// verbs returns the verbs apiserver_request_total reports now.
+func (w *benchOpWrites) verbs(ctx context.Context) ([]string, error) {
+	labels, _, err := w.requestTotal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var verbs []string
+	for _, l := range labels {
+		if !slices.Contains(verbs, l["verb"]) {
+			verbs = append(verbs, l["verb"])
+		}
+	}
+	sort.Strings(verbs)
+	return verbs, nil
+}
+
+// scrape returns the write requests so far by "VERB resource[/subresource]"
+// and the status code when it is not 2xx, leases left out.
+func (w *benchOpWrites) scrape(ctx context.Context) (map[string]float64, error) {
+	labels, values, err := w.requestTotal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for i, l := range labels {
+		if !slices.Contains(benchOpWriteVerbs, l["verb"]) || l["resource"] == "leases" {
+			continue
+		}
+		key := l["verb"] + " " + l["resource"]
+		if l["subresource"] != "" {
+			key += "/" + l["subresource"]
+		}
+		if code := l["code"]; !strings.HasPrefix(code, "2") {
+			key += " " + code
+		}
+		out[key] += values[i]
+	}
+	if len(out) == 0 {
+		return nil, errors.New("apiserver_request_total counts no write request at all")
+	}
+	return out, nil
+}
+
+// benchOpTop formats the largest entries of a breakdown.
+func benchOpTop(m map[string]int, k int) string {
+	keys := make([]string, 0, len(m))
+	for key := range m {
+		keys = append(keys, key)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if m[keys[i]] != m[keys[j]] {
+			return m[keys[i]] > m[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	parts := make([]string, 0, k)
+	for i, key := range keys {
+		if i == k {
+			parts = append(parts, "…")
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s %d", key, m[key]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func benchOpSummarize(rounds []BenchOperatorRound, phase func(BenchOperatorRound) BenchOperatorPair) BenchOperatorSummary {
+	var ldS, dS, tR, ldW, dW, wR []float64
+	for _, r := range rounds {
+		p := phase(r)
+		ldS = append(ldS, p.LoopDeployment.Seconds)
+		dS = append(dS, p.Deployment.Seconds)
+		tR = append(tR, p.TimeRatio)
+		ldW = append(ldW, p.LoopDeployment.WritesPerPod)
+		dW = append(dW, p.Deployment.WritesPerPod)
+		wR = append(wR, p.WritesRatio)
+	}
+	return BenchOperatorSummary{
+		LoopDeploymentSeconds: benchOpMedian(ldS), DeploymentSeconds: benchOpMedian(dS),
+		TimeRatio: benchOpMedian(tR), TimeRatioGoal: benchOpTimeGoal,
+		LoopDeploymentWritesPerPod: benchOpMedian(ldW), DeploymentWritesPerPod: benchOpMedian(dW),
+		WritesRatio: benchOpMedian(wR), WritesRatioGoal: benchOpWritesGoal,
+	}
+}
+
+func benchOpMedian(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	m := s[len(s)/2]
+	if len(s)%2 == 0 {
+		m = (s[len(s)/2-1] + m) / 2
+	}
+	return benchOpRound3(m)
+}
+
+// benchOpRatio is a ÷ b, 0 when b is 0 (JSON has no infinity).
+func benchOpRatio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return benchOpRound3(a / b)
+}
+
+func benchOpRound3(f float64) float64 { return math.Round(f*1000) / 1000 }
