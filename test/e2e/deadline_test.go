@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -82,16 +81,12 @@ func TestATaskLongerThanTheDrainDeadlineIsHandedBackAndResumesFromItsCheckpoint(
 	if full := time.Duration(to*stepMs) * time.Millisecond; rec.Duration >= full {
 		t.Errorf("the last attempt of %s took %s, the whole count (%s): it did not resume from its checkpoint", id, rec.Duration, full)
 	}
-	info, ok := env.Agent.Process(l.ns, rec.Worker)
-	if !ok {
-		t.Fatalf("no process for pod %s", rec.Worker)
-	}
-	log, err := os.ReadFile(info.LogPath)
+	log, err := env.WorkerLog(t.Context(), l.ns, rec.Worker)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("the log of pod %s: %v", rec.Worker, err)
 	}
 	resumed := ""
-	for line := range strings.Lines(string(log)) {
+	for line := range strings.Lines(log) {
 		if strings.Contains(line, "count task resuming") && strings.Contains(line, id) {
 			resumed = strings.TrimSpace(line)
 		}

@@ -40,7 +40,7 @@ func TestDeletingABusyWorkerPodDrainsItWithinItsGracePeriod(t *testing.T) {
 	took := time.Since(start)
 	t.Logf("pod %s was gone after %s", victim, took.Round(100*time.Millisecond))
 	if took >= grace {
-		t.Errorf("pod %s took %s to go, not less than its grace period %s: the agent had to SIGKILL it", victim, took, grace)
+		t.Errorf("pod %s took %s to go, not less than its grace period %s: it had to be killed with SIGKILL", victim, took, grace)
 	}
 	// SIGTERM starts the same drain as the operator's request, reported
 	// the same way.

@@ -3,23 +3,36 @@
 package e2e
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Scenario 11: kubectl refuses invalid LoopDeployments with the schema's
 // messages.
 func TestKubectlRejectsInvalidLoopDeployments(t *testing.T) {
-	if out, err := kubectl(t, "create", "namespace", "e2e-invalid"); err != nil {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	ns := "e2e-invalid-" + hex.EncodeToString(b[:])
+	if out, err := kubectl(t, "create", "namespace", ns); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	const base = `apiVersion: loops.tenire.io/v1alpha1
+	t.Cleanup(func() {
+		ctx, cancel := CleanupContext(time.Minute)
+		defer cancel()
+		if out, err := kubectlContext(ctx, "delete", "namespace", ns, "--wait=false"); err != nil {
+			t.Errorf("kubectl delete namespace %s: %v\n%s", ns, err, out)
+		}
+	})
+	base := `apiVersion: loops.tenire.io/v1alpha1
 kind: LoopDeployment
 metadata:
   name: bad
-  namespace: e2e-invalid
+  namespace: ` + ns + `
 spec:
   template:
     spec:

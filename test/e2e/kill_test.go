@@ -7,23 +7,27 @@ import (
 	"time"
 )
 
-// Scenario 5: a worker process killed with SIGKILL in the middle of its
-// tasks loses none of them: the queue redelivers them after ackWait and
-// they complete, on another pod or on the restarted process.
+// Scenario 5: a worker killed with SIGKILL in the middle of its tasks (its
+// process in local mode, its container in kind mode; no drain either way)
+// loses none of them: the queue redelivers them after ackWait and they
+// complete, on another pod or on the restarted worker.
 func TestAWorkerKilledMidTaskHasItsTasksRedeliveredAndCompleted(t *testing.T) {
 	l := newLoop(t, "kill", 3, nil)
 
 	l.submitSleeps(1200, 500, 2000)
 	victim, held := l.busyPod("sleep")
-	before, _ := env.Agent.Process(l.ns, victim)
-	killedAt := time.Now()
-	if err := env.Agent.Kill(l.ns, victim); err != nil {
+	before, err := env.Worker(t.Context(), l.ns, victim)
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("killed pod %s (pid %d) holding %d sleep tasks, with %s", victim, before.PID, held, l.book.Summary())
+	killedAt := time.Now()
+	if err := env.KillWorker(t.Context(), l.ns, victim); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed the worker of pod %s (%s) holding %d sleep tasks, with %s", victim, before.ID, held, l.book.Summary())
 	eventually(t, time.Minute, "the killed worker to be restarted", func() (bool, error) {
-		info, ok := env.Agent.Process(l.ns, victim)
-		return ok && info.RestartCount > before.RestartCount && info.PID != 0 && info.PID != before.PID, nil
+		run, err := env.Worker(t.Context(), l.ns, victim)
+		return err == nil && run.Restarts > before.Restarts && run.ID != "" && run.ID != before.ID, err
 	})
 
 	l.waitAllAccounted(5 * time.Minute)

@@ -7,11 +7,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
-	"net/http"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -65,7 +63,7 @@ func newLoop(t *testing.T, name string, replicas int32, edit func(*loopsv1alpha1
 	t.Cleanup(func() { l.cleanup() })
 	l.waitReady(replicas)
 
-	nc, err := nats.Connect(env.NATS.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	nc, err := nats.Connect(env.NATSURL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +94,7 @@ func (l *loop) create(replicas int32, edit func(*loopsv1alpha1.LoopDeployment)) 
 				Pool:  loopsv1alpha1.PoolSpec{MinWorkers: ptr.To[int32](2), MaxWorkers: 20},
 				Retry: loopsv1alpha1.RetrySpec{MaxAttempts: 3, InitialBackoff: &metav1.Duration{Duration: 200 * time.Millisecond}, MaxBackoff: &metav1.Duration{Duration: 2 * time.Second}},
 			},
-			Queue: loopsv1alpha1.QueueSpec{NATS: loopsv1alpha1.NATSQueueSpec{URL: env.NATS.URL(), AckWait: &metav1.Duration{Duration: 10 * time.Second}}},
+			Queue: loopsv1alpha1.QueueSpec{NATS: loopsv1alpha1.NATSQueueSpec{URL: env.LoopNATSURL(), AckWait: &metav1.Duration{Duration: 10 * time.Second}}},
 			Drain: loopsv1alpha1.DrainSpec{Timeout: &metav1.Duration{Duration: time.Minute}, MaxConcurrent: ptr.To(intstr.FromInt32(2))},
 		},
 	}
@@ -158,11 +156,7 @@ func (l *loop) waitReady(n int32) {
 // kubectl runs kubectl against the cluster and returns its output.
 func kubectl(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.CommandContext(t.Context(), "kubectl", append([]string{"--kubeconfig", env.Cluster.KubeconfigPath}, args...)...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	return out.String(), err
+	return kubectlContext(t.Context(), args...)
 }
 
 // scale sets spec.replicas with kubectl scale, through /scale.
@@ -234,7 +228,8 @@ func (l *loop) waitAllAccounted(timeout time.Duration) ledger.Summary {
 }
 
 // cleanup deletes the LoopDeployment and waits until it is gone, so that
-// its worker processes stop before the next scenario.
+// its worker processes stop before the next scenario, and then deletes
+// the namespace without waiting (a kind cluster outlives the suite).
 func (l *loop) cleanup() {
 	ctx, cancel := CleanupContext(3 * time.Minute)
 	defer cancel()
@@ -246,6 +241,10 @@ func (l *loop) cleanup() {
 	for {
 		err := env.Client.Get(ctx, l.key(), ld)
 		if apierrors.IsNotFound(err) {
+			ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: l.ns}}
+			if err := env.Client.Delete(ctx, ns); err != nil && !apierrors.IsNotFound(err) {
+				l.t.Errorf("deleting the namespace %s: %v", l.ns, err)
+			}
 			return
 		}
 		select {
@@ -425,9 +424,14 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 	}
 }
 
-// kubectlContext is kubectl with a context of its own, for clean-ups.
+// kubectlContext is kubectl with a context of its own, for clean-ups. It
+// is given the suite's kubeconfig when it has one (local mode); in kind
+// mode it reads KUBECONFIG, as the suite's clients do.
 func kubectlContext(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", env.Cluster.KubeconfigPath}, args...)...)
+	if env.Kubeconfig != "" {
+		args = append([]string{"--kubeconfig", env.Kubeconfig}, args...)
+	}
+	cmd := exec.CommandContext(ctx, "kubectl", args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
@@ -436,24 +440,7 @@ func kubectlContext(ctx context.Context, args ...string) (string, error) {
 
 // workerStatus reads the loop-worker status of a pod from its admin port.
 func (l *loop) workerStatus(pod string) (workerloop.Status, error) {
-	var st workerloop.Status
-	info, ok := env.Agent.Process(l.ns, pod)
-	if !ok || info.AdminAddr == "" {
-		return st, fmt.Errorf("the node agent runs no process for pod %s", pod)
-	}
-	req, err := http.NewRequestWithContext(l.t.Context(), http.MethodGet, "http://"+info.AdminAddr+"/status", nil)
-	if err != nil {
-		return st, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("GET /status of pod %s: %s", pod, resp.Status)
-	}
-	return st, json.NewDecoder(resp.Body).Decode(&st)
+	return env.WorkerStatus(l.t.Context(), l.ns, pod)
 }
 
 // busyPod waits until one of the loop's ready pods holds at least one task

@@ -20,12 +20,11 @@ func TestTheManagerKilledMidDrainFinishesTheDrainOnceItIsBack(t *testing.T) {
 		ld.Spec.Drain.Timeout = &metav1.Duration{Duration: 2 * time.Minute}
 	})
 	// Registered after newLoop, so it runs before the LoopDeployment's
-	// clean-up, which needs a manager to release it.
+	// clean-up, which needs a manager to release it. StartManager does
+	// nothing when the manager runs.
 	t.Cleanup(func() {
-		if exited, _ := env.Manager.Exited(); exited {
-			if err := env.StartManager(); err != nil {
-				t.Errorf("starting the manager again: %v", err)
-			}
+		if err := env.StartManager(); err != nil {
+			t.Errorf("starting the manager again: %v", err)
 		}
 	})
 	watch := l.watchPods(2)
@@ -43,7 +42,7 @@ func TestTheManagerKilledMidDrainFinishesTheDrainOnceItIsBack(t *testing.T) {
 		}
 		return len(draining) > 0, nil
 	})
-	if err := env.Manager.Kill(); err != nil {
+	if err := env.KillManager(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("killed the manager while %v drained, with %s", draining, l.book.Summary())

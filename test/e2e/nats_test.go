@@ -7,13 +7,15 @@ import (
 	"time"
 )
 
-// Scenario 10: NATS restarts while tasks run; the workers reconnect and
-// no task is lost (JetStream keeps the streams and consumers on disk).
+// Scenario 10: NATS restarts while tasks run (the process in local mode,
+// the pod of its StatefulSet in kind mode); the workers reconnect and no
+// task is lost (JetStream keeps the streams and consumers on disk: the
+// store folder, or the pod's PersistentVolumeClaim).
 func TestARestartOfNATSUnderLoadLosesNothing(t *testing.T) {
 	const replicas = 3
 	l := newLoop(t, "nats", replicas, nil)
 	t.Cleanup(func() {
-		if err := env.NATS.Start(); err != nil {
+		if err := env.StartNATS(); err != nil {
 			t.Errorf("starting NATS again: %v", err)
 		}
 	})
@@ -22,10 +24,10 @@ func TestARestartOfNATSUnderLoadLosesNothing(t *testing.T) {
 	l.waitFinished(300)
 	restarts := map[string]int32{}
 	for _, p := range l.pods() {
-		info, _ := env.Agent.Process(l.ns, p.Name)
-		restarts[p.Name] = info.RestartCount
+		run, _ := env.Worker(t.Context(), l.ns, p.Name)
+		restarts[p.Name] = run.Restarts
 	}
-	if err := env.NATS.Restart(); err != nil {
+	if err := env.RestartNATS(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("restarted NATS with %s", l.book.Summary())
@@ -33,9 +35,9 @@ func TestARestartOfNATSUnderLoadLosesNothing(t *testing.T) {
 	l.waitAllAccounted(5 * time.Minute)
 	l.waitReady(replicas)
 	for _, p := range l.pods() {
-		info, _ := env.Agent.Process(l.ns, p.Name)
-		if before, ok := restarts[p.Name]; ok && info.RestartCount != before {
-			t.Logf("pod %s restarted its worker %d time(s) across the NATS restart", p.Name, info.RestartCount-before)
+		run, _ := env.Worker(t.Context(), l.ns, p.Name)
+		if before, ok := restarts[p.Name]; ok && run.Restarts != before {
+			t.Logf("pod %s restarted its worker %d time(s) across the NATS restart", p.Name, run.Restarts-before)
 		}
 	}
 }

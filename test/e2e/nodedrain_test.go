@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -68,18 +69,26 @@ func TestDrainingANodeEvictsItsWorkersWithinThePodDisruptionBudget(t *testing.T)
 		return false, nil
 	})
 
-	// The node with the most workers.
+	// The node with the most workers, of those the suite may drain (in
+	// kind mode not the node of NATS, whose volume is bound to it).
+	drainable, err := env.DrainableNodes(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
 	byNode := map[string][]string{}
 	for _, p := range l.pods() {
 		byNode[p.Spec.NodeName] = append(byNode[p.Spec.NodeName], p.Name)
 	}
 	node := ""
 	for n, pods := range byNode {
-		if node == "" || len(pods) > len(byNode[node]) {
+		if slices.Contains(drainable, n) && (node == "" || len(pods) > len(byNode[node])) {
 			node = n
 		}
 	}
-	t.Logf("workers by node: %v; draining %s", byNode, node)
+	if node == "" {
+		t.Fatalf("no worker runs on a node that may be drained (%v); workers by node: %v", drainable, byNode)
+	}
+	t.Logf("workers by node: %v; draining %s (of %v)", byNode, node, drainable)
 	t.Cleanup(func() {
 		ctx, cancel := CleanupContext(time.Minute)
 		defer cancel()
