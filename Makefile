@@ -127,9 +127,15 @@ docker-build: ## Build both images with Docker from hack/Dockerfile (kind path).
 	$(CONTAINER_TOOL) build -f hack/Dockerfile --target manager -t $(IMG) .
 	$(CONTAINER_TOOL) build -f hack/Dockerfile --target loop-worker -t $(WORKER_IMG) .
 
+# The nodes of the kind cluster: a control plane and three workers.
+KIND_CONFIG ?= hack/kind-config.yaml
+# The kubeconfig of test-e2e-kind; empty: the kind cluster's own, written
+# to bin/ by `kind get kubeconfig`.
+KIND_KUBECONFIG ?=
+
 .PHONY: kind-create
-kind-create: ## Create the kind cluster $(KIND_CLUSTER) and deploy the development NATS (config/nats) into it.
-	$(KIND) create cluster --name $(KIND_CLUSTER)
+kind-create: ## Create the kind cluster $(KIND_CLUSTER) (nodes of $(KIND_CONFIG)) and deploy the development NATS (config/nats) into it.
+	$(KIND) create cluster --name $(KIND_CLUSTER) --config $(KIND_CONFIG)
 	kubectl apply -k config/nats
 	kubectl -n nats rollout status statefulset/nats --timeout=3m
 
@@ -140,6 +146,24 @@ kind-load: docker-build ## Load both images into the kind cluster $(KIND_CLUSTER
 .PHONY: kind-delete
 kind-delete: ## Delete the kind cluster $(KIND_CLUSTER).
 	$(KIND) delete cluster --name $(KIND_CLUSTER)
+
+.PHONY: test-e2e-kind
+test-e2e-kind: ## Run the end-to-end suite against the kind cluster $(KIND_CLUSTER); needs make kind-create kind-load deploy first.
+	@kubeconfig="$(KIND_KUBECONFIG)"; \
+	if [ -z "$$kubeconfig" ]; then \
+	  command -v $(KIND) >/dev/null || { echo "$(KIND) is not installed: make test-e2e-kind needs Docker and kind (docs/development.md)"; exit 1; }; \
+	  mkdir -p "$(LOCALBIN)"; kubeconfig="$(LOCALBIN)/kind-$(KIND_CLUSTER).kubeconfig"; \
+	  $(KIND) get kubeconfig --name $(KIND_CLUSTER) > "$$kubeconfig" || { echo "no kind cluster $(KIND_CLUSTER): run make kind-create kind-load deploy first"; exit 1; }; \
+	fi; \
+	kubectl --kubeconfig "$$kubeconfig" get --raw /readyz >/dev/null || { echo "the cluster of $$kubeconfig does not answer"; exit 1; }; \
+	kubectl --kubeconfig "$$kubeconfig" -n nats get statefulset nats >/dev/null || { echo "no NATS in the cluster: run make kind-create (or kubectl apply -k config/nats)"; exit 1; }; \
+	kubectl --kubeconfig "$$kubeconfig" -n tenire-system get deployment loop-operator-controller-manager >/dev/null || { echo "the operator is not deployed: run make kind-load deploy"; exit 1; }; \
+	echo "KUBECONFIG=$$kubeconfig go test -tags e2e,kind ./test/e2e/ (worker image $(WORKER_IMG))"; \
+	KUBECONFIG="$$kubeconfig" E2E_WORKER_IMAGE="$(WORKER_IMG)" go test -tags e2e,kind -race -count=1 -timeout 60m ./test/e2e/
+
+.PHONY: lint-e2e-kind
+lint-e2e-kind: golangci-lint ## Lint the kind variant of the e2e suite (build tags e2e,kind); make lint covers the rest.
+	"$(GOLANGCI_LINT)" run --build-tags e2e,kind ./test/e2e/...
 
 ##@ Deployment
 
