@@ -311,7 +311,7 @@ func (s *Suite) KillManager(ctx context.Context) error {
 			return err
 		}
 	}
-	if _, err := s.scaleManager(ctx, 0); err != nil {
+	if err := s.scaleManager(ctx, 0); err != nil {
 		return err
 	}
 	return wait.PollUntilContextTimeout(ctx, time.Second, kindWaitTimeout, true, func(ctx context.Context) (bool, error) {
@@ -325,7 +325,7 @@ func (s *Suite) KillManager(ctx context.Context) error {
 func (s *Suite) StartManager() error {
 	ctx, cancel := CleanupContext(kindWaitTimeout)
 	defer cancel()
-	if _, err := s.scaleManager(ctx, s.managerReplicas); err != nil {
+	if err := s.scaleManager(ctx, s.managerReplicas); err != nil {
 		return err
 	}
 	var last *appsv1.Deployment
@@ -343,14 +343,14 @@ func (s *Suite) StartManager() error {
 	return err
 }
 
-func (s *Suite) scaleManager(ctx context.Context, replicas int32) (*appsv1.Deployment, error) {
+// scaleManager sets the replicas of the operator's Deployment.
+func (s *Suite) scaleManager(ctx context.Context, replicas int32) error {
 	patch := fmt.Appendf(nil, `{"spec":{"replicas":%d}}`, replicas)
-	d, err := s.Clientset.AppsV1().Deployments(managerNamespace).Patch(ctx, managerDeployment, types.MergePatchType, patch, metav1.PatchOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("scaling %s/%s to %d: %w", managerNamespace, managerDeployment, replicas, err)
+	if _, err := s.Clientset.AppsV1().Deployments(managerNamespace).Patch(ctx, managerDeployment, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("scaling %s/%s to %d: %w", managerNamespace, managerDeployment, replicas, err)
 	}
 	s.Log.Info("scaled the manager", "deployment", managerNamespace+"/"+managerDeployment, "replicas", replicas)
-	return d, nil
+	return nil
 }
 
 // deploymentReady reports whether the Deployment has rolled out replicas
