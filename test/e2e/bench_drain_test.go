@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
@@ -240,7 +239,7 @@ func (l *loop) drainSample(round int, victim string, pt podTimes, scaledAt time.
 	s := drainSample{Round: round, Pod: victim, RequestLag: secs(t0.Sub(scaledAt)), WorkerDrain: secs(workerDrain),
 		Drained: secs(pt.drained.Sub(t0)), Deleting: secs(pt.deleting.Sub(t0)), Drain: secs(pt.gone.Sub(t0))}
 	var longest, last time.Duration
-	for _, r := range l.timedResults() {
+	for _, r := range l.results() {
 		if r.Worker != victim || !r.Finish.After(t0) {
 			continue
 		}
@@ -339,60 +338,6 @@ func (l *loop) waitFullPools(n int) map[string]int {
 		return len(held) == benchDrainReplicas, nil
 	})
 	return held
-}
-
-// timedResult is a result record with when its attempt ran.
-type timedResult struct {
-	ID, Worker    string
-	Start, Finish time.Time
-}
-
-// timedResults reads every result record of the loop, with its stream
-// timestamp as the finish and finish − Loop-Duration as the start.
-func (l *loop) timedResults() []timedResult {
-	l.t.Helper()
-	ctx := l.t.Context()
-	stream, err := l.js.Stream(ctx, l.names.ResultStream())
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	last := info.State.LastSeq
-	c, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	var out []timedResult
-	var seq uint64
-	for seq < last {
-		batch, err := c.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			l.t.Fatalf("reading the result stream: %v", err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			md, err := m.Metadata()
-			if err != nil {
-				l.t.Fatal(err)
-			}
-			seq = md.Sequence.Stream
-			h := m.Headers()
-			took, err := time.ParseDuration(h.Get(queue.HeaderDuration))
-			if err != nil {
-				l.t.Fatalf("result record %d: %s %q: %v", seq, queue.HeaderDuration, h.Get(queue.HeaderDuration), err)
-			}
-			out = append(out, timedResult{ID: h.Get(queue.HeaderTaskID), Worker: h.Get(queue.HeaderWorker),
-				Start: md.Timestamp.Add(-took), Finish: md.Timestamp})
-		}
-		if n == 0 {
-			l.t.Fatalf("reading the result stream: stopped at %d of %d: %v", seq, last, batch.Error())
-		}
-	}
-	return out
 }
 
 // podTimes is when the test's pod watch first saw each step of one pod's

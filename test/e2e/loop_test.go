@@ -470,12 +470,14 @@ func (l *loop) busyPod(kind string) (string, int) {
 	return name, held
 }
 
-// result is one result record of the loop.
+// result is one result record of the loop. Finish is the record's stream
+// timestamp (the attempt ended just before); Start is Finish − Duration.
 type result struct {
-	ID       string
-	Worker   string
-	Attempts int
-	Duration time.Duration
+	ID            string
+	Worker        string
+	Attempts      int
+	Duration      time.Duration
+	Start, Finish time.Time
 }
 
 // results reads every result record the loop's result stream holds now.
@@ -512,8 +514,12 @@ func (l *loop) results() []result {
 			seq = md.Sequence.Stream
 			h := m.Headers()
 			attempts, _ := strconv.Atoi(h.Get(queue.HeaderAttempts))
-			took, _ := time.ParseDuration(h.Get(queue.HeaderDuration))
-			out = append(out, result{ID: h.Get(queue.HeaderTaskID), Worker: h.Get(queue.HeaderWorker), Attempts: attempts, Duration: took})
+			took, err := time.ParseDuration(h.Get(queue.HeaderDuration))
+			if err != nil {
+				l.t.Fatalf("result record %d: %s %q: %v", seq, queue.HeaderDuration, h.Get(queue.HeaderDuration), err)
+			}
+			out = append(out, result{ID: h.Get(queue.HeaderTaskID), Worker: h.Get(queue.HeaderWorker), Attempts: attempts, Duration: took,
+				Start: md.Timestamp.Add(-took), Finish: md.Timestamp})
 		}
 		if n == 0 {
 			l.t.Fatalf("reading the result stream: stopped at %d of %d: %v", seq, last, batch.Error())
