@@ -92,6 +92,9 @@ import (
 // and its "pod-ready" stage only matches Pending pods, so it leaves the
 // Drained condition alone; the test checks that too (a pod that loses the
 // condition, or is deleted before it reported Drained, fails the test).
+// The stand-in reports through the suite's admin client, whose rate limits
+// are far above the operator's: real workers each have a client of their
+// own.
 //
 // Writes are the apiserver's own count, apiserver_request_total, scraped
 // from its /metrics before and after each phase: the sum over the write
@@ -103,7 +106,9 @@ import (
 // reports, and the background of the node agent's node heartbeats. Leases
 // are left out (node and component heartbeats, at a rate that depends on
 // time, not on the pods). Both sides are counted the same way; the
-// samples keep the breakdown by verb and resource.
+// samples keep the breakdown by verb and resource, and by status code when
+// it is not 2xx: kwok, for one, deletes each pod twice, and the second
+// DELETE gets 404 (on both sides alike).
 //
 // N comes from TENIRE_BENCH_OPERATOR_PODS (default 20), the rounds from
 // TENIRE_BENCH_OPERATOR_ROUNDS (default 1); when TENIRE_BENCH_OPERATOR_OUT
