@@ -3,6 +3,8 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -76,6 +78,8 @@ func (r *LoopDeploymentReconciler) reconcileDrains(ctx context.Context, s *scope
 	logger := log.FromContext(ctx)
 	var res ctrl.Result
 	var errs []error
+	var drained []drainedPod
+	defer func() { r.eventDrained(s, drained) }()
 	for _, p := range s.pods {
 		if !isActive(p) {
 			continue
@@ -108,8 +112,7 @@ func (r *LoopDeploymentReconciler) reconcileDrains(ctx context.Context, s *scope
 			}
 			observeDrain(result, d, s.now)
 			logger.Info("Pod drained; deleted it", "pod", p.Name, "reason", d.Reason, "report", d.Message)
-			r.Recorder.Eventf(s.ld, p, corev1.EventTypeNormal, loopsv1alpha1.EventDrainCompleted, actionDelete,
-				"Pod %s drained (%s: %s) and was deleted", p.Name, d.Reason, d.Message)
+			drained = append(drained, drainedPod{pod: p, reason: d.Reason, message: d.Message})
 		case policy.DrainTimedOut:
 			deleted, err := r.deletePod(ctx, s, p)
 			if err != nil {
@@ -162,6 +165,8 @@ func (r *LoopDeploymentReconciler) reconcileReplicas(ctx context.Context, s *sco
 	plan := policy.PlanPods(in)
 
 	var errs []error
+	var asked []*corev1.Pod
+	defer func() { r.eventDrainStarted(s, asked) }()
 	for _, name := range plan.Drain {
 		p := s.pod(name)
 		if !isScheduled(p) {
@@ -175,8 +180,7 @@ func (r *LoopDeploymentReconciler) reconcileReplicas(ctx context.Context, s *sco
 			errs = append(errs, err)
 			continue
 		}
-		r.Recorder.Eventf(s.ld, p, corev1.EventTypeNormal, loopsv1alpha1.EventDrainStarted, actionDrain,
-			"Asked pod %s to drain by %s", p.Name, p.Annotations[loopsv1alpha1.AnnotationDrainDeadline])
+		asked = append(asked, p)
 	}
 	if plan.Create > 0 {
 		if err := r.createPods(ctx, s, plan.Create); err != nil {
@@ -217,7 +221,7 @@ func (r *LoopDeploymentReconciler) createPods(ctx context.Context, s *scope, n i
 			reason, why = loopsv1alpha1.EventPodReplaced, fmt.Sprintf("replacing %d lost outside the operator's control, to keep", lost)
 		}
 		r.Recorder.Eventf(s.ld, nil, corev1.EventTypeNormal, reason, actionCreate,
-			"Created %d pod(s) of revision %s %s %d replicas: %s", len(created), s.revision, why, s.replicas, strings.Join(created, ", "))
+			"Created %d pod(s) of revision %s %s %d replicas: %s", len(created), s.revision, why, s.replicas, nameList(created))
 	}
 	if err != nil {
 		s.createErr = err
@@ -279,4 +283,55 @@ func (r *LoopDeploymentReconciler) reconcileRelease(ctx context.Context, s *scop
 	r.expectations.forget(s.key)
 	log.FromContext(ctx).Info("Every pod drained; released the LoopDeployment")
 	return ctrl.Result{}, nil
+}
+
+// drainedPod is a pod deleted after it reported Drained.
+type drainedPod struct {
+	pod             *corev1.Pod
+	reason, message string
+}
+
+// eventDrained records the drains a reconcile completed: one event naming
+// the pod and its worker's report, or one for all of them when there are
+// several (a scale-down from 200 pods would otherwise write 200 events).
+func (r *LoopDeploymentReconciler) eventDrained(s *scope, drained []drainedPod) {
+	switch len(drained) {
+	case 0:
+	case 1:
+		d := drained[0]
+		r.Recorder.Eventf(s.ld, d.pod, corev1.EventTypeNormal, loopsv1alpha1.EventDrainCompleted, actionDelete,
+			"Pod %s drained (%s: %s) and was deleted", d.pod.Name, d.reason, d.message)
+	default:
+		names := make([]string, len(drained))
+		reasons := map[string]int{}
+		for i, d := range drained {
+			names[i] = d.pod.Name
+			reasons[d.reason]++
+		}
+		var counts []string
+		for _, reason := range slices.Sorted(maps.Keys(reasons)) {
+			counts = append(counts, fmt.Sprintf("%s %d", reason, reasons[reason]))
+		}
+		r.Recorder.Eventf(s.ld, nil, corev1.EventTypeNormal, loopsv1alpha1.EventDrainCompleted, actionDelete,
+			"%d pods drained (%s) and were deleted: %s", len(drained), strings.Join(counts, ", "), nameList(names))
+	}
+}
+
+// eventDrainStarted records the drains a reconcile asked for, like
+// eventDrained: one event per pod, or one for several.
+func (r *LoopDeploymentReconciler) eventDrainStarted(s *scope, asked []*corev1.Pod) {
+	switch len(asked) {
+	case 0:
+	case 1:
+		p := asked[0]
+		r.Recorder.Eventf(s.ld, p, corev1.EventTypeNormal, loopsv1alpha1.EventDrainStarted, actionDrain,
+			"Asked pod %s to drain by %s", p.Name, p.Annotations[loopsv1alpha1.AnnotationDrainDeadline])
+	default:
+		names := make([]string, len(asked))
+		for i, p := range asked {
+			names[i] = p.Name
+		}
+		r.Recorder.Eventf(s.ld, nil, corev1.EventTypeNormal, loopsv1alpha1.EventDrainStarted, actionDrain,
+			"Asked %d pods to drain by %s: %s", len(asked), asked[0].Annotations[loopsv1alpha1.AnnotationDrainDeadline], nameList(names))
+	}
 }

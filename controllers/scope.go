@@ -64,9 +64,6 @@ func (r *LoopDeploymentReconciler) newScope(ctx context.Context, ld *loopsv1alph
 	if ld.Spec.Suspend || !ld.DeletionTimestamp.IsZero() {
 		s.replicas = 0
 	}
-	if s.maxConcurrent, err = policy.MaxConcurrent(*s.spec.Drain.MaxConcurrent, *s.spec.Replicas); err != nil {
-		return nil, err
-	}
 	if s.maxSurge, err = policy.MaxSurge(*s.spec.UpdateStrategy.MaxSurge, *s.spec.Replicas); err != nil {
 		return nil, err
 	}
@@ -86,6 +83,13 @@ func (r *LoopDeploymentReconciler) newScope(ctx context.Context, ld *loopsv1alph
 		}
 	}
 	slices.SortFunc(s.pods, func(a, b *corev1.Pod) int { return a.CreationTimestamp.Compare(b.CreationTimestamp.Time) })
+	// A percentage is of the larger of the replicas wanted and the pods
+	// there are beyond a rollout's surge: scaling 200 pods to 0 drains a
+	// quarter of them at once by default, not one at a time, while a
+	// rolling update keeps to the replicas wanted.
+	if s.maxConcurrent, err = policy.MaxConcurrent(*s.spec.Drain.MaxConcurrent, max(*s.spec.Replicas, s.activeBefore-s.maxSurge)); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 

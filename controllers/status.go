@@ -148,7 +148,7 @@ func setProgressingCondition(s *scope, c counts) {
 func setDrainingCondition(s *scope, c counts) {
 	if c.draining > 0 {
 		setCondition(s, loopsv1alpha1.ConditionDraining, true, loopsv1alpha1.ReasonDrainInProgress,
-			"%d pod(s) draining: %s", c.draining, strings.Join(c.drainingNames, ", "))
+			"%d pod(s) draining: %s", c.draining, nameList(c.drainingNames))
 		return
 	}
 	setCondition(s, loopsv1alpha1.ConditionDraining, false, loopsv1alpha1.ReasonNoDrains, "no pod is draining")
@@ -214,7 +214,7 @@ func (r *LoopDeploymentReconciler) setDegradedCondition(s *scope) {
 		setCondition(s, t, true, loopsv1alpha1.ReasonPodCreateFailed, "creating a pod failed: %v", s.createErr)
 	case len(s.timedOut) > 0:
 		setCondition(s, t, true, loopsv1alpha1.ReasonDrainTimedOut,
-			"pod(s) %s did not report Drained in time and were deleted; the queue redelivers their tasks", strings.Join(s.timedOut, ", "))
+			"pod(s) %s did not report Drained in time and were deleted; the queue redelivers their tasks", nameList(s.timedOut))
 	case prevTimedOut:
 		if prev != nil && prev.Reason == loopsv1alpha1.ReasonDrainTimedOut {
 			break // keep it as it is
@@ -222,8 +222,21 @@ func (r *LoopDeploymentReconciler) setDegradedCondition(s *scope) {
 		setCondition(s, t, true, loopsv1alpha1.ReasonDrainTimedOut,
 			"a pod did not report Drained in time and was deleted; the queue redelivers its tasks")
 	case len(s.failing) > 0:
-		setCondition(s, t, true, loopsv1alpha1.ReasonPodsFailing, "pod(s) failing: %s", strings.Join(s.failing, ", "))
+		setCondition(s, t, true, loopsv1alpha1.ReasonPodsFailing, "pod(s) failing: %s", nameList(s.failing))
 	default:
 		setCondition(s, t, false, loopsv1alpha1.ReasonAsExpected, "nothing needs attention")
 	}
+}
+
+// listedNames is how many names a message lists before it counts the rest.
+const listedNames = 10
+
+// nameList joins names for an event or condition message, the first
+// listedNames of them and then a count, so that a message about 200 pods
+// stays short (the API server rejects an event message over 1 kB).
+func nameList(names []string) string {
+	if len(names) <= listedNames {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:listedNames], ", "), len(names)-listedNames)
 }

@@ -174,3 +174,23 @@ func TestCrashLooping(t *testing.T) {
 		})
 	}
 }
+
+func TestNameListKeepsMessagesShort(t *testing.T) {
+	for _, tt := range []struct {
+		n    int
+		want string
+	}{
+		{0, ""},
+		{2, "p0, p1"},
+		{10, "p0, p1, p2, p3, p4, p5, p6, p7, p8, p9"},
+		{200, "p0, p1, p2, p3, p4, p5, p6, p7, p8, p9 and 190 more"},
+	} {
+		names := make([]string, tt.n)
+		for i := range names {
+			names[i] = fmt.Sprintf("p%d", i)
+		}
+		if got := nameList(names); got != tt.want {
+			t.Errorf("nameList(%d names) = %q, want %q", tt.n, got, tt.want)
+		}
+	}
+}

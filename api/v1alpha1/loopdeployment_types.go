@@ -276,9 +276,10 @@ type DrainSpec struct {
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 
 	// maxConcurrent is the most pods draining at once, as a number (at
-	// least 1) or a percentage of replicas (1% to 100%, rounded up). It is
-	// also the maxUnavailable of the PodDisruptionBudget, so node drains
-	// keep to it too. Defaults to 25%.
+	// least 1) or a percentage (1% to 100%, rounded up) of replicas, or of
+	// the pods there are while scaling down from more. It is also the
+	// maxUnavailable of the PodDisruptionBudget, so node drains keep to it
+	// too. Defaults to 25%.
 	// +kubebuilder:default="25%"
 	// +kubebuilder:validation:XIntOrString
 	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 1 : self.matches('^([1-9][0-9]?|100)%$')",message="drain.maxConcurrent must be a number of at least 1 or a percentage from 1% to 100%"
