@@ -162,6 +162,13 @@ func TestInvalidLoopDeploymentsAreRejectedWithMessagesThatSayWhatToFix(t *testin
 			want: "spec.loop.pool.maxWorkers in body should be greater than or equal to 1",
 		},
 		{
+			name: "a negative prefetch is rejected",
+			mutate: func(s map[string]any) {
+				set(s, "loop.pool", map[string]any{"maxWorkers": int64(4), "prefetch": int64(-1)})
+			},
+			want: "spec.loop.pool.prefetch in body should be greater than or equal to 0",
+		},
+		{
 			name: "a priority weight of zero is rejected",
 			mutate: func(s map[string]any) {
 				set(s, "loop.priorities", []any{map[string]any{"name": "high", "weight": int64(0)}})

@@ -140,6 +140,16 @@ type PoolSpec struct {
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="pool.idleTimeout must be a positive duration such as 30s"
 	// +optional
 	IdleTimeout *metav1.Duration `json:"idleTimeout,omitempty"`
+
+	// prefetch is how many tasks a pod may hold beyond maxWorkers, queued
+	// in the pod until a worker is free: fewer fetches under a flood of
+	// short tasks, at the price of tasks waiting behind a busy pod while
+	// another may be idle. A drain hands prefetched tasks back at once.
+	// Defaults to 0: a pod pulls only the tasks it can start.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	Prefetch int32 `json:"prefetch,omitempty"`
 }
 
 // PriorityClass is one class of tasks with its share of the pool.

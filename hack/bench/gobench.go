@@ -24,7 +24,9 @@ type sample struct {
 	Values map[string]float64
 }
 
-var benchLine = regexp.MustCompile(`^Benchmark([^/\s]+)/impl=([^\s-]+)(?:-(\d+))?\s+\d+\s+(.+)$`)
+// benchLine matches a result line; an impl name may hold hyphens but must
+// not end in one followed by digits, which is the GOMAXPROCS suffix.
+var benchLine = regexp.MustCompile(`^Benchmark([^/\s]+)/impl=(\S+?)(?:-(\d+))?\s+\d+\s+(.+)$`)
 
 // parseBench reads the result lines of `go test -bench` output; lines that
 // are not results of an impl= sub-benchmark are skipped.

@@ -18,6 +18,8 @@ BenchmarkDispatch/impl=pool-2         	  200000	       400 ns/op	      14 B/op	 
 BenchmarkDispatch/impl=ants           	  200000	       500 ns/op	       0 B/op	       0 allocs/op
 BenchmarkDispatch/impl=ants-2         	  200000	       400 ns/op	       0 B/op	       0 allocs/op
 BenchmarkQueueLatency/impl=asynq-2    	    5000	   1925588 ns/op	      1558 p50-us	      3120 p99-us
+BenchmarkQueueThroughput/impl=loop-prefetch-2         	    2000	     18676 ns/op	     53544 tasks/s
+BenchmarkQueueThroughput/impl=loop-prefetch         	    2000	     18676 ns/op	     50000 tasks/s
 BenchmarkOther-2                      	    5000	   1925588 ns/op
 PASS
 ok  	github.com/tenire/loop-operator/worker/pool	1.044s
@@ -28,15 +30,19 @@ func TestParseBenchReadsImplSubBenchmarksOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(s) != 7 {
-		t.Fatalf("parsed %d samples, want 7 (the impl= lines): %+v", len(s), s)
+	if len(s) != 9 {
+		t.Fatalf("parsed %d samples, want 9 (the impl= lines): %+v", len(s), s)
 	}
 	if s[0].Bench != "Dispatch" || s[0].Impl != "pool" || s[0].Procs != 1 || s[0].Values["ns/op"] != 180 {
 		t.Errorf("first sample = %+v", s[0])
 	}
-	last := s[6]
-	if last.Bench != "QueueLatency" || last.Impl != "asynq" || last.Procs != 2 || last.Values["p99-us"] != 3120 {
-		t.Errorf("last sample = %+v", last)
+	if a := s[6]; a.Bench != "QueueLatency" || a.Impl != "asynq" || a.Procs != 2 || a.Values["p99-us"] != 3120 {
+		t.Errorf("asynq sample = %+v", a)
+	}
+	for i, procs := range []int{2, 1} {
+		if p := s[7+i]; p.Impl != "loop-prefetch" || p.Procs != procs {
+			t.Errorf("a hyphenated impl name at GOMAXPROCS=%d parsed as %+v", procs, p)
+		}
 	}
 }
 

@@ -139,6 +139,11 @@ func parts(o *options) []part {
 				}
 				asynq.GoalMin = 2
 				sec.add(asynq)
+				prefetch, err := goFigure(m, "QueueThroughput", procs, "loop-prefetch", "plain", "tasks/s")
+				if err != nil {
+					return nil, err
+				}
+				sec.add(prefetch)
 				if sec.missedAt(procs) {
 					if err := sec.profile(ctx, o, throughput, "loop", procs); err != nil {
 						return nil, err

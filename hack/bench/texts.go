@@ -43,7 +43,10 @@ path (one class, no limits, no breaker). Goal ≤ 1.2×.`
 const introQueue = `No-op tasks through JetStream, on an embedded nats-server in the benchmark's
 process. impl=loop is our worker loop with 16 workers and the settings a
 LoopDeployment runs with: no prefetch, so it pulls only as many tasks as it
-has free workers. impl=plain is a bare nats.go pull consumer on the same
+has free workers; result records are off (a LoopDeployment keeps them
+by default: one more publish per task). impl=loop-prefetch is the same with
+a prefetch of 16 (spec.loop.pool.prefetch), shown beside the plain
+consumer without a goal. impl=plain is a bare nats.go pull consumer on the same
 server and stream that acks each message and pulls 16 per request (the
 loop's batch). impl=asynq is github.com/hibiken/asynq v0.26 with
 Concurrency 16 on a local redis-server (Debian's package, started and
@@ -87,4 +90,14 @@ Drained as soon as the operator asks (what an idle worker does). The
 Deployment's pods are deleted by its ReplicaSet. API writes are the
 apiserver's apiserver_request_total for write verbs, summed over every
 client, before and after each phase, divided by N. Goals: time ≤ 1.1× the
-Deployment's, writes per pod ≤ 1.2× its.`
+Deployment's, writes per pod ≤ 1.2× its.
+
+What a LoopDeployment writes beyond a Deployment, by design: per pod going
+down, the drain request (a PATCH of the pod by the operator, before its
+DELETE) and the Drained report (a PATCH of pods/status by the worker, here
+the stand-in); and the PodDisruptionBudget it keeps, whose status
+kube-controller-manager updates as pods become ready and go. The tables of
+writes by request below show each of these beside the Deployment's. With
+both controllers' clients at the same rate limit, a phase bound by pod
+writes takes longer in proportion to the operator's pod writes (two per
+pod going down, where the ReplicaSet controller makes one).`

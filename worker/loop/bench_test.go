@@ -28,6 +28,8 @@ import (
 //   - impl=loop: this package with benchConcurrency workers and the
 //     settings a LoopDeployment runs with (no prefetch: the loop pulls only
 //     as many tasks as it has free workers);
+//   - impl=loop-prefetch: the same with a prefetch of benchConcurrency
+//     (spec.loop.pool.prefetch), holding up to one pool of tasks more;
 //   - impl=plain: a bare nats.go pull consumer that acks each message,
 //     pulling benchConcurrency messages per request (the loop's batch), on
 //     the same embedded server;
@@ -45,20 +47,24 @@ const asynqCheckInterval = time.Millisecond
 // BenchmarkQueueThroughput stores b.N no-op tasks, then times their
 // processing until the last one has run; it reports tasks/s.
 func BenchmarkQueueThroughput(b *testing.B) {
-	b.Run("impl=loop", func(b *testing.B) {
-		srv, js := benchNATS(b)
-		storeTasks(b, js, b.N)
-		var n atomic.Int64
-		done := make(chan struct{})
-		target := int64(b.N)
-		runLoop(b, srv, func(context.Context, *loop.Task) error {
-			if n.Add(1) == target {
-				close(done)
-			}
-			return nil
-		}, func() { b.ResetTimer() }, done)
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
-	})
+	throughput := func(prefetch int) func(b *testing.B) {
+		return func(b *testing.B) {
+			srv, js := benchNATS(b)
+			storeTasks(b, js, b.N)
+			var n atomic.Int64
+			done := make(chan struct{})
+			target := int64(b.N)
+			runLoop(b, srv, prefetch, func(context.Context, *loop.Task) error {
+				if n.Add(1) == target {
+					close(done)
+				}
+				return nil
+			}, func() { b.ResetTimer() }, done)
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+		}
+	}
+	b.Run("impl=loop", throughput(0))
+	b.Run("impl=loop-prefetch", throughput(benchConcurrency))
 	b.Run("impl=plain", func(b *testing.B) {
 		_, js := benchNATS(b)
 		cons := storeTasks(b, js, b.N)
@@ -132,7 +138,7 @@ func BenchmarkQueueLatency(b *testing.B) {
 		p := queue.NewProducer(js, names)
 		started := make(chan time.Time, 1)
 		ready := make(chan struct{})
-		runLoop(b, srv, func(context.Context, *loop.Task) error {
+		runLoop(b, srv, 0, func(context.Context, *loop.Task) error {
 			started <- time.Now()
 			return nil
 		}, func() { close(ready) }, measureLatency(b, ready, started, func(ctx context.Context, i int) error {
@@ -246,13 +252,14 @@ func storeTasks(b *testing.B, js jetstream.JetStream, n int) jetstream.Consumer 
 	return cons[0]
 }
 
-// runLoop runs a loop with benchConcurrency workers and handler for kind
-// "noop" until done is closed; started is called once the loop is ready.
-func runLoop(b *testing.B, srv *natstest.Server, handler loop.Handler, started func(), done <-chan struct{}) {
+// runLoop runs a loop with benchConcurrency workers, the given prefetch and
+// handler for kind "noop" until done is closed; started is called once the
+// loop is ready.
+func runLoop(b *testing.B, srv *natstest.Server, prefetch int, handler loop.Handler, started func(), done <-chan struct{}) {
 	b.Helper()
 	l, err := loop.New(loop.Config{
 		NATSURL: srv.URL, Stream: stream, SubjectPrefix: prefix,
-		MinWorkers: benchConcurrency, MaxWorkers: benchConcurrency, AdminAddr: "-", FetchWait: 100 * time.Millisecond,
+		MinWorkers: benchConcurrency, MaxWorkers: benchConcurrency, Prefetch: prefetch, AdminAddr: "-", FetchWait: 100 * time.Millisecond,
 	})
 	if err != nil {
 		b.Fatal(err)

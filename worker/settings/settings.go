@@ -75,6 +75,7 @@ func Config(s loopsv1alpha1.WorkerSettings) (loop.Config, error) {
 		Stream:        stream,
 		SubjectPrefix: prefix,
 		MaxWorkers:    nonNeg("loop.pool.maxWorkers", s.Loop.Pool.MaxWorkers),
+		Prefetch:      nonNeg("loop.pool.prefetch", s.Loop.Pool.Prefetch),
 		IdleTimeout:   dur(s.Loop.Pool.IdleTimeout),
 		TaskTimeout:   dur(s.Loop.TaskTimeout),
 		Retry: queue.RetryPolicy{

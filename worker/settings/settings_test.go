@@ -13,7 +13,7 @@ import (
 const full = `{
   "name": "demo", "namespace": "shop",
   "loop": {
-    "pool": {"minWorkers": 0, "maxWorkers": 8, "idleTimeout": "45s"},
+    "pool": {"minWorkers": 0, "maxWorkers": 8, "idleTimeout": "45s", "prefetch": 4},
     "priorities": [{"name": "high", "weight": 3}, {"name": "low", "weight": 1}],
     "scheduling": "Strict",
     "kindLimits": {"resize": 2},
@@ -42,7 +42,7 @@ func TestConfigMapsEveryField(t *testing.T) {
 		{"the NATS URL is taken", c.NATSURL == "nats://nats:4222"},
 		{"the resolved stream and prefix are taken", c.Stream == "LOOP_shop_demo" && c.SubjectPrefix == "loops.shop.demo"},
 		{"an explicit minWorkers of zero is kept", c.MinWorkers == 0},
-		{"the pool sizes are taken", c.MaxWorkers == 8 && c.IdleTimeout == 45*time.Second},
+		{"the pool sizes are taken", c.MaxWorkers == 8 && c.IdleTimeout == 45*time.Second && c.Prefetch == 4},
 		{"priorities keep their order and weights", len(c.Priorities) == 2 && c.Priorities[0] == pool.Class{Name: "high", Weight: 3}},
 		{"strict scheduling is taken", c.Scheduling == pool.Strict},
 		{"kind limits are taken", c.KindLimits["resize"] == 2},
