@@ -15,8 +15,8 @@ func parts(o *options) []part {
 		}
 		return full
 	}
-	dispatch := goBench{pkg: "./worker/pool", bench: "Dispatch", benchtime: size("300000x", "20000x"), cpu: "1,2"}
-	features := goBench{pkg: "./worker/pool", bench: "Features", benchtime: size("300000x", "20000x"), cpu: "1,2"}
+	dispatch := goBench{pkg: "./worker/pool", bench: "Dispatch", benchtime: size("2000000x", "20000x"), cpu: "1,2"}
+	features := goBench{pkg: "./worker/pool", bench: "Features", benchtime: size("2000000x", "20000x"), cpu: "1,2"}
 	footprint := goBench{pkg: "./worker/pool", bench: "Footprint", benchtime: "1x"}
 	throughput := goBench{pkg: "./worker/loop", bench: "QueueThroughput", benchtime: size("20000x", "2000x")}
 	latency := goBench{pkg: "./worker/loop", bench: "QueueLatency", benchtime: size("2000x", "200x")}

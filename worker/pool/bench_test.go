@@ -114,53 +114,47 @@ func BenchmarkDispatch(b *testing.B) {
 }
 
 // BenchmarkFeatures measures what the loop's scheduling features cost a
-// dispatch: impl=fifo is the pool's plain path (one class, no kind limits,
-// no breaker); impl=features has three weighted priority classes, a
-// limit on each of four kinds and a circuit breaker consulted before and
-// told after every task, as the loop does.
+// dispatch: impl=features has three weighted priority classes, a limit on
+// each of four kinds and a circuit breaker consulted before and told after
+// every task, as the loop does; impl=fifo is the pool's plain path (one
+// class, no kind limits, no breaker). Everything else is the same: the
+// task (its kind, a string), the four kinds in turn, the handler.
 func BenchmarkFeatures(b *testing.B) {
-	b.Run("impl=fifo", func(b *testing.B) {
-		var wg sync.WaitGroup
-		p := newBenchPool(b, pool.Options{}, func(context.Context, struct{}) error { wg.Done(); return nil })
-		ctx := b.Context()
-		b.ReportAllocs()
-		b.ResetTimer()
-		for range b.N {
-			wg.Add(1)
-			if err := p.Submit(ctx, "noop", 0, struct{}{}); err != nil {
-				b.Fatal(err)
+	kinds := []string{"resize", "encode", "notify", "index"}
+	run := func(opts pool.Options, classes int, breakers *breaker.Set) func(b *testing.B) {
+		return func(b *testing.B) {
+			var wg sync.WaitGroup
+			p := newBenchPool(b, opts, func(_ context.Context, kind string) error {
+				if breakers != nil {
+					breakers.Success(kind)
+				}
+				wg.Done()
+				return nil
+			})
+			ctx := b.Context()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				kind := kinds[i%len(kinds)]
+				if breakers != nil {
+					if ok, _ := breakers.Allow(kind); !ok {
+						b.Fatalf("the breaker of %s opened on successes", kind)
+					}
+				}
+				wg.Add(1)
+				if err := p.Submit(ctx, kind, i%classes, kind); err != nil {
+					b.Fatal(err)
+				}
 			}
+			wg.Wait()
 		}
-		wg.Wait()
-	})
-	b.Run("impl=features", func(b *testing.B) {
-		kinds := []string{"resize", "encode", "notify", "index"}
-		limits := make(map[string]int, len(kinds))
-		for _, k := range kinds {
-			limits[k] = benchWorkers / 2 // binding now and then: the four kinds share 64 workers
-		}
-		breakers := breaker.New(breaker.Options{FailureThreshold: 5})
-		var wg sync.WaitGroup
-		p := newBenchPool(b, pool.Options{Classes: priorities, KindLimits: limits}, func(_ context.Context, kind string) error {
-			breakers.Success(kind)
-			wg.Done()
-			return nil
-		})
-		ctx := b.Context()
-		b.ReportAllocs()
-		b.ResetTimer()
-		for i := range b.N {
-			kind := kinds[i%len(kinds)]
-			if ok, _ := breakers.Allow(kind); !ok {
-				b.Fatalf("the breaker of %s opened on successes", kind)
-			}
-			wg.Add(1)
-			if err := p.Submit(ctx, kind, i%len(priorities), kind); err != nil {
-				b.Fatal(err)
-			}
-		}
-		wg.Wait()
-	})
+	}
+	limits := make(map[string]int, len(kinds))
+	for _, k := range kinds {
+		limits[k] = benchWorkers / 2 // binding now and then: the four kinds share 64 workers
+	}
+	b.Run("impl=fifo", run(pool.Options{}, 1, nil))
+	b.Run("impl=features", run(pool.Options{Classes: priorities, KindLimits: limits}, len(priorities), breaker.New(breaker.Options{FailureThreshold: 5})))
 }
 
 // Footprint: footprintTasks tasks that sleep footprintSleep each, on
