@@ -308,7 +308,7 @@ func (r *LoopDeploymentReconciler) eventDrained(s *scope, drained []drainedPod) 
 			names[i] = d.pod.Name
 			reasons[d.reason]++
 		}
-		var counts []string
+		counts := make([]string, 0, len(reasons))
 		for _, reason := range slices.Sorted(maps.Keys(reasons)) {
 			counts = append(counts, fmt.Sprintf("%s %d", reason, reasons[reason]))
 		}

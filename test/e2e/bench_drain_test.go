@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
@@ -16,8 +15,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
@@ -192,16 +189,7 @@ func TestBenchDrain(t *testing.T) {
 	if !report.AllMetGoal {
 		t.Logf("GOAL MISSED by %d of %d drains (reported, not failed)", len(samples)-report.MetGoal, len(samples))
 	}
-	if out := os.Getenv("TENIRE_BENCH_DRAIN_OUT"); out != "" {
-		b, err := json.MarshalIndent(report, "", "  ")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
-			t.Fatalf("writing %s: %v", out, err)
-		}
-		t.Logf("wrote %s", out)
-	}
+	writeBenchResult(t, "TENIRE_BENCH_DRAIN_OUT", report)
 }
 
 // drainReportPattern reads the worker's report in the Drained condition's
@@ -362,30 +350,13 @@ type drainTimes struct {
 func (l *loop) watchDrainTimes() *drainTimes {
 	l.t.Helper()
 	d := &drainTimes{pods: map[string]*podTimes{}}
-	factory := informers.NewSharedInformerFactoryWithOptions(env.Clientset, 0, informers.WithNamespace(l.ns))
-	informer := factory.Core().V1().Pods().Informer()
-	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { d.seen(obj.(*corev1.Pod), time.Now()) },
-		UpdateFunc: func(_, obj any) { d.seen(obj.(*corev1.Pod), time.Now()) },
-		DeleteFunc: func(obj any) {
-			now := time.Now()
-			if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = tomb.Obj
-			}
-			if p, ok := obj.(*corev1.Pod); ok {
-				d.seen(p, now)
-				d.mu.Lock()
-				d.pod(p.Name).gone = now
-				d.mu.Unlock()
-			}
-		},
-	}); err != nil {
-		l.t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	factory.Start(stop)
-	factory.WaitForCacheSync(stop)
-	l.t.Cleanup(func() { close(stop); factory.Shutdown() })
+	watchNamespacePods(l.t, l.ns, func(p *corev1.Pod) { d.seen(p, time.Now()) }, func(p *corev1.Pod) {
+		now := time.Now()
+		d.seen(p, now)
+		d.mu.Lock()
+		d.pod(p.Name).gone = now
+		d.mu.Unlock()
+	})
 	return d
 }
 

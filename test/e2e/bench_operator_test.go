@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -31,9 +30,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -244,16 +241,7 @@ func TestBenchOperatorScale(t *testing.T) {
 			p.name, n, rounds, p.s.LoopDeploymentSeconds, p.s.DeploymentSeconds, p.s.TimeRatio, p.s.TimeRatioGoal,
 			p.s.LoopDeploymentWritesPerPod, p.s.DeploymentWritesPerPod, p.s.WritesRatio, p.s.WritesRatioGoal)
 	}
-	if out := os.Getenv(benchOpOutEnv); out != "" {
-		b, err := json.MarshalIndent(res, "", "  ")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
-			t.Fatalf("writing %s: %v", out, err)
-		}
-		t.Logf("wrote the result to %s", out)
-	}
+	writeBenchResult(t, benchOpOutEnv, res)
 }
 
 func benchOpEnvInt(t *testing.T, name string, def int) int {
@@ -641,32 +629,10 @@ func benchOpTrack(t *testing.T, ns string) *benchOpTracker {
 	t.Helper()
 	tr := &benchOpTracker{t: t, ns: ns, pods: map[string]*corev1.Pod{}, reported: map[string]bool{}, drained: map[string]bool{},
 		changed: make(chan struct{})}
-	factory := informers.NewSharedInformerFactoryWithOptions(env.Clientset, 0, informers.WithNamespace(ns))
-	informer := factory.Core().V1().Pods().Informer()
-	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { tr.seen(obj.(*corev1.Pod)) },
-		UpdateFunc: func(_, obj any) { tr.seen(obj.(*corev1.Pod)) },
-		DeleteFunc: func(obj any) {
-			if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = tomb.Obj
-			}
-			if p, ok := obj.(*corev1.Pod); ok {
-				tr.gone(p)
-			}
-		},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	ch := make(chan struct{})
-	factory.Start(ch)
-	factory.WaitForCacheSync(ch)
-	var once sync.Once
+	stop := watchNamespacePods(t, ns, tr.seen, tr.gone)
 	tr.stop = func() {
-		once.Do(func() {
-			close(ch)
-			factory.Shutdown()
-			tr.wg.Wait()
-		})
+		stop()
+		tr.wg.Wait()
 	}
 	t.Cleanup(tr.stop)
 	return tr

@@ -277,30 +277,41 @@ type podWatch struct {
 	minServing int
 }
 
-func (l *loop) watchPods(max int) *podWatch {
-	l.t.Helper()
-	w := &podWatch{max: max, draining: map[string]bool{}, drained: map[string]bool{}, reasons: map[string]string{},
-		serving: map[string]bool{}, minServing: -1}
-	factory := informers.NewSharedInformerFactoryWithOptions(env.Clientset, 0, informers.WithNamespace(l.ns))
+// watchNamespacePods runs a pod informer on ns that calls seen for each
+// added or updated pod and gone for each deleted one, until the returned
+// stop, which is also a clean-up of t.
+func watchNamespacePods(t *testing.T, ns string, seen, gone func(*corev1.Pod)) (stop func()) {
+	t.Helper()
+	factory := informers.NewSharedInformerFactoryWithOptions(env.Clientset, 0, informers.WithNamespace(ns))
 	informer := factory.Core().V1().Pods().Informer()
 	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { w.seen(obj.(*corev1.Pod)) },
-		UpdateFunc: func(_, obj any) { w.seen(obj.(*corev1.Pod)) },
+		AddFunc:    func(obj any) { seen(obj.(*corev1.Pod)) },
+		UpdateFunc: func(_, obj any) { seen(obj.(*corev1.Pod)) },
 		DeleteFunc: func(obj any) {
 			if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 				obj = tomb.Obj
 			}
 			if p, ok := obj.(*corev1.Pod); ok {
-				w.gone(p)
+				gone(p)
 			}
 		},
 	}); err != nil {
-		l.t.Fatal(err)
+		t.Fatal(err)
 	}
-	stop := make(chan struct{})
-	factory.Start(stop)
-	factory.WaitForCacheSync(stop)
-	l.t.Cleanup(func() { close(stop); factory.Shutdown() })
+	ch := make(chan struct{})
+	factory.Start(ch)
+	factory.WaitForCacheSync(ch)
+	var once sync.Once
+	stop = func() { once.Do(func() { close(ch); factory.Shutdown() }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func (l *loop) watchPods(max int) *podWatch {
+	l.t.Helper()
+	w := &podWatch{max: max, draining: map[string]bool{}, drained: map[string]bool{}, reasons: map[string]string{},
+		serving: map[string]bool{}, minServing: -1}
+	watchNamespacePods(l.t, l.ns, w.seen, w.gone)
 	return w
 }
 
