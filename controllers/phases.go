@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -190,29 +191,47 @@ func (r *LoopDeploymentReconciler) reconcileReplicas(ctx context.Context, s *sco
 	return ctrl.Result{}, kerrors.NewAggregate(errs)
 }
 
-// createPods creates n pods of the current revision, one by one, and stops
-// at the first failure.
+// createPods creates n pods of the current revision in batches that
+// double (1, 2, 4, …), the pods of a batch in parallel, as the ReplicaSet
+// controller does: a large scale-up is not n requests one after another,
+// and a template the API server rejects fails one request, not n. It stops
+// after a batch with a failure.
 func (r *LoopDeploymentReconciler) createPods(ctx context.Context, s *scope, n int32) error {
 	logger := log.FromContext(ctx)
 	var created []string
 	var err error
-	for range n {
-		var pod *corev1.Pod
-		pod, err = newPod(s.ld, s.spec, s.revision, r.Client.Scheme())
-		if err != nil {
-			err = reconcile.TerminalError(err)
-			break
-		}
-		if err = r.Client.Create(ctx, pod); err != nil {
-			err = fmt.Errorf("creating a pod: %w", err)
-			if apierrors.IsInvalid(err) {
+	for batch, left := 1, int(n); left > 0 && err == nil; batch *= 2 {
+		pods := make([]*corev1.Pod, min(batch, left))
+		left -= len(pods)
+		for i := range pods {
+			if pods[i], err = newPod(s.ld, s.spec, s.revision, r.Client.Scheme()); err != nil {
 				err = reconcile.TerminalError(err)
+				break
 			}
+		}
+		if err != nil {
 			break
 		}
-		r.expectations.expect(s.key, pod.Name, expectCreated)
-		s.pods = append(s.pods, pod)
-		created = append(created, pod.Name)
+		failed := make([]error, len(pods))
+		var wg sync.WaitGroup
+		for i, pod := range pods {
+			wg.Go(func() { failed[i] = r.Client.Create(ctx, pod) })
+		}
+		wg.Wait()
+		for i, pod := range pods {
+			if failed[i] != nil {
+				if err == nil {
+					err = fmt.Errorf("creating a pod: %w", failed[i])
+					if apierrors.IsInvalid(failed[i]) {
+						err = reconcile.TerminalError(err)
+					}
+				}
+				continue
+			}
+			r.expectations.expect(s.key, pod.Name, expectCreated)
+			s.pods = append(s.pods, pod)
+			created = append(created, pod.Name)
+		}
 	}
 	if len(created) > 0 {
 		logger.Info("Created pods", "count", len(created), "revision", s.revision, "pods", created)
