@@ -110,3 +110,15 @@ func TestFiguresAreRatiosOfMediansAndJudgedAgainstTheirGoals(t *testing.T) {
 		}
 	}
 }
+
+func TestARatioThatRoundsOntoItsGoalShowsThreeDecimals(t *testing.T) {
+	sec := &section{}
+	f := &figure{Ratio: 1.201, GoalMax: 1.2}
+	sec.add(f)
+	if *f.Met || ratioOf(f) != "1.201×" {
+		t.Errorf("1.201 against ≤ 1.2: met %v, shown %s; want missed and 1.201×", *f.Met, ratioOf(f))
+	}
+	if g := (&figure{Ratio: 0.384, GoalMax: 0.9}); ratioOf(g) != "0.38×" {
+		t.Errorf("a ratio far from its goal shows %s, want 0.38×", ratioOf(g))
+	}
+}

@@ -165,7 +165,7 @@ func (r *report) write(w io.Writer) error {
 			if f.Met == nil {
 				continue
 			}
-			p("| %s | %s | %s %s | %s %s | %s | %s | %s |\n", s.Title, f.What, f.Ours, num(f.OursV), f.Anchor, num(f.AnchorV), ratio(f.Ratio), f.Goal, f.metString())
+			p("| %s | %s | %s %s | %s %s | %s | %s | %s |\n", s.Title, f.What, f.Ours, num(f.OursV), f.Anchor, num(f.AnchorV), ratioOf(f), f.Goal, f.metString())
 		}
 	}
 	p("\n")
@@ -179,7 +179,7 @@ func (r *report) write(w io.Writer) error {
 			if goal == "" {
 				goal = "—"
 			}
-			p("| %s | %s %s | %s %s | %s | %s | %s |\n", f.What, f.Ours, num(f.OursV), f.Anchor, num(f.AnchorV), ratio(f.Ratio), goal, f.metString())
+			p("| %s | %s %s | %s %s | %s | %s | %s |\n", f.What, f.Ours, num(f.OursV), f.Anchor, num(f.AnchorV), ratioOf(f), goal, f.metString())
 		}
 		p("\n")
 		if s.Benchstat != "" {
@@ -220,4 +220,13 @@ func ratio(r float64) string {
 		return "—"
 	}
 	return fmt.Sprintf("%.2f×", r)
+}
+
+// ratioOf formats f's ratio with two decimals, or three where two would
+// show it equal to the goal it missed or met by less.
+func ratioOf(f *figure) string {
+	if goal := max(f.GoalMax, f.GoalMin); goal > 0 && f.Ratio >= 0 && ratio(f.Ratio) == ratio(goal) && f.Ratio != goal {
+		return fmt.Sprintf("%.3f×", f.Ratio)
+	}
+	return ratio(f.Ratio)
 }
