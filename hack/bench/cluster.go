@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/tenire/loop-operator/test/benchresult"
 )
 
 // The operator and drain parts are tests of the e2e suite (build tag e2e,
@@ -52,39 +54,12 @@ func runE2EBench(ctx context.Context, o *options, id, test, outVar string, env [
 	return strings.Join(shown, " ") + " " + outVar + "=" + id + ".json go " + strings.Join(args, " "), nil
 }
 
-// drainReport is what TestBenchDrain writes (the fields the report uses).
-type drainReport struct {
-	Rounds        int     `json:"rounds"`
-	Replicas      int     `json:"replicas"`
-	PoolSize      int     `json:"poolSize"`
-	TaskLengthsMs []int   `json:"taskLengthsMs"`
-	MedianRatio   float64 `json:"medianRatio"`
-	WorstRatio    float64 `json:"worstRatio"`
-	WorstSlack    float64 `json:"worstSlackSeconds"`
-	MetGoal       int     `json:"metGoal"`
-	AllMetGoal    bool    `json:"allMetGoal"`
-	Submitted     int     `json:"submitted"`
-	Completed     int     `json:"completed"`
-	Duplicates    int     `json:"duplicates"`
-	Samples       []struct {
-		Round            int     `json:"round"`
-		InFlight         int     `json:"inFlightAtRequest"`
-		LateStarts       int     `json:"lateStarts"`
-		LongestRemaining float64 `json:"longestRemainingSeconds"`
-		Drained          float64 `json:"drainedSeconds"`
-		Drain            float64 `json:"drainSeconds"`
-		WorkerDrain      float64 `json:"workerDrainSeconds"`
-		Ratio            float64 `json:"ratio"`
-		MetGoal          bool    `json:"metGoal"`
-	} `json:"samples"`
-}
-
 func runDrain(ctx context.Context, o *options) (*section, error) {
 	rounds := "20"
 	if o.quick {
 		rounds = "2"
 	}
-	var r drainReport
+	var r benchresult.Drain
 	cmd, err := runE2EBench(ctx, o, "drain", "TestBenchDrain", "TENIRE_BENCH_DRAIN_OUT", []string{"TENIRE_BENCH_DRAIN_ROUNDS=" + rounds}, &r)
 	if err != nil {
 		return nil, err
@@ -119,56 +94,12 @@ func runDrain(ctx context.Context, o *options) (*section, error) {
 	return sec, nil
 }
 
-// operatorReport is what TestBenchOperatorScale writes (the fields the
-// report uses).
-type operatorReport struct {
-	Pods         int             `json:"pods"`
-	Rounds       int             `json:"rounds"`
-	Nodes        int             `json:"nodes"`
-	KubeAPIQPS   float64         `json:"kubeAPIQPS"`
-	KubeAPIBurst int             `json:"kubeAPIBurst"`
-	Timing       string          `json:"timing"`
-	Writes       string          `json:"writes"`
-	Up           operatorSummary `json:"up"`
-	Down         operatorSummary `json:"down"`
-	Samples      []struct {
-		Round int          `json:"round"`
-		First string       `json:"first"`
-		Up    operatorPair `json:"up"`
-		Down  operatorPair `json:"down"`
-	} `json:"samples"`
-}
-
-type operatorSummary struct {
-	LoopDeploymentSeconds      float64 `json:"loopDeploymentSeconds"`
-	DeploymentSeconds          float64 `json:"deploymentSeconds"`
-	TimeRatio                  float64 `json:"timeRatio"`
-	LoopDeploymentWritesPerPod float64 `json:"loopDeploymentWritesPerPod"`
-	DeploymentWritesPerPod     float64 `json:"deploymentWritesPerPod"`
-	WritesRatio                float64 `json:"writesRatio"`
-}
-
-type operatorSample struct {
-	Seconds         float64        `json:"seconds"`
-	StatusSeconds   float64        `json:"statusSeconds"`
-	Writes          int            `json:"writes"`
-	WritesPerPod    float64        `json:"writesPerPod"`
-	WritesByRequest map[string]int `json:"writesByRequest"`
-}
-
-type operatorPair struct {
-	LoopDeployment operatorSample `json:"loopDeployment"`
-	Deployment     operatorSample `json:"deployment"`
-	TimeRatio      float64        `json:"timeRatio"`
-	WritesRatio    float64        `json:"writesRatio"`
-}
-
 func runOperator(ctx context.Context, o *options) (*section, error) {
 	pods, rounds := "200", "5"
 	if o.quick {
 		pods, rounds = "20", "1"
 	}
-	var r operatorReport
+	var r benchresult.Operator
 	cmd, err := runE2EBench(ctx, o, "operator", "TestBenchOperatorScale", "TENIRE_BENCH_OPERATOR_OUT",
 		[]string{"TENIRE_BENCH_OPERATOR_PODS=" + pods, "TENIRE_BENCH_OPERATOR_ROUNDS=" + rounds}, &r)
 	if err != nil {
@@ -180,7 +111,7 @@ func runOperator(ctx context.Context, o *options) (*section, error) {
 	sec := &section{Title: "5. Operator", Intro: introOperator, Commands: []string{cmd}}
 	for _, ph := range []struct {
 		name string
-		s    operatorSummary
+		s    benchresult.OperatorSummary
 	}{{fmt.Sprintf("scale 0→%d", r.Pods), r.Up}, {fmt.Sprintf("scale %d→0", r.Pods), r.Down}} {
 		sec.add(&figure{What: ph.name + ", seconds", Unit: "s", Ours: "LoopDeployment", Anchor: "Deployment",
 			OursV: ph.s.LoopDeploymentSeconds, AnchorV: ph.s.DeploymentSeconds, Ratio: ph.s.TimeRatio, GoalMax: 1.1})
@@ -204,7 +135,7 @@ func runOperator(ctx context.Context, o *options) (*section, error) {
 }
 
 // writesTable lists one phase's writes by request on both sides.
-func writesTable(phase string, p operatorPair) string {
+func writesTable(phase string, p benchresult.OperatorPair) string {
 	keys := map[string]bool{}
 	for k := range p.LoopDeployment.WritesByRequest {
 		keys[k] = true

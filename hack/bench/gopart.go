@@ -61,7 +61,7 @@ func goFigure(m map[medianKey]map[string]float64, bench string, procs int, ours,
 		return nil, fmt.Errorf("%s: no %s for impl=%s or impl=%s at GOMAXPROCS=%d", bench, unit, ours, anchor, procs)
 	}
 	f := &figure{
-		What: fmt.Sprintf("%s, GOMAXPROCS=%d", unit, procs), Ours: ours, Anchor: anchor,
+		What: fmt.Sprintf("%s, GOMAXPROCS=%d", unit, procs), Procs: procs, Ours: ours, Anchor: anchor,
 		OursV: ov, AnchorV: av, Unit: unit,
 	}
 	if av != 0 {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 )
 
 // parts lists the report's sections in order; each runs its measurements
@@ -173,9 +172,8 @@ func ptr[T any](v T) *T { return &v }
 
 // missedAt reports whether a figure with a goal at procs missed it.
 func (s *section) missedAt(procs int) bool {
-	suffix := fmt.Sprintf("GOMAXPROCS=%d", procs)
 	for _, f := range s.Figures {
-		if f.Met != nil && !*f.Met && len(f.What) >= len(suffix) && f.What[len(f.What)-len(suffix):] == suffix {
+		if f.Procs == procs && f.Met != nil && !*f.Met {
 			return true
 		}
 	}

@@ -15,6 +15,7 @@ import (
 // figure is one of ours beside its anchor.
 type figure struct {
 	What           string // e.g. "ns/op, GOMAXPROCS=2"
+	Procs          int    // GOMAXPROCS of a Go benchmark's figure; 0 otherwise
 	Ours, Anchor   string
 	OursV, AnchorV float64
 	Unit           string

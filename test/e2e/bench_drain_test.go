@@ -19,6 +19,7 @@ import (
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/controllers/policy"
+	"github.com/tenire/loop-operator/test/benchresult"
 	"github.com/tenire/loop-operator/worker/queue"
 )
 
@@ -50,7 +51,7 @@ import (
 // the goal itself is only reported. Rounds come from
 // TENIRE_BENCH_DRAIN_ROUNDS (default 2); when TENIRE_BENCH_DRAIN_OUT names a
 // file, the samples and the summary are written there as JSON
-// (drainBenchReport).
+// (benchresult.Drain).
 
 const (
 	benchDrainReplicas = 2
@@ -63,57 +64,6 @@ const (
 
 // benchDrainLengthsMs are the sleep task lengths, drawn at random.
 var benchDrainLengthsMs = []int{1000, 1500, 2000, 2500, 3000, 3500, 4000}
-
-// drainSample is one drain. Durations are in seconds from t0.
-type drainSample struct {
-	Round int    `json:"round"`
-	Pod   string `json:"pod"`
-	// InFlight counts the victim's tasks running at t0; LateStarts those it
-	// started after t0.
-	InFlight   int `json:"inFlightAtRequest"`
-	LateStarts int `json:"lateStarts"`
-	// LongestRemaining is the longest in-flight task's finish − t0;
-	// LastFinish is the last finish of any of the victim's tasks.
-	LongestRemaining float64 `json:"longestRemainingSeconds"`
-	LastFinish       float64 `json:"lastFinishSeconds"`
-	// Drained is t0 → the Drained condition seen, Deleting → the
-	// deletionTimestamp seen, Drain → the pod gone.
-	Drained  float64 `json:"drainedSeconds"`
-	Deleting float64 `json:"deletingSeconds"`
-	Drain    float64 `json:"drainSeconds"`
-	// WorkerDrain is the drain's length as the worker reported it (from the
-	// moment it saw the request to its report).
-	WorkerDrain float64 `json:"workerDrainSeconds"`
-	// RequestLag is the scale-down's update → t0.
-	RequestLag float64 `json:"requestLagSeconds"`
-	// Ratio is Drain / LongestRemaining; Slack is Drain −
-	// benchDrainFactor × LongestRemaining, the goal's allowance is 1 s.
-	Ratio   float64 `json:"ratio"`
-	Slack   float64 `json:"slackSeconds"`
-	MetGoal bool    `json:"metGoal"`
-}
-
-// drainBenchReport is the JSON written to TENIRE_BENCH_DRAIN_OUT.
-type drainBenchReport struct {
-	Benchmark           string        `json:"benchmark"`
-	Goal                string        `json:"goal"`
-	Rounds              int           `json:"rounds"`
-	Replicas            int           `json:"replicas"`
-	PoolSize            int           `json:"poolSize"`
-	TasksPerRound       int           `json:"tasksPerRound"`
-	TaskLengthsMs       []int         `json:"taskLengthsMs"`
-	DrainTimeoutSeconds float64       `json:"drainTimeoutSeconds"`
-	Samples             []drainSample `json:"samples"`
-	MedianRatio         float64       `json:"medianRatio"`
-	WorstRatio          float64       `json:"worstRatio"`
-	MedianSlack         float64       `json:"medianSlackSeconds"`
-	WorstSlack          float64       `json:"worstSlackSeconds"`
-	MetGoal             int           `json:"metGoal"`
-	AllMetGoal          bool          `json:"allMetGoal"`
-	Submitted           int           `json:"submitted"`
-	Completed           int           `json:"completed"`
-	Duplicates          int           `json:"duplicates"`
-}
 
 func TestBenchDrain(t *testing.T) {
 	rounds := 2
@@ -134,7 +84,7 @@ func TestBenchDrain(t *testing.T) {
 	perRound := benchDrainReplicas*benchDrainPool + benchDrainPool
 	submitted := 0
 
-	samples := make([]drainSample, 0, rounds)
+	samples := make([]benchresult.DrainSample, 0, rounds)
 	for round := 1; round <= rounds; round++ {
 		l.waitReady(benchDrainReplicas)
 		// Start idle: every task of the earlier rounds has finished.
@@ -196,10 +146,10 @@ func TestBenchDrain(t *testing.T) {
 // message (loop.DrainReport.Message).
 var drainReportPattern = regexp.MustCompile(`^drained in (\S+) after (\S+) request: (\d+) finished, (\d+) handed back$`)
 
-// drainSample measures the drain of victim, which is gone, from its
+// benchresult.DrainSample measures the drain of victim, which is gone, from its
 // timeline and its result records; it fails the test when the drain does
 // not measure what it should.
-func (l *loop) drainSample(round int, victim string, pt podTimes, scaledAt time.Time) drainSample {
+func (l *loop) drainSample(round int, victim string, pt podTimes, scaledAt time.Time) benchresult.DrainSample {
 	t := l.t
 	t.Helper()
 	t0 := pt.requested
@@ -224,7 +174,7 @@ func (l *loop) drainSample(round int, victim string, pt podTimes, scaledAt time.
 		t.Fatalf("round %d: pod %s handed %d tasks back; the measurement needs every task to finish", round, victim, handedBack)
 	}
 
-	s := drainSample{Round: round, Pod: victim, RequestLag: secs(t0.Sub(scaledAt)), WorkerDrain: secs(workerDrain),
+	s := benchresult.DrainSample{Round: round, Pod: victim, RequestLag: secs(t0.Sub(scaledAt)), WorkerDrain: secs(workerDrain),
 		Drained: secs(pt.drained.Sub(t0)), Deleting: secs(pt.deleting.Sub(t0)), Drain: secs(pt.gone.Sub(t0))}
 	var longest, last time.Duration
 	for _, r := range l.results() {
@@ -263,8 +213,8 @@ func (l *loop) drainSample(round int, victim string, pt podTimes, scaledAt time.
 }
 
 // summarizeDrains computes the report's summary of the samples.
-func summarizeDrains(samples []drainSample) drainBenchReport {
-	r := drainBenchReport{
+func summarizeDrains(samples []benchresult.DrainSample) benchresult.Drain {
+	r := benchresult.Drain{
 		Benchmark:           "drain",
 		Goal:                fmt.Sprintf("drain <= %.1f x longest in-flight task + %s", benchDrainFactor, benchDrainAllowance),
 		Replicas:            benchDrainReplicas,

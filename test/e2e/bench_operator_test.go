@@ -36,6 +36,7 @@ import (
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/controllers/policy"
+	"github.com/tenire/loop-operator/test/benchresult"
 	"github.com/tenire/loop-operator/test/localcluster"
 	workerloop "github.com/tenire/loop-operator/worker/loop"
 	"github.com/tenire/loop-operator/worker/podwatch"
@@ -109,7 +110,7 @@ import (
 //
 // N comes from TENIRE_BENCH_OPERATOR_PODS (default 20), the rounds from
 // TENIRE_BENCH_OPERATOR_ROUNDS (default 1); when TENIRE_BENCH_OPERATOR_OUT
-// names a file, the result (BenchOperatorResult) is written there as
+// names a file, the result (benchresult.Operator) is written there as
 // JSON. With 200 pods and 5 rounds give `go test` a timeout of an hour.
 
 const (
@@ -138,76 +139,6 @@ var benchOpManagerArgs = []string{"--leader-elect=false", "--metrics-bind-addres
 // benchOpWriteVerbs are the verbs of apiserver_request_total that write.
 var benchOpWriteVerbs = []string{"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION", "CREATE", "UPDATE"}
 
-// BenchOperatorResult is what TestBenchOperatorScale writes to
-// TENIRE_BENCH_OPERATOR_OUT.
-type BenchOperatorResult struct {
-	// Pods is N, the replicas of each side.
-	Pods int `json:"pods"`
-	// Rounds is the number of rounds.
-	Rounds int `json:"rounds"`
-	// Nodes is the number of kwok nodes.
-	Nodes int `json:"nodes"`
-	// KubeAPIQPS and KubeAPIBurst are the client rate limits of
-	// kube-controller-manager and of the operator's manager.
-	KubeAPIQPS   float32 `json:"kubeAPIQPS"`
-	KubeAPIBurst int     `json:"kubeAPIBurst"`
-	// Timing and Writes say what was measured.
-	Timing string `json:"timing"`
-	Writes string `json:"writes"`
-	// Up and Down are the medians over the rounds.
-	Up   BenchOperatorSummary `json:"up"`
-	Down BenchOperatorSummary `json:"down"`
-	// Samples holds each round's raw figures.
-	Samples []BenchOperatorRound `json:"samples"`
-}
-
-// BenchOperatorSummary holds the medians of one phase over the rounds; the
-// ratios are medians of each round's LoopDeployment ÷ Deployment.
-type BenchOperatorSummary struct {
-	LoopDeploymentSeconds      float64 `json:"loopDeploymentSeconds"`
-	DeploymentSeconds          float64 `json:"deploymentSeconds"`
-	TimeRatio                  float64 `json:"timeRatio"`
-	TimeRatioGoal              float64 `json:"timeRatioGoal"`
-	LoopDeploymentWritesPerPod float64 `json:"loopDeploymentWritesPerPod"`
-	DeploymentWritesPerPod     float64 `json:"deploymentWritesPerPod"`
-	WritesRatio                float64 `json:"writesRatio"`
-	WritesRatioGoal            float64 `json:"writesRatioGoal"`
-}
-
-// BenchOperatorRound is one round: which side went first, and both phases.
-type BenchOperatorRound struct {
-	Round     int               `json:"round"`
-	Namespace string            `json:"namespace"`
-	First     string            `json:"first"`
-	Up        BenchOperatorPair `json:"up"`
-	Down      BenchOperatorPair `json:"down"`
-}
-
-// BenchOperatorPair is one phase of one round on both sides.
-type BenchOperatorPair struct {
-	LoopDeployment BenchOperatorSample `json:"loopDeployment"`
-	Deployment     BenchOperatorSample `json:"deployment"`
-	TimeRatio      float64             `json:"timeRatio"`
-	WritesRatio    float64             `json:"writesRatio"`
-}
-
-// BenchOperatorSample is one phase of one side.
-type BenchOperatorSample struct {
-	// Seconds runs from the /scale patch to N Ready pods (up) or none left
-	// (down).
-	Seconds float64 `json:"seconds"`
-	// StatusSeconds runs from the /scale patch to the controller's status
-	// saying the same.
-	StatusSeconds float64 `json:"statusSeconds"`
-	// Writes counts the write requests of the phase; WritesPerPod is
-	// Writes ÷ N.
-	Writes       int     `json:"writes"`
-	WritesPerPod float64 `json:"writesPerPod"`
-	// WritesByRequest breaks Writes down by "VERB resource[/subresource]",
-	// followed by the status code when it is not 2xx ("DELETE pods 404").
-	WritesByRequest map[string]int `json:"writesByRequest"`
-}
-
 func TestBenchOperatorScale(t *testing.T) {
 	n := benchOpEnvInt(t, benchOpPodsEnv, 20)
 	rounds := benchOpEnvInt(t, benchOpRoundsEnv, 1)
@@ -215,7 +146,7 @@ func TestBenchOperatorScale(t *testing.T) {
 	if qps <= 0 || burst <= 0 {
 		t.Fatalf("the local cluster reports no kube-controller-manager client limits (qps %g, burst %d)", qps, burst)
 	}
-	res := BenchOperatorResult{
+	res := benchresult.Operator{
 		Pods: n, Rounds: rounds, Nodes: benchOpNodes, KubeAPIQPS: qps, KubeAPIBurst: burst,
 		Timing: "from the /scale merge patch to N pods Ready and not being deleted (up) or no pod left (down), as a pod informer sees them; " +
 			"statusSeconds to the controller's status saying the same",
@@ -230,11 +161,11 @@ func TestBenchOperatorScale(t *testing.T) {
 	for r := range rounds {
 		res.Samples = append(res.Samples, benchOpRound(t, r, n, writes))
 	}
-	res.Up = benchOpSummarize(res.Samples, func(r BenchOperatorRound) BenchOperatorPair { return r.Up })
-	res.Down = benchOpSummarize(res.Samples, func(r BenchOperatorRound) BenchOperatorPair { return r.Down })
+	res.Up = benchOpSummarize(res.Samples, func(r benchresult.OperatorRound) benchresult.OperatorPair { return r.Up })
+	res.Down = benchOpSummarize(res.Samples, func(r benchresult.OperatorRound) benchresult.OperatorPair { return r.Down })
 	for _, p := range []struct {
 		name string
-		s    BenchOperatorSummary
+		s    benchresult.OperatorSummary
 	}{{"0→N", res.Up}, {"N→0", res.Down}} {
 		t.Logf("scale %s of %d pods, median of %d rounds: LoopDeployment %.3fs, Deployment %.3fs, ratio %.2f (goal ≤ %.1f); "+
 			"writes per pod: LoopDeployment %.2f, Deployment %.2f, ratio %.2f (goal ≤ %.1f)",
@@ -378,7 +309,7 @@ type benchOpSide struct {
 }
 
 // benchOpRound runs one round in a namespace of its own.
-func benchOpRound(t *testing.T, round, n int, writes *benchOpWrites) BenchOperatorRound {
+func benchOpRound(t *testing.T, round, n int, writes *benchOpWrites) benchresult.OperatorRound {
 	t.Helper()
 	ctx := t.Context()
 	var b [3]byte
@@ -465,7 +396,7 @@ func benchOpRound(t *testing.T, round, n int, writes *benchOpWrites) BenchOperat
 	if round%2 == 1 {
 		slices.Reverse(sides)
 	}
-	rec := BenchOperatorRound{Round: round, Namespace: ns, First: sides[0].name}
+	rec := benchresult.OperatorRound{Round: round, Namespace: ns, First: sides[0].name}
 	for _, s := range sides {
 		up := benchOpPhase(t, tr, writes, s, n, int32(n))
 		down := benchOpPhase(t, tr, writes, s, n, 0)
@@ -475,7 +406,7 @@ func benchOpRound(t *testing.T, round, n int, writes *benchOpWrites) BenchOperat
 			rec.Up.Deployment, rec.Down.Deployment = up, down
 		}
 	}
-	for _, p := range []*BenchOperatorPair{&rec.Up, &rec.Down} {
+	for _, p := range []*benchresult.OperatorPair{&rec.Up, &rec.Down} {
 		p.TimeRatio = benchOpRatio(p.LoopDeployment.Seconds, p.Deployment.Seconds)
 		p.WritesRatio = benchOpRatio(p.LoopDeployment.WritesPerPod, p.Deployment.WritesPerPod)
 	}
@@ -492,7 +423,7 @@ func benchOpRound(t *testing.T, round, n int, writes *benchOpWrites) BenchOperat
 
 // benchOpPhase scales side s to want and measures it; n is N, the
 // divisor of the writes.
-func benchOpPhase(t *testing.T, tr *benchOpTracker, writes *benchOpWrites, s benchOpSide, n int, want int32) BenchOperatorSample {
+func benchOpPhase(t *testing.T, tr *benchOpTracker, writes *benchOpWrites, s benchOpSide, n int, want int32) benchresult.OperatorSample {
 	t.Helper()
 	ctx := t.Context()
 	what := fmt.Sprintf("%s 0→%d: %d pods Ready", s.name, want, want)
@@ -545,7 +476,7 @@ func benchOpPhase(t *testing.T, tr *benchOpTracker, writes *benchOpWrites, s ben
 	if err != nil {
 		t.Fatalf("counting writes after %s: %v", what, err)
 	}
-	sample := BenchOperatorSample{
+	sample := benchresult.OperatorSample{
 		Seconds:         benchOpRound3(done.Sub(start).Seconds()),
 		StatusSeconds:   benchOpRound3(statusAt.Sub(start).Seconds()),
 		WritesByRequest: map[string]int{},
@@ -924,7 +855,7 @@ func benchOpTop(m map[string]int, k int) string {
 	return strings.Join(parts, ", ")
 }
 
-func benchOpSummarize(rounds []BenchOperatorRound, phase func(BenchOperatorRound) BenchOperatorPair) BenchOperatorSummary {
+func benchOpSummarize(rounds []benchresult.OperatorRound, phase func(benchresult.OperatorRound) benchresult.OperatorPair) benchresult.OperatorSummary {
 	var ldS, dS, tR, ldW, dW, wR []float64
 	for _, r := range rounds {
 		p := phase(r)
@@ -935,7 +866,7 @@ func benchOpSummarize(rounds []BenchOperatorRound, phase func(BenchOperatorRound
 		dW = append(dW, p.Deployment.WritesPerPod)
 		wR = append(wR, p.WritesRatio)
 	}
-	return BenchOperatorSummary{
+	return benchresult.OperatorSummary{
 		LoopDeploymentSeconds: benchOpMedian(ldS), DeploymentSeconds: benchOpMedian(dS),
 		TimeRatio: benchOpMedian(tR), TimeRatioGoal: benchOpTimeGoal,
 		LoopDeploymentWritesPerPod: benchOpMedian(ldW), DeploymentWritesPerPod: benchOpMedian(dW),
