@@ -36,10 +36,11 @@ func EnsureResults(ctx context.Context, js jetstream.JetStream, n Names, retenti
 	if retention <= 0 {
 		return fmt.Errorf("queue: result retention %s must be positive", retention)
 	}
-	if replicas < 1 {
-		replicas = 1
-	}
-	return ensureStream(ctx, js, jetstream.StreamConfig{
+	return ensureStream(ctx, js, resultStreamConfig(n, retention, replicas, nil))
+}
+
+func resultStreamConfig(n Names, retention time.Duration, replicas int, meta map[string]string) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
 		Name:        n.ResultStream(),
 		Description: "result records of loop " + n.SubjectPrefix,
 		Subjects:    []string{n.ResultSubject()},
@@ -48,8 +49,9 @@ func EnsureResults(ctx context.Context, js jetstream.JetStream, n Names, retenti
 		MaxAge:      retention,
 		Duplicates:  min(2*time.Minute, retention), // the server's default, which may not exceed MaxAge
 		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	})
+		Replicas:    max(replicas, 1),
+		Metadata:    meta,
+	}
 }
 
 // RecordResult publishes the result record of a completed delivery and

@@ -26,6 +26,12 @@ type Config struct {
 	// DuplicateWindow is how long the stream remembers task ids to drop
 	// duplicates. Default 2m.
 	DuplicateWindow time.Duration
+	// ResultRetention, when positive, makes Ensure provision the result
+	// stream too, keeping records this long.
+	ResultRetention time.Duration
+	// Owner, when set, is recorded in the streams' metadata, and Ensure
+	// refuses to touch a stream that records another owner.
+	Owner *Owner
 }
 
 // DefaultPriority is the priority of tasks submitted without one and the
@@ -52,26 +58,47 @@ func (c Config) withDefaults() Config {
 }
 
 // Ensure creates or updates, idempotently, the work-queue stream, the
-// dead-letter stream, the checkpoint bucket and one durable pull consumer
-// per priority. It returns the consumers in the order of c.Priorities.
+// dead-letter stream, the checkpoint bucket, one durable pull consumer per
+// priority and, with a ResultRetention, the result stream. It returns the
+// consumers in the order of c.Priorities.
+//
+// The work-queue stream holds exactly the subjects of c.Priorities, so
+// that a task published to a priority the loop does not have is refused at
+// the publisher instead of waiting in the stream for a consumer that does
+// not exist. A consumer of a priority no longer listed is left alone: see
+// Retire.
+//
+// With c.Owner set, Ensure first reads the stream's metadata and returns an
+// *OwnedElsewhereError, having changed nothing, when it names another
+// owner; a stream that names none is adopted.
 func Ensure(ctx context.Context, js jetstream.JetStream, n Names, c Config) ([]jetstream.Consumer, error) {
 	if err := n.Validate(); err != nil {
 		return nil, err
 	}
 	c = c.withDefaults()
+	subjects := make([]string, 0, len(c.Priorities))
 	for _, p := range c.Priorities {
 		if err := ValidatePriority(p); err != nil {
+			return nil, err
+		}
+		subjects = append(subjects, n.TaskSubject(p))
+	}
+	var meta map[string]string
+	if c.Owner != nil {
+		meta = c.Owner.metadata()
+		if err := checkOwner(ctx, js, n.Stream, *c.Owner); err != nil {
 			return nil, err
 		}
 	}
 	if err := ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:        n.Stream,
 		Description: "tasks of loop " + n.SubjectPrefix,
-		Subjects:    []string{n.TaskSubjects()},
+		Subjects:    subjects,
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    c.Replicas,
 		Duplicates:  c.DuplicateWindow,
+		Metadata:    meta,
 	}); err != nil {
 		return nil, err
 	}
@@ -83,35 +110,116 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n Names, c Config) ([]j
 		Storage:     jetstream.FileStorage,
 		Replicas:    c.Replicas,
 		Duplicates:  c.DuplicateWindow,
+		Metadata:    meta,
 	}); err != nil {
 		return nil, err
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	if c.ResultRetention > 0 {
+		if err := ensureStream(ctx, js, resultStreamConfig(n, c.ResultRetention, c.Replicas, meta)); err != nil {
+			return nil, err
+		}
+	}
+	if err := ensureBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      n.CheckpointBucket,
 		Description: "task checkpoints of loop " + n.SubjectPrefix,
 		Storage:     jetstream.FileStorage,
 		Replicas:    c.Replicas,
 	}); err != nil {
-		return nil, fmt.Errorf("queue: ensure bucket %s: %w", n.CheckpointBucket, err)
+		return nil, err
 	}
 	consumers := make([]jetstream.Consumer, 0, len(c.Priorities))
 	for _, p := range c.Priorities {
-		cons, err := js.CreateOrUpdateConsumer(ctx, n.Stream, jetstream.ConsumerConfig{
-			Durable:       n.Consumer(p),
-			Description:   "tasks of priority " + p,
-			FilterSubject: n.TaskSubject(p),
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       c.AckWait,
-			MaxDeliver:    -1,
-			MaxAckPending: c.MaxAckPending,
-			DeliverPolicy: jetstream.DeliverAllPolicy,
-		})
+		cons, err := js.CreateOrUpdateConsumer(ctx, n.Stream, consumerConfig(n, p, c))
 		if err != nil {
 			return nil, fmt.Errorf("queue: ensure consumer %s on %s: %w", n.Consumer(p), n.Stream, err)
 		}
 		consumers = append(consumers, cons)
 	}
 	return consumers, nil
+}
+
+// consumerConfig is the durable pull consumer of priority p.
+func consumerConfig(n Names, p string, c Config) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       n.Consumer(p),
+		Description:   "tasks of priority " + p,
+		FilterSubject: n.TaskSubject(p),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: c.MaxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+}
+
+// checkOwner returns an *OwnedElsewhereError when stream exists and its
+// metadata names an owner other than o.
+func checkOwner(ctx context.Context, js jetstream.JetStream, stream string, o Owner) error {
+	s, err := js.Stream(ctx, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("queue: read stream %s: %w", stream, err)
+	}
+	if have, ok := OwnerOf(s.CachedInfo().Config.Metadata); ok && have.UID != o.UID {
+		return &OwnedElsewhereError{Stream: stream, Owner: have}
+	}
+	return nil
+}
+
+// Bind returns the consumers of priorities on the loop's existing queue,
+// in their order, and never creates or changes anything: the operator
+// provisions the queue (Ensure) and workers and tools bind to it. It
+// returns an error wrapping ErrNotProvisioned, naming what is missing,
+// when the stream, a consumer, the checkpoint bucket or (with a positive
+// resultRetention) the result stream does not exist yet.
+func Bind(ctx context.Context, js jetstream.JetStream, n Names, priorities []string, resultRetention time.Duration) ([]jetstream.Consumer, error) {
+	if err := n.Validate(); err != nil {
+		return nil, err
+	}
+	if len(priorities) == 0 {
+		priorities = []string{DefaultPriority}
+	}
+	missing := func(what string, err error) error {
+		if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
+			errors.Is(err, jetstream.ErrBucketNotFound) {
+			return fmt.Errorf("%w: %s does not exist", ErrNotProvisioned, what)
+		}
+		return fmt.Errorf("queue: look up %s: %w", what, err)
+	}
+	if _, err := js.Stream(ctx, n.Stream); err != nil {
+		return nil, missing("stream "+n.Stream, err)
+	}
+	if _, err := js.KeyValue(ctx, n.CheckpointBucket); err != nil {
+		return nil, missing("bucket "+n.CheckpointBucket, err)
+	}
+	if resultRetention > 0 {
+		if _, err := js.Stream(ctx, n.ResultStream()); err != nil {
+			return nil, missing("stream "+n.ResultStream(), err)
+		}
+	}
+	consumers := make([]jetstream.Consumer, 0, len(priorities))
+	for _, p := range priorities {
+		cons, err := js.Consumer(ctx, n.Stream, n.Consumer(p))
+		if err != nil {
+			return nil, missing(fmt.Sprintf("consumer %s of stream %s", n.Consumer(p), n.Stream), err)
+		}
+		consumers = append(consumers, cons)
+	}
+	return consumers, nil
+}
+
+// ensureBucket creates the key-value bucket, or leaves it alone when it
+// exists.
+func ensureBucket(ctx context.Context, js jetstream.JetStream, want jetstream.KeyValueConfig) error {
+	if _, err := js.KeyValue(ctx, want.Bucket); err == nil {
+		return nil
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, want); err != nil {
+		return fmt.Errorf("queue: ensure bucket %s: %w", want.Bucket, err)
+	}
+	return nil
 }
 
 // ErrNotFound is returned when a task or dead letter does not exist.
@@ -126,7 +234,8 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 		have := s.CachedInfo().Config
 		if have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
 			have.Retention == want.Retention && have.Storage == want.Storage && have.Replicas == want.Replicas &&
-			have.Duplicates == want.Duplicates && have.MaxAge == want.MaxAge && have.Discard == want.Discard {
+			have.Duplicates == want.Duplicates && have.MaxAge == want.MaxAge && have.Discard == want.Discard &&
+			(want.Metadata == nil || metadataHolds(have.Metadata, want.Metadata)) {
 			return nil
 		}
 	}
@@ -134,4 +243,15 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 		return fmt.Errorf("queue: ensure stream %s: %w", want.Name, err)
 	}
 	return nil
+}
+
+// metadataHolds reports whether have holds every key of want with the same
+// value (the server adds keys of its own).
+func metadataHolds(have, want map[string]string) bool {
+	for k, v := range want {
+		if have[k] != v {
+			return false
+		}
+	}
+	return true
 }
