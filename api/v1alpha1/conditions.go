@@ -18,6 +18,13 @@ const (
 	// ConditionDegraded is True when something needs a human: pods cannot
 	// be created, drains time out, or pods keep failing.
 	ConditionDegraded = "Degraded"
+	// ConditionQueueReady is True when the operator has provisioned the
+	// queue and can read it; its reason says what is wrong otherwise.
+	ConditionQueueReady = "QueueReady"
+	// ConditionScalingActive is True when spec.autoscaling is set and the
+	// autoscaler can decide; False when it holds the replica count because
+	// the queue cannot be read.
+	ConditionScalingActive = "ScalingActive"
 )
 
 // Reasons of the conditions above.
@@ -67,6 +74,35 @@ const (
 	// ReasonDeleting (Progressing=True): the LoopDeployment is being
 	// deleted and its pods drain first.
 	ReasonDeleting = "Deleting"
+
+	// ReasonQueueProvisioned (QueueReady=True): the streams, consumers and
+	// bucket exist as the spec says and the operator reads them.
+	ReasonQueueProvisioned = "Provisioned"
+	// ReasonQueueUnreachable (QueueReady=False): the NATS server cannot be
+	// reached.
+	ReasonQueueUnreachable = "Unreachable"
+	// ReasonQueueUnauthorized (QueueReady=False): NATS refused the
+	// credentials, or the credentials Secret is missing or unreadable.
+	ReasonQueueUnauthorized = "Unauthorized"
+	// ReasonQueueOwnedElsewhere (QueueReady=False): the stream belongs to
+	// another LoopDeployment, named in the message; nothing was changed.
+	ReasonQueueOwnedElsewhere = "OwnedElsewhere"
+	// ReasonQueueProvisionFailed (QueueReady=False): JetStream refused to
+	// create or update a stream, consumer or bucket; the message says why.
+	ReasonQueueProvisionFailed = "ProvisionFailed"
+	// ReasonQueueRetiring (QueueReady=True): the queue is ready and tasks
+	// of a removed priority class or a renamed stream are being moved.
+	ReasonQueueRetiring = "Retiring"
+
+	// ReasonAutoscaling (ScalingActive=True): the autoscaler sets replicas
+	// from the backlog.
+	ReasonAutoscaling = "Autoscaling"
+	// ReasonBacklogUnavailable (ScalingActive=False): the queue cannot be
+	// read; the autoscaler holds the current count.
+	ReasonBacklogUnavailable = "BacklogUnavailable"
+	// ReasonAutoscalingSuspended (ScalingActive=False): spec.suspend is
+	// true or the LoopDeployment is being deleted.
+	ReasonAutoscalingSuspended = "Suspended"
 )
 
 // Event reasons the operator records on a LoopDeployment.
@@ -83,4 +119,19 @@ const (
 	// EventPodReplaced: a pod that failed or was deleted from outside was
 	// replaced.
 	EventPodReplaced = "PodReplaced"
+	// EventAutoscaled: the autoscaler changed replicas; the message says
+	// why (backlog, target, from and to).
+	EventAutoscaled = "Autoscaled"
+	// EventAutoscalingHeld: the autoscaler could not read the queue and
+	// kept the current count.
+	EventAutoscalingHeld = "AutoscalingHeld"
+	// EventQueueProvisioned: the operator created or changed the queue.
+	EventQueueProvisioned = "QueueProvisioned"
+	// EventQueueNotReady: provisioning or reading the queue failed.
+	EventQueueNotReady = "QueueNotReady"
+	// EventTasksMoved: tasks of a removed priority class or a renamed
+	// stream were moved.
+	EventTasksMoved = "TasksMoved"
+	// EventQueueDeleted: the queue was deleted (deletionPolicy Delete).
+	EventQueueDeleted = "QueueDeleted"
 )

@@ -52,6 +52,16 @@ type LoopDeploymentSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	UpdateStrategy UpdateStrategy `json:"updateStrategy,omitempty"`
+
+	// autoscaling, when set, makes the operator own the replica count: it
+	// sets spec.replicas from the queue's backlog between minReplicas and
+	// maxReplicas, draining every pod it removes (the pods with the fewest
+	// tasks in flight go first). While it is set, a `kubectl scale` or an
+	// HPA that writes replicas is overwritten at the next decision; suspend
+	// still drains every pod and stops the autoscaler until it is lifted.
+	// See docs/autoscaling.md.
+	// +optional
+	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
 }
 
 // SchedulingMode chooses how the pool picks the next task among priority
@@ -273,6 +283,14 @@ type NATSQueueSpec struct {
 	// +kubebuilder:validation:Maximum=5
 	// +optional
 	Replicas int32 `json:"replicas,omitempty"`
+
+	// deletionPolicy says what happens to the queue (streams, consumers,
+	// checkpoint bucket) once the LoopDeployment is deleted and its pods
+	// are drained and gone: Retain (the default) keeps it with its pending
+	// tasks and dead letters; Delete removes it with them.
+	// +kubebuilder:default=Retain
+	// +optional
+	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
 }
 
 // DrainSpec says how pods are drained before they are deleted.
@@ -357,6 +375,15 @@ type LoopDeploymentStatus struct {
 	// +listMapKey=type
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// queue is the queue's backlog as last recorded.
+	// +optional
+	Queue *QueueStatus `json:"queue,omitempty"`
+
+	// autoscaling is what the autoscaler last decided, when
+	// spec.autoscaling is set.
+	// +optional
+	Autoscaling *AutoscalingStatus `json:"autoscaling,omitempty"`
 }
 
 // LoopDeployment runs a distributed task loop: a set of worker pods that
@@ -372,6 +399,8 @@ type LoopDeploymentStatus struct {
 // +kubebuilder:printcolumn:name="Available",type=integer,JSONPath=`.status.availableReplicas`
 // +kubebuilder:printcolumn:name="Draining",type=integer,JSONPath=`.status.drainingReplicas`
 // +kubebuilder:printcolumn:name="Up-to-date",type=integer,JSONPath=`.status.updatedReplicas`
+// +kubebuilder:printcolumn:name="Backlog",type=integer,JSONPath=`.status.queue.pending`
+// +kubebuilder:printcolumn:name="In-flight",type=integer,JSONPath=`.status.queue.inFlight`,priority=1
 // +kubebuilder:printcolumn:name="Suspended",type=boolean,JSONPath=`.spec.suspend`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type LoopDeployment struct {

@@ -1,0 +1,302 @@
+package policy
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"k8s.io/utils/ptr"
+
+	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+)
+
+// Autoscaling defaults, as the API documents them.
+const (
+	// DefaultScaleToZeroAfter is autoscaling.scaleToZeroAfter when unset.
+	DefaultScaleToZeroAfter = 5 * time.Minute
+	// DefaultScaleDownStabilization is the scale-down stabilization window
+	// when unset; scaling up has none.
+	DefaultScaleDownStabilization = 300 * time.Second
+	// Tolerance is the relative change of the recommendation below which
+	// the autoscaler keeps the current count, as an HPA does.
+	Tolerance = 0.1
+)
+
+// AutoscalingWithDefaults returns a copy of a with every unset field set to
+// its documented default.
+func AutoscalingWithDefaults(a loopsv1alpha1.AutoscalingSpec) loopsv1alpha1.AutoscalingSpec {
+	out := *a.DeepCopy()
+	if out.MinReplicas == nil {
+		out.MinReplicas = ptr.To[int32](1)
+	}
+	setDuration(&out.ScaleToZeroAfter, DefaultScaleToZeroAfter)
+	if out.Behavior == nil {
+		out.Behavior = &loopsv1alpha1.AutoscalingBehavior{}
+	}
+	b := out.Behavior
+	if b.ScaleUp == nil {
+		b.ScaleUp = &loopsv1alpha1.ScalingRules{}
+	}
+	if b.ScaleDown == nil {
+		b.ScaleDown = &loopsv1alpha1.ScalingRules{}
+	}
+	if b.ScaleUp.StabilizationWindowSeconds == nil {
+		b.ScaleUp.StabilizationWindowSeconds = ptr.To[int32](0)
+	}
+	if b.ScaleDown.StabilizationWindowSeconds == nil {
+		b.ScaleDown.StabilizationWindowSeconds = ptr.To(int32(DefaultScaleDownStabilization / time.Second))
+	}
+	for _, r := range []*loopsv1alpha1.ScalingRules{b.ScaleUp, b.ScaleDown} {
+		if r.SelectPolicy == nil {
+			r.SelectPolicy = ptr.To(loopsv1alpha1.SelectMax)
+		}
+	}
+	if len(b.ScaleUp.Policies) == 0 {
+		b.ScaleUp.Policies = []loopsv1alpha1.ScalingPolicy{
+			{Type: loopsv1alpha1.PercentScalingPolicy, Value: 100, PeriodSeconds: 15},
+			{Type: loopsv1alpha1.PodsScalingPolicy, Value: 4, PeriodSeconds: 15},
+		}
+	}
+	if len(b.ScaleDown.Policies) == 0 {
+		b.ScaleDown.Policies = []loopsv1alpha1.ScalingPolicy{
+			{Type: loopsv1alpha1.PercentScalingPolicy, Value: 100, PeriodSeconds: 15},
+		}
+	}
+	return out
+}
+
+// Demand is the work a loop's queue holds at one instant.
+type Demand struct {
+	// Pending counts the tasks not yet delivered.
+	Pending int64
+	// InFlight counts the tasks delivered and not yet acknowledged,
+	// delayed retries included: a task that a pod pulled is still work
+	// (scaling on pending alone removes pods under work they hold).
+	InFlight int64
+}
+
+// Total is pending plus in flight.
+func (d Demand) Total() int64 { return d.Pending + d.InFlight }
+
+// Recommendation is one past recommendation of the autoscaler.
+type Recommendation struct {
+	At       time.Time
+	Replicas int32
+}
+
+// ScaleEvent is one past change of replicas by the autoscaler.
+type ScaleEvent struct {
+	At       time.Time
+	From, To int32
+}
+
+// AutoscaleInput is what one autoscaling decision looks at.
+type AutoscaleInput struct {
+	// Spec is spec.autoscaling with its defaults applied.
+	Spec loopsv1alpha1.AutoscalingSpec
+	// Current is the replica count now (spec.replicas).
+	Current int32
+	// MaxWorkers is pool.maxWorkers, a pod's capacity.
+	MaxWorkers int32
+	// Demand is the queue's backlog; nil when the queue cannot be read.
+	Demand *Demand
+	// LastActive is when the queue last held a task.
+	LastActive time.Time
+	// Recommendations are the earlier recommendations still within the
+	// longer stabilization window, oldest first.
+	Recommendations []Recommendation
+	// Events are the earlier changes still within the longest policy
+	// period, oldest first.
+	Events []ScaleEvent
+}
+
+// AutoscaleDecision is the outcome of one decision.
+type AutoscaleDecision struct {
+	// Replicas is the count to set; Current when nothing changes.
+	Replicas int32
+	// Recommendation is what the targets alone ask for, within min and
+	// max: the caller keeps it for later stabilization.
+	Recommendation int32
+	// Held is true when the queue could not be read and the count was
+	// kept.
+	Held bool
+	// Reason says why, as a sentence for an event.
+	Reason string
+}
+
+// Autoscale decides the replica count of an autoscaled loop at now, in the
+// manner of a HorizontalPodAutoscaler (autoscaling/v2) with the queue's
+// backlog as its metric:
+//
+//   - without a reading of the queue it holds the current count: it never
+//     scales down on missing data;
+//   - the recommendation is ceil(demand / targetBacklogPerReplica) and
+//     ceil(inFlight / (maxWorkers * targetInFlightUtilization%)), the larger
+//     of those set, kept at the current count within a 10% tolerance,
+//     within [minReplicas, maxReplicas];
+//   - an empty queue goes to minReplicas, or to zero with minReplicas 0
+//     once it has been empty for scaleToZeroAfter; one pending task brings
+//     a loop at zero back to one pod at once;
+//   - stabilization: up to the lowest recommendation of the scale-up
+//     window, down to the highest of the scale-down window;
+//   - rate policies: the change over each policy's period stays within its
+//     value, the policies combined by selectPolicy.
+func Autoscale(in AutoscaleInput, now time.Time) AutoscaleDecision {
+	spec := in.Spec
+	minR, maxR := *spec.MinReplicas, spec.MaxReplicas
+	if in.Demand == nil {
+		return AutoscaleDecision{Replicas: in.Current, Recommendation: in.Current, Held: true,
+			Reason: fmt.Sprintf("the queue cannot be read; holding %d replicas", in.Current)}
+	}
+	d := *in.Demand
+	rec, raw, why := recommend(in, now)
+	rec = min(max(rec, minR), maxR)
+	if in.Current > 0 && rec > 0 && raw > 0 && math.Abs(raw/float64(in.Current)-1) <= Tolerance {
+		rec, why = in.Current, why+fmt.Sprintf(", within %.0f%% of %d", Tolerance*100, in.Current)
+	}
+
+	b := spec.Behavior
+	desired := in.Current
+	up := stabilized(in.Recommendations, rec, now, window(b.ScaleUp), minInt32)
+	down := stabilized(in.Recommendations, rec, now, window(b.ScaleDown), maxInt32)
+	if desired < up {
+		desired = up
+	}
+	if desired > down {
+		desired = down
+	}
+	if in.Current == 0 && d.Total() > 0 && desired == 0 {
+		desired = max(1, minR) // one pending task wakes a loop at zero
+	}
+	switch {
+	case desired > in.Current:
+		desired = min(desired, upLimit(b.ScaleUp, in.Current, in.Events, now))
+	case desired < in.Current:
+		desired = max(desired, downLimit(b.ScaleDown, in.Current, in.Events, now))
+	}
+	desired = min(max(desired, minR), maxR)
+	if desired != in.Current {
+		why = fmt.Sprintf("%s: %d → %d", why, in.Current, desired)
+	}
+	return AutoscaleDecision{Replicas: desired, Recommendation: rec, Reason: why}
+}
+
+// recommend is what the targets ask for, before tolerance and bounds, and
+// the same unrounded (0 for an empty queue), which the tolerance compares.
+func recommend(in AutoscaleInput, now time.Time) (int32, float64, string) {
+	d := *in.Demand
+	spec := in.Spec
+	if d.Total() == 0 {
+		idle := now.Sub(in.LastActive)
+		if *spec.MinReplicas == 0 && !in.LastActive.IsZero() && idle >= spec.ScaleToZeroAfter.Duration {
+			return 0, 0, fmt.Sprintf("the queue has been empty for %s", idle.Round(time.Second))
+		}
+		return max(*spec.MinReplicas, 1), 0, "the queue is empty"
+	}
+	var raw float64
+	why := fmt.Sprintf("%d tasks pending and %d in flight", d.Pending, d.InFlight)
+	if t := spec.TargetBacklogPerReplica; t != nil {
+		raw = max(raw, float64(d.Total())/float64(*t))
+		why += fmt.Sprintf(", target %d per replica", *t)
+	}
+	if t := spec.TargetInFlightUtilization; t != nil && in.MaxWorkers > 0 {
+		raw = max(raw, float64(d.InFlight)/(float64(in.MaxWorkers)*float64(*t)/100))
+		why += fmt.Sprintf(", target %d%% of %d workers in flight", *t, in.MaxWorkers)
+	}
+	return int32(max(min(math.Ceil(raw), math.MaxInt32), 1)), raw, why
+}
+
+func window(r *loopsv1alpha1.ScalingRules) time.Duration {
+	return time.Duration(*r.StabilizationWindowSeconds) * time.Second
+}
+
+// stabilized combines rec with the recommendations newer than now-w.
+func stabilized(recs []Recommendation, rec int32, now time.Time, w time.Duration, pick func(a, b int32) int32) int32 {
+	out := rec
+	for _, r := range recs {
+		if now.Sub(r.At) < w {
+			out = pick(out, r.Replicas)
+		}
+	}
+	return out
+}
+
+// upLimit is the most replicas the scale-up policies allow now.
+func upLimit(r *loopsv1alpha1.ScalingRules, current int32, events []ScaleEvent, now time.Time) int32 {
+	if *r.SelectPolicy == loopsv1alpha1.SelectDisabled {
+		return current
+	}
+	var limit int32 = -1
+	for _, p := range r.Policies {
+		start := current
+		for _, e := range events {
+			if now.Sub(e.At) < time.Duration(p.PeriodSeconds)*time.Second && e.To > e.From {
+				start -= e.To - e.From
+			}
+		}
+		start = max(start, 0)
+		var l int32
+		if p.Type == loopsv1alpha1.PodsScalingPolicy {
+			l = start + p.Value
+		} else {
+			l = int32(math.Ceil(float64(start) * (1 + float64(p.Value)/100)))
+		}
+		switch {
+		case limit < 0:
+			limit = l
+		case *r.SelectPolicy == loopsv1alpha1.SelectMin:
+			limit = min(limit, l)
+		default:
+			limit = max(limit, l)
+		}
+	}
+	return max(limit, current, min(current+1, 1)) // from zero, one pod is always allowed
+}
+
+// downLimit is the fewest replicas the scale-down policies allow now.
+func downLimit(r *loopsv1alpha1.ScalingRules, current int32, events []ScaleEvent, now time.Time) int32 {
+	if *r.SelectPolicy == loopsv1alpha1.SelectDisabled {
+		return current
+	}
+	var limit int32 = -1
+	for _, p := range r.Policies {
+		start := current
+		for _, e := range events {
+			if now.Sub(e.At) < time.Duration(p.PeriodSeconds)*time.Second && e.To < e.From {
+				start += e.From - e.To
+			}
+		}
+		var l int32
+		if p.Type == loopsv1alpha1.PodsScalingPolicy {
+			l = start - p.Value
+		} else {
+			l = int32(math.Floor(float64(start) * (1 - float64(p.Value)/100)))
+		}
+		l = max(l, 0)
+		switch {
+		case limit < 0:
+			limit = l
+		case *r.SelectPolicy == loopsv1alpha1.SelectMin:
+			limit = max(limit, l)
+		default:
+			limit = min(limit, l)
+		}
+	}
+	return min(max(limit, 0), current)
+}
+
+// AutoscaleHistory is how far back recommendations and events matter for
+// spec: the longest stabilization window or policy period.
+func AutoscaleHistory(spec loopsv1alpha1.AutoscalingSpec) time.Duration {
+	var longest time.Duration
+	for _, r := range []*loopsv1alpha1.ScalingRules{spec.Behavior.ScaleUp, spec.Behavior.ScaleDown} {
+		longest = max(longest, window(r))
+		for _, p := range r.Policies {
+			longest = max(longest, time.Duration(p.PeriodSeconds)*time.Second)
+		}
+	}
+	return longest
+}
+
+func minInt32(a, b int32) int32 { return min(a, b) }
+func maxInt32(a, b int32) int32 { return max(a, b) }
