@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/controllers/stream"
 )
 
 // ControllerName names the controller, its event reporter and its field
@@ -69,9 +70,14 @@ type LoopDeploymentReconciler struct {
 	// DrainGrace is how long after a drain's deadline the reconciler still
 	// waits for the Drained report. Defaults to DefaultDrainGrace.
 	DrainGrace time.Duration
+	// Queues provisions and reads the LoopDeployments' queues; the
+	// reconciler records what it observed and autoscales on it. Nil: the
+	// operator leaves the queues alone (QueueReady is not set).
+	Queues *stream.Poller
 
 	expectations *expectations
 	timeouts     timeouts
+	autoscale    autoscalers
 }
 
 // CacheByObject restricts the manager's cache to the objects the operator
@@ -113,7 +119,14 @@ func (r *LoopDeploymentReconciler) SetupWithManager(mgr ctrl.Manager, options co
 	}
 	r.expectations = newExpectations(r.Clock)
 	owners := handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &loopsv1alpha1.LoopDeployment{})
-	err := ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr)
+	if r.Queues != nil {
+		if err := mgr.Add(r.Queues); err != nil {
+			return fmt.Errorf("adding the queue poller: %w", err)
+		}
+		b = b.WatchesRawSource(r.Queues.Source())
+	}
+	err := b.
 		Named(ControllerName).
 		WithOptions(options).
 		For(&loopsv1alpha1.LoopDeployment{}).
@@ -139,6 +152,7 @@ func (r *LoopDeploymentReconciler) SetupWithManager(mgr ctrl.Manager, options co
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 
 // Reconcile brings the pods of one LoopDeployment one step closer to its
 // spec and records what it saw in its status, patched once at the end.
@@ -190,7 +204,7 @@ func (r *LoopDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		logger.V(1).Info("Reconciling a LoopDeployment being deleted")
 		phases = []phase{r.reconcileFailedPods, r.reconcileDrains, r.reconcileReplicas, r.reconcileRelease}
 	} else {
-		phases = []phase{r.reconcileWorkerRBAC, r.reconcilePDB, r.reconcileFailedPods, r.reconcileDrains, r.reconcileReplicas}
+		phases = []phase{r.reconcileQueue, r.reconcileAutoscaling, r.reconcileWorkerRBAC, r.reconcilePDB, r.reconcileFailedPods, r.reconcileDrains, r.reconcileReplicas}
 	}
 	return runPhases(ctx, s, phases)
 }

@@ -293,6 +293,9 @@ func (r *LoopDeploymentReconciler) reconcileRelease(ctx context.Context, s *scop
 			return ctrl.Result{}, nil
 		}
 	}
+	if err := r.releaseQueue(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
 	before := s.ld.DeepCopy()
 	controllerutil.RemoveFinalizer(s.ld, loopsv1alpha1.FinalizerDrain)
 	if err := r.Client.Patch(ctx, s.ld, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {

@@ -13,6 +13,7 @@ import (
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/controllers/policy"
+	"github.com/tenire/loop-operator/controllers/stream"
 )
 
 // scope is what one reconcile of one LoopDeployment knows and did. The
@@ -40,12 +41,13 @@ type scope struct {
 	activeBefore int32
 
 	// What happened, for the status.
-	createErr     error    // the last pod creation that failed
-	timedOut      []string // drains given up this reconcile
-	reportedDrain bool     // a worker reported Drained this reconcile
-	failing       []string // pods failed or crash-looping
-	waiting       bool     // the cache lags behind this reconciler's writes
-	released      bool     // the finalizer was removed
+	createErr     error               // the last pod creation that failed
+	timedOut      []string            // drains given up this reconcile
+	reportedDrain bool                // a worker reported Drained this reconcile
+	failing       []string            // pods failed or crash-looping
+	waiting       bool                // the cache lags behind this reconciler's writes
+	queue         *stream.Observation // the Poller's latest, when the operator manages queues
+	released      bool                // the finalizer was removed
 }
 
 func (r *LoopDeploymentReconciler) newScope(ctx context.Context, ld *loopsv1alpha1.LoopDeployment) (*scope, error) {

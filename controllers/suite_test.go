@@ -29,6 +29,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/controllers/stream"
 	"github.com/tenire/loop-operator/test/testenv"
 )
 
@@ -87,6 +88,9 @@ type harness struct {
 	holdTerm bool            // terminating pods are not finished off
 	lag      time.Duration   // the operator's cache hides changes younger than this
 	kick     chan struct{}
+	// pollQueues, when set before the operator starts, makes it provision
+	// and poll the queues at this interval.
+	pollQueues time.Duration
 }
 
 const testNode = "node-a"
@@ -97,7 +101,7 @@ func newHarness(t *testing.T) *harness {
 }
 
 // newHarnessOn is newHarness against the API server of restCfg.
-func newHarnessOn(t *testing.T, restCfg *rest.Config) *harness {
+func newHarnessOn(t *testing.T, restCfg *rest.Config, opts ...func(*harness)) *harness {
 	t.Helper()
 	c, err := client.NewWithWatch(restCfg, client.Options{Scheme: testenv.Scheme})
 	if err != nil {
@@ -113,6 +117,9 @@ func newHarnessOn(t *testing.T, restCfg *rest.Config) *harness {
 	}
 	h.g.SetDefaultEventuallyTimeout(30 * time.Second)
 	h.g.SetDefaultEventuallyPollingInterval(50 * time.Millisecond)
+	for _, o := range opts {
+		o(h)
+	}
 	h.runNode()
 	h.startOperator()
 	t.Cleanup(h.stopOperator)
@@ -135,6 +142,10 @@ func (h *harness) startOperator() {
 	r := &LoopDeploymentReconciler{DrainGrace: time.Second}
 	if h.lag > 0 {
 		r.Client = laggingClient{Client: mgr.GetClient(), lag: h.lag}
+	}
+	if h.pollQueues > 0 {
+		r.Queues = &stream.Poller{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
+			CredentialsKey: CredentialsKey, Interval: h.pollQueues}
 	}
 	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: 4}); err != nil { // as cmd/manager
 		h.t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/controllers"
+	"github.com/tenire/loop-operator/controllers/stream"
 )
 
 // leaderElectionID names the Lease the replicas of the manager compete for.
@@ -40,6 +41,8 @@ type options struct {
 	maxConcurrentReconciles int
 	kubeAPIQPS              float64
 	kubeAPIBurst            int
+	manageQueues            bool
+	queuePollInterval       time.Duration
 	zap                     zap.Options
 }
 
@@ -54,6 +57,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 4, "how many LoopDeployments are reconciled in parallel")
 	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 20, "queries per second the manager's client may send to the API server (as kube-controller-manager's flag of the same name)")
 	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 30, "burst of queries the manager's client may send to the API server")
+	fs.BoolVar(&o.manageQueues, "manage-queues", true, "provision each LoopDeployment's NATS JetStream queue, record its backlog in status and autoscale on it; --manage-queues=false leaves queues to someone else")
+	fs.DurationVar(&o.queuePollInterval, "queue-poll-interval", stream.DefaultInterval, "how often each LoopDeployment's queue is provisioned and read (the autoscaler's reaction time)")
 	o.zap.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -63,6 +68,9 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if o.maxConcurrentReconciles < 1 {
 		return nil, fmt.Errorf("--max-concurrent-reconciles must be at least 1, got %d", o.maxConcurrentReconciles)
+	}
+	if o.queuePollInterval < time.Second {
+		return nil, fmt.Errorf("--queue-poll-interval must be at least 1s, got %s", o.queuePollInterval)
 	}
 	if o.kubeAPIQPS <= 0 || o.kubeAPIBurst < 1 {
 		return nil, fmt.Errorf("--kube-api-qps must be positive and --kube-api-burst at least 1, got %g and %d", o.kubeAPIQPS, o.kubeAPIBurst)
@@ -104,6 +112,12 @@ func run(args []string) error {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
 	r := &controllers.LoopDeploymentReconciler{DrainGrace: o.drainGrace}
+	if o.manageQueues {
+		r.Queues = &stream.Poller{
+			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), CredentialsKey: controllers.CredentialsKey,
+			Interval: o.queuePollInterval, Log: ctrl.Log.WithName("queues"),
+		}
+	}
 	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: o.maxConcurrentReconciles}); err != nil {
 		return err
 	}

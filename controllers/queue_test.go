@@ -1,0 +1,234 @@
+package controllers
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/test/natstest"
+	"github.com/tenire/loop-operator/worker/queue"
+)
+
+// queueHarness is a harness whose operator provisions and polls queues on
+// a real embedded JetStream, every 200ms.
+func queueHarness(t *testing.T) (*harness, *natstest.Server, jetstream.JetStream) {
+	t.Helper()
+	srv := natstest.Start(t)
+	_, js := srv.Connect()
+	h := newHarnessOn(t, cfg, func(h *harness) { h.pollQueues = 200 * time.Millisecond })
+	return h, srv, js
+}
+
+func (h *harness) queueLD(name, url string, priorities ...string) *loopsv1alpha1.LoopDeployment {
+	ld := h.newLD(name, 1)
+	ld.Spec.Queue.NATS.URL = url
+	for _, p := range priorities {
+		ld.Spec.Loop.Priorities = append(ld.Spec.Loop.Priorities, loopsv1alpha1.PriorityClass{Name: p, Weight: 1})
+	}
+	return ld
+}
+
+// queueReady returns the QueueReady condition of name, nil until set.
+func (h *harness) queueReady(name string) func() *metav1.Condition {
+	return func() *metav1.Condition {
+		return meta.FindStatusCondition(h.get(name).Status.Conditions, loopsv1alpha1.ConditionQueueReady)
+	}
+}
+
+func haveReason(reason string) gomega.OmegaMatcher {
+	return gomega.And(gomega.Not(gomega.BeNil()), gomega.HaveField("Reason", reason))
+}
+
+func submit(t *testing.T, js jetstream.JetStream, ld *loopsv1alpha1.LoopDeployment, priority string, n int) {
+	t.Helper()
+	p := queue.NewProducer(js, queue.NewNames(loopsv1alpha1.QueueNames(ld.Namespace, ld.Name, ld.Spec.Queue.NATS)))
+	for i := range n {
+		if _, _, err := p.Submit(t.Context(), queue.Task{ID: fmt.Sprintf("%s-%s-%d", ld.Name, priority, i), Kind: "sleep", Priority: priority}); err != nil {
+			t.Fatalf("submitting task %d: %v", i, err)
+		}
+	}
+}
+
+func TestTheOperatorProvisionsTheQueueAndRecordsItsBacklog(t *testing.T) {
+	h, srv, js := queueHarness(t)
+	ld := h.queueLD("orders", srv.URL, "high", "low")
+	h.create(ld)
+	h.g.Eventually(h.queueReady("orders")).Should(haveReason(loopsv1alpha1.ReasonQueueProvisioned))
+
+	ld = h.get("orders")
+	names := queue.NewNames(loopsv1alpha1.QueueNames(ld.Namespace, ld.Name, ld.Spec.Queue.NATS))
+	s, err := js.Stream(t.Context(), names.Stream)
+	if err != nil {
+		t.Fatalf("the stream %s was not provisioned: %v", names.Stream, err)
+	}
+	if owner, ok := queue.OwnerOf(s.CachedInfo().Config.Metadata); !ok || owner.UID != string(ld.UID) {
+		t.Errorf("the stream records owner %+v, want the LoopDeployment's uid %s", owner, ld.UID)
+	}
+	if _, err := queue.Bind(t.Context(), js, names, []string{"high", "low"}, time.Hour); err != nil {
+		t.Errorf("a worker cannot bind to what the operator provisioned: %v", err)
+	}
+
+	submit(t, js, ld, "high", 30)
+	submit(t, js, ld, "low", 5)
+	h.g.Eventually(func() *loopsv1alpha1.QueueStatus { return h.get("orders").Status.Queue }).Should(gomega.And(
+		gomega.Not(gomega.BeNil()),
+		gomega.HaveField("Pending", int64(35)),
+		gomega.HaveField("Stream", names.Stream),
+		gomega.HaveField("Priorities", gomega.HaveLen(2)),
+		gomega.HaveField("OldestTaskTime", gomega.Not(gomega.BeNil())),
+	))
+	q := h.get("orders").Status.Queue
+	if q.Priorities[0].Name != "high" || q.Priorities[0].Pending != 30 || q.Priorities[1].Pending != 5 {
+		t.Errorf("status.queue.priorities = %+v, want high 30 then low 5", q.Priorities)
+	}
+}
+
+func TestAStreamOwnedByAnotherLoopDeploymentIsNeverTouched(t *testing.T) {
+	h, srv, js := queueHarness(t)
+	first := h.queueLD("first", srv.URL, "high")
+	first.Spec.Queue.NATS.Stream = "SHARED"
+	h.create(first)
+	h.g.Eventually(h.queueReady("first")).Should(haveReason(loopsv1alpha1.ReasonQueueProvisioned))
+
+	second := h.queueLD("second", srv.URL, "other")
+	second.Spec.Queue.NATS.Stream = "SHARED"
+	h.create(second)
+	h.g.Eventually(h.queueReady("second")).Should(gomega.And(
+		haveReason(loopsv1alpha1.ReasonQueueOwnedElsewhere),
+		gomega.HaveField("Status", metav1.ConditionFalse),
+		gomega.HaveField("Message", gomega.ContainSubstring(h.ns+"/first")),
+	))
+	s, err := js.Stream(t.Context(), "SHARED")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if subjects := s.CachedInfo().Config.Subjects; !slices.Equal(subjects, []string{"loops." + h.ns + ".first.tasks.high"}) {
+		t.Errorf("the owner's stream now holds %v: the second LoopDeployment rewrote it", subjects)
+	}
+	if _, err := js.Consumer(t.Context(), "SHARED", "other"); err == nil {
+		t.Error("the second LoopDeployment created a consumer on the first one's stream")
+	}
+}
+
+func TestAnUnreachableQueueSaysSoAndTheAutoscalerHoldsTheCount(t *testing.T) {
+	h, _, _ := queueHarness(t)
+	ld := h.queueLD("cut-off", "nats://127.0.0.1:1")
+	ld.Spec.Replicas = ptr.To[int32](2)
+	ld.Spec.Autoscaling = &loopsv1alpha1.AutoscalingSpec{MinReplicas: ptr.To[int32](1), MaxReplicas: 5, TargetBacklogPerReplica: ptr.To[int32](10)}
+	h.create(ld)
+	h.g.Eventually(h.queueReady("cut-off")).Should(haveReason(loopsv1alpha1.ReasonQueueUnreachable))
+	h.g.Eventually(func() *metav1.Condition {
+		return meta.FindStatusCondition(h.get("cut-off").Status.Conditions, loopsv1alpha1.ConditionScalingActive)
+	}).Should(haveReason(loopsv1alpha1.ReasonBacklogUnavailable))
+	h.g.Consistently(func() int32 { return *h.get("cut-off").Spec.Replicas }, 2*time.Second).Should(gomega.Equal(int32(2)))
+	h.g.Eventually(func() []string { return h.events("cut-off") }).Should(gomega.ContainElement(loopsv1alpha1.EventAutoscalingHeld))
+}
+
+func TestTheAutoscalerFollowsTheBacklogUpAndDownToZeroAndBack(t *testing.T) {
+	h, srv, js := queueHarness(t)
+	ld := h.queueLD("elastic", srv.URL)
+	ld.Spec.Autoscaling = &loopsv1alpha1.AutoscalingSpec{
+		MinReplicas: ptr.To[int32](0), MaxReplicas: 4, TargetBacklogPerReplica: ptr.To[int32](10),
+		ScaleToZeroAfter: &metav1.Duration{Duration: time.Second},
+		Behavior: &loopsv1alpha1.AutoscalingBehavior{ScaleDown: &loopsv1alpha1.ScalingRules{
+			StabilizationWindowSeconds: ptr.To[int32](0),
+		}},
+	}
+	h.create(ld)
+	h.g.Eventually(h.queueReady("elastic")).Should(haveReason(loopsv1alpha1.ReasonQueueProvisioned))
+	replicas := func() int32 { return *h.get("elastic").Spec.Replicas }
+
+	submit(t, js, ld, queue.DefaultPriority, 100)
+	h.g.Eventually(replicas).Should(gomega.Equal(int32(4)), "100 tasks at 10 per replica, at most 4")
+	h.g.Eventually(func() []string { return h.events("elastic") }).Should(gomega.ContainElement(loopsv1alpha1.EventAutoscaled))
+
+	names := queue.NewNames(loopsv1alpha1.QueueNames(ld.Namespace, ld.Name, ld.Spec.Queue.NATS))
+	s, err := js.Stream(t.Context(), names.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Purge(t.Context()); err != nil { // as if the tasks were done
+		t.Fatal(err)
+	}
+	h.g.Eventually(replicas, time.Minute).Should(gomega.Equal(int32(0)), "an empty queue for scaleToZeroAfter")
+	h.g.Eventually(func() int { return len(h.pods("elastic")) }, time.Minute).Should(gomega.Equal(0))
+
+	submit(t, js, ld, queue.DefaultPriority, 1)
+	h.g.Eventually(replicas).Should(gomega.Equal(int32(1)), "one pending task wakes the loop")
+}
+
+func TestTasksOfARemovedPriorityAreMovedNotStranded(t *testing.T) {
+	h, srv, js := queueHarness(t)
+	ld := h.queueLD("shrinking", srv.URL, "high", "low")
+	h.create(ld)
+	h.g.Eventually(h.queueReady("shrinking")).Should(haveReason(loopsv1alpha1.ReasonQueueProvisioned))
+	submit(t, js, ld, "high", 20)
+	h.update("shrinking", func(ld *loopsv1alpha1.LoopDeployment) {
+		ld.Spec.Loop.Priorities = []loopsv1alpha1.PriorityClass{{Name: "low", Weight: 1}}
+	})
+	h.g.Eventually(func() []loopsv1alpha1.PriorityQueueStatus {
+		if q := h.get("shrinking").Status.Queue; q != nil {
+			return q.Priorities
+		}
+		return nil
+	}).Should(gomega.Equal([]loopsv1alpha1.PriorityQueueStatus{{Name: "low", Pending: 20}}))
+	h.g.Eventually(func() []string { return h.events("shrinking") }).Should(gomega.ContainElement(loopsv1alpha1.EventTasksMoved))
+	names := queue.NewNames(loopsv1alpha1.QueueNames(ld.Namespace, ld.Name, ld.Spec.Queue.NATS))
+	if _, err := js.Consumer(t.Context(), names.Stream, "high"); err == nil {
+		t.Error("the consumer of the removed priority is still there after its tasks moved")
+	}
+	if _, err := js.Publish(t.Context(), names.TaskSubject("high"), nil); err == nil {
+		t.Error("a publish to the removed priority was accepted")
+	}
+}
+
+func TestARenamedStreamHandsItsTasksToTheNewOne(t *testing.T) {
+	h, srv, js := queueHarness(t)
+	ld := h.queueLD("renamed", srv.URL)
+	ld.Spec.Queue.NATS.Stream = "BEFORE"
+	h.create(ld)
+	h.g.Eventually(func() *loopsv1alpha1.QueueStatus { return h.get("renamed").Status.Queue }).Should(gomega.Not(gomega.BeNil()))
+	submit(t, js, ld, queue.DefaultPriority, 15)
+	h.update("renamed", func(ld *loopsv1alpha1.LoopDeployment) { ld.Spec.Queue.NATS.Stream = "AFTER" })
+	h.g.Eventually(func() *loopsv1alpha1.QueueStatus { return h.get("renamed").Status.Queue }).Should(gomega.And(
+		gomega.HaveField("Stream", "AFTER"), gomega.HaveField("RetiringStream", ""), gomega.HaveField("Pending", int64(15))))
+	h.g.Eventually(func() error { _, err := js.Stream(t.Context(), "BEFORE"); return err }).Should(gomega.MatchError(jetstream.ErrStreamNotFound))
+}
+
+func TestDeletionPolicyDeleteRemovesTheQueueAndRetainKeepsIt(t *testing.T) {
+	h, srv, js := queueHarness(t)
+	for _, policy := range []loopsv1alpha1.DeletionPolicy{loopsv1alpha1.DeletionPolicyDelete, loopsv1alpha1.DeletionPolicyRetain} {
+		name := strings.ToLower(string(policy))
+		ld := h.queueLD(name, srv.URL)
+		ld.Spec.Queue.NATS.DeletionPolicy = policy
+		h.create(ld)
+		h.g.Eventually(h.queueReady(name)).Should(haveReason(loopsv1alpha1.ReasonQueueProvisioned))
+		submit(t, js, ld, queue.DefaultPriority, 3)
+		ld = h.get(name)
+		if err := h.c.Delete(h.ctx, ld); err != nil {
+			t.Fatal(err)
+		}
+		h.g.Eventually(h.gone(ld), time.Minute).Should(gomega.BeTrue())
+		names := queue.NewNames(loopsv1alpha1.QueueNames(ld.Namespace, ld.Name, ld.Spec.Queue.NATS))
+		_, err := js.Stream(t.Context(), names.Stream)
+		switch policy {
+		case loopsv1alpha1.DeletionPolicyDelete:
+			if err == nil {
+				t.Errorf("deletionPolicy Delete left the stream %s", names.Stream)
+			}
+		default:
+			if err != nil {
+				t.Errorf("deletionPolicy Retain lost the stream %s with its 3 tasks: %v", names.Stream, err)
+			}
+		}
+	}
+}
