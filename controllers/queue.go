@@ -40,6 +40,7 @@ func (r *LoopDeploymentReconciler) reconcileQueue(_ context.Context, s *scope) (
 		return ctrl.Result{}, nil
 	}
 	s.queue = &o
+	s.loads = r.Queues.Loads(s.ld.UID)
 	before := meta.FindStatusCondition(s.ld.Status.Conditions, loopsv1alpha1.ConditionQueueReady)
 	setCondition(s, loopsv1alpha1.ConditionQueueReady, o.Ready, o.Reason, "%s", o.Message)
 	if before == nil || before.Reason != o.Reason {

@@ -41,13 +41,14 @@ type scope struct {
 	activeBefore int32
 
 	// What happened, for the status.
-	createErr     error               // the last pod creation that failed
-	timedOut      []string            // drains given up this reconcile
-	reportedDrain bool                // a worker reported Drained this reconcile
-	failing       []string            // pods failed or crash-looping
-	waiting       bool                // the cache lags behind this reconciler's writes
-	queue         *stream.Observation // the Poller's latest, when the operator manages queues
-	released      bool                // the finalizer was removed
+	createErr     error                        // the last pod creation that failed
+	timedOut      []string                     // drains given up this reconcile
+	reportedDrain bool                         // a worker reported Drained this reconcile
+	failing       []string                     // pods failed or crash-looping
+	waiting       bool                         // the cache lags behind this reconciler's writes
+	queue         *stream.Observation          // the Poller's latest, when the operator manages queues
+	loads         map[string]stream.WorkerLoad // the workers' announced tasks in flight, by pod
+	released      bool                         // the finalizer was removed
 }
 
 func (r *LoopDeploymentReconciler) newScope(ctx context.Context, ld *loopsv1alpha1.LoopDeployment) (*scope, error) {
@@ -143,13 +144,18 @@ func isScheduled(p *corev1.Pod) bool { return p.Spec.NodeName != "" }
 
 // candidate is the plan's view of a serving pod.
 func (s *scope) candidate(p *corev1.Pod) policy.Candidate {
-	return policy.Candidate{
+	c := policy.Candidate{
 		Name:      p.Name,
 		Scheduled: isScheduled(p),
 		Ready:     isReady(p),
 		Updated:   p.Labels[loopsv1alpha1.LabelRevision] == s.revision,
 		Created:   p.CreationTimestamp.Time,
+		InFlight:  -1,
 	}
+	if l, ok := s.loads[p.Name]; ok {
+		c.InFlight = l.InFlight
+	}
+	return c
 }
 
 // pod returns the pod named name.

@@ -19,13 +19,19 @@ type Candidate struct {
 	Updated bool
 	// Created is the pod's creation time.
 	Created time.Time
+	// InFlight counts the tasks the pod's worker last announced it held;
+	// -1 when unknown (no recent announcement).
+	InFlight int
 }
 
 // SortVictims orders pods from the first to go to the last: unscheduled
 // pods, then scheduled pods that are not ready, then ready ones; within
-// each of those, pods of an outdated revision before updated ones; then the
-// newest first (it has the least warm state and the least work in flight);
-// then by name, so the order is total and stable.
+// each of those, pods of an outdated revision before updated ones; then
+// the pods with the fewest tasks in flight, as their workers announce
+// them (idle pods first, so a scale-down hands back as little as it can;
+// a pod that announced nothing recently comes after those that did); then
+// the newest first (it has the least warm state); then by name, so the
+// order is total and stable.
 func SortVictims(pods []Candidate) {
 	slices.SortStableFunc(pods, compareVictims)
 }
@@ -39,6 +45,9 @@ func compareVictims(a, b Candidate) int {
 			return -1
 		}
 		return 1
+	}
+	if c := inFlightRank(a) - inFlightRank(b); c != 0 {
+		return c
 	}
 	if c := b.Created.Compare(a.Created); c != 0 {
 		return c
@@ -57,4 +66,12 @@ func rank(c Candidate) int {
 	default:
 		return 2
 	}
+}
+
+// inFlightRank orders by tasks in flight, unknown last.
+func inFlightRank(c Candidate) int {
+	if c.InFlight < 0 {
+		return int(^uint(0) >> 1)
+	}
+	return c.InFlight
 }

@@ -6,6 +6,11 @@ import (
 	"time"
 )
 
+func busy(c Candidate, inFlight int) Candidate {
+	c.InFlight = inFlight
+	return c
+}
+
 func TestSortVictims(t *testing.T) {
 	ready := func(name string, updated bool, age time.Duration) Candidate {
 		return Candidate{Name: name, Scheduled: true, Ready: true, Updated: updated, Created: t0.Add(-age)}
@@ -27,6 +32,15 @@ func TestSortVictims(t *testing.T) {
 		{"among equals the newest goes first",
 			[]Candidate{ready("a", true, 3*time.Hour), ready("b", true, time.Minute), ready("c", true, time.Hour)},
 			[]string{"b", "c", "a"}},
+		{"among updated ready pods the idle one goes before busy ones, whatever their age",
+			[]Candidate{busy(ready("busy", true, time.Hour), 7), busy(ready("idle", true, 3*time.Hour), 0), busy(ready("light", true, time.Minute), 1)},
+			[]string{"idle", "light", "busy"}},
+		{"a pod whose worker announced nothing recently goes after those that did",
+			[]Candidate{busy(ready("silent", true, time.Minute), -1), busy(ready("busy", true, time.Hour), 9)},
+			[]string{"busy", "silent"}},
+		{"an outdated busy pod still goes before an updated idle one during a rollout",
+			[]Candidate{busy(ready("new-idle", true, time.Minute), 0), busy(ready("old-busy", false, time.Minute), 5)},
+			[]string{"old-busy", "new-idle"}},
 		{"pods created in the same instant go by name",
 			[]Candidate{ready("y", true, 0), ready("x", true, 0)},
 			[]string{"x", "y"}},

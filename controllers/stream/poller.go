@@ -80,11 +80,12 @@ type Poller struct {
 	// Log receives the poller's logs.
 	Log logr.Logger
 
-	once  sync.Once
-	wake  chan event.GenericEvent
-	conns conns
-	mu    sync.Mutex
-	obs   map[types.UID]Observation
+	once    sync.Once
+	wake    chan event.GenericEvent
+	conns   conns
+	mu      sync.Mutex
+	obs     map[types.UID]Observation
+	workers map[types.UID]*workers
 }
 
 func (p *Poller) init() {
@@ -106,6 +107,7 @@ func (p *Poller) init() {
 		}
 		p.wake = make(chan event.GenericEvent, 1024)
 		p.obs = map[types.UID]Observation{}
+		p.workers = map[types.UID]*workers{}
 		p.conns.timeout = p.Timeout
 	})
 }
@@ -172,6 +174,7 @@ func (p *Poller) PollAll(ctx context.Context) {
 	for uid := range p.obs {
 		if !live[uid] {
 			delete(p.obs, uid)
+			p.unlisten(uid)
 		}
 	}
 	p.mu.Unlock()
@@ -259,6 +262,9 @@ func (p *Poller) poll(ctx context.Context, ld *loopsv1alpha1.LoopDeployment) Obs
 	if err != nil {
 		return fail(classify(err), err)
 	}
+	p.mu.Lock()
+	p.listen(ld.UID, js.Conn(), t.names)
+	p.mu.Unlock()
 	failJS := func(err error) Observation {
 		reason := classify(err)
 		if reason == loopsv1alpha1.ReasonQueueUnauthorized {

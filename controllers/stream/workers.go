@@ -1,0 +1,97 @@
+package stream
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/tenire/loop-operator/worker/loop"
+	"github.com/tenire/loop-operator/worker/queue"
+)
+
+// announcementTTL is how long a worker's announcement counts: a few of
+// the workers' 2s announce intervals. An older one is as good as none.
+const announcementTTL = 10 * time.Second
+
+// WorkerLoad is what a worker last announced about its tasks.
+type WorkerLoad struct {
+	// InFlight counts the tasks it holds, running or waiting in its pool.
+	InFlight int
+	// At is when it announced it.
+	At time.Time
+}
+
+// workers collects the announcements of one LoopDeployment's workers.
+type workers struct {
+	sub  *nats.Subscription
+	conn *nats.Conn
+	load map[string]WorkerLoad
+}
+
+// listen subscribes to the announcements of ld's workers on nc, once per
+// connection. The caller holds p.mu.
+func (p *Poller) listen(uid types.UID, nc *nats.Conn, n queue.Names) {
+	w := p.workers[uid]
+	if w != nil && w.conn == nc && w.sub.IsValid() {
+		return
+	}
+	if w != nil && w.sub != nil {
+		_ = w.sub.Unsubscribe()
+	}
+	w = &workers{conn: nc, load: map[string]WorkerLoad{}}
+	sub, err := nc.Subscribe(n.StatusSubject(), func(m *nats.Msg) {
+		var a loop.Announcement
+		if json.Unmarshal(m.Data, &a) != nil || a.Worker == "" {
+			return // not an announcement; ignored
+		}
+		inFlight := 0
+		for _, k := range a.Status.InFlightByKind {
+			inFlight += k
+		}
+		p.mu.Lock()
+		w.load[a.Worker] = WorkerLoad{InFlight: inFlight, At: p.Clock.Now()}
+		p.mu.Unlock()
+	})
+	if err != nil {
+		p.Log.Error(err, "subscribing to the workers' announcements", "subject", n.StatusSubject())
+		return
+	}
+	w.sub = sub
+	p.workers[uid] = w
+}
+
+// unlisten drops the subscription of a LoopDeployment that is gone. The
+// caller holds p.mu.
+func (p *Poller) unlisten(uid types.UID) {
+	if w := p.workers[uid]; w != nil {
+		if w.sub != nil {
+			_ = w.sub.Unsubscribe()
+		}
+		delete(p.workers, uid)
+	}
+}
+
+// Loads returns what the workers of a LoopDeployment announced within the
+// last few seconds, by pod name: the scale-down drains the pods with the
+// fewest tasks in flight first.
+func (p *Poller) Loads(uid types.UID) map[string]WorkerLoad {
+	p.init()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w := p.workers[uid]
+	if w == nil {
+		return nil
+	}
+	now := p.Clock.Now()
+	out := make(map[string]WorkerLoad, len(w.load))
+	for name, l := range w.load {
+		if now.Sub(l.At) > announcementTTL {
+			delete(w.load, name)
+			continue
+		}
+		out[name] = l
+	}
+	return out
+}
