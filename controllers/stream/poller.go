@@ -367,7 +367,7 @@ func (p *Poller) Delete(ctx context.Context, ld *loopsv1alpha1.LoopDeployment) e
 		if err != nil {
 			return fmt.Errorf("read stream %s: %w", name, err)
 		}
-		if have, ok := queue.OwnerOf(s.CachedInfo().Config.Metadata); ok && have.UID != string(ld.UID) {
+		if have, ok := queue.OwnerOf(s.CachedInfo().Config.Metadata); ok && !have.Same(*t.config.Owner) {
 			continue // not ours
 		}
 		if err := js.DeleteStream(ctx, name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {

@@ -228,7 +228,7 @@ func resubject(ctx context.Context, js jetstream.JetStream, name string, owner *
 		return fmt.Errorf("queue: read stream %s: %w", name, err)
 	}
 	cfg := s.CachedInfo().Config
-	if have, ok := OwnerOf(cfg.Metadata); owner != nil && ok && have.UID != owner.UID {
+	if have, ok := OwnerOf(cfg.Metadata); owner != nil && ok && !have.Same(*owner) {
 		return &OwnedElsewhereError{Stream: name, Owner: have}
 	}
 	retired := []string{name + ".retired"}

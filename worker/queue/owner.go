@@ -20,6 +20,15 @@ type Owner struct {
 	Namespace, Name, UID string
 }
 
+// Same reports whether o and other are the same LoopDeployment: the same
+// namespace and name. The uid is recorded but not compared, so that a
+// LoopDeployment deleted with deletionPolicy Retain and created again
+// takes its queue back; two LoopDeployments never share a namespace and
+// name at once.
+func (o Owner) Same(other Owner) bool {
+	return o.Namespace == other.Namespace && o.Name == other.Name
+}
+
 // String returns namespace/name (uid).
 func (o Owner) String() string { return fmt.Sprintf("%s/%s (uid %s)", o.Namespace, o.Name, o.UID) }
 

@@ -70,7 +70,7 @@ func (c Config) withDefaults() Config {
 //
 // With c.Owner set, Ensure first reads the stream's metadata and returns an
 // *OwnedElsewhereError, having changed nothing, when it names another
-// owner; a stream that names none is adopted.
+// owner (Owner.Same); a stream that names none is adopted.
 func Ensure(ctx context.Context, js jetstream.JetStream, n Names, c Config) ([]jetstream.Consumer, error) {
 	if err := n.Validate(); err != nil {
 		return nil, err
@@ -162,7 +162,7 @@ func checkOwner(ctx context.Context, js jetstream.JetStream, stream string, o Ow
 	if err != nil {
 		return fmt.Errorf("queue: read stream %s: %w", stream, err)
 	}
-	if have, ok := OwnerOf(s.CachedInfo().Config.Metadata); ok && have.UID != o.UID {
+	if have, ok := OwnerOf(s.CachedInfo().Config.Metadata); ok && !have.Same(o) {
 		return &OwnedElsewhereError{Stream: stream, Owner: have}
 	}
 	return nil
