@@ -36,6 +36,9 @@ type PoolStatus struct {
 	Queued     int `json:"queued"`
 	MinWorkers int `json:"minWorkers"`
 	MaxWorkers int `json:"maxWorkers"`
+	// Stuck counts the goroutines still running a handler the loop
+	// abandoned past its timeout and grace; each holds a slot.
+	Stuck int `json:"stuck"`
 }
 
 // Status returns the loop's status.
@@ -45,7 +48,7 @@ func (l *Loop) Status() Status {
 		Name:  l.cfg.Name,
 		State: l.State().String(),
 		Pool: PoolStatus{Workers: ps.Workers, Idle: ps.Idle, Running: ps.Running, Queued: ps.Queued,
-			MinWorkers: l.cfg.MinWorkers, MaxWorkers: l.cfg.MaxWorkers},
+			MinWorkers: l.cfg.MinWorkers, MaxWorkers: l.cfg.MaxWorkers, Stuck: int(l.stuck.Load())},
 		InFlightByKind: map[string]int{},
 		Counters:       map[string]uint64{},
 		Breakers:       map[string]string{},
@@ -80,6 +83,8 @@ func (l *Loop) adminHandler() http.Handler {
 			http.Error(w, "not ready: "+st.String(), http.StatusServiceUnavailable)
 		case l.nc == nil || !l.nc.IsConnected():
 			http.Error(w, "not ready: not connected to NATS", http.StatusServiceUnavailable)
+		case l.stuck.Load() >= int64(l.cfg.MaxWorkers):
+			http.Error(w, fmt.Sprintf("not ready: all %d pool slots are held by handlers stuck past their timeout", l.cfg.MaxWorkers), http.StatusServiceUnavailable)
 		default:
 			fmt.Fprintln(w, "ok")
 		}

@@ -58,9 +58,18 @@ type Config struct {
 	Prefetch int
 	// TaskTimeout bounds one attempt of a task. Default 10m.
 	TaskTimeout time.Duration
+	// StuckGrace is how long a handler may run past TaskTimeout, its
+	// context cancelled, before the loop abandons it: the attempt counts as
+	// failed (retried or dead-lettered), heartbeats for the task stop, and
+	// the goroutine's pool slot counts as stuck (tenire_loop_stuck_slots,
+	// /status) until the handler returns. A worker whose slots are all stuck
+	// is not ready. Default 30s, longer than the 10s the exec kind waits
+	// between SIGTERM and SIGKILL.
+	StuckGrace time.Duration
 
-	// Retry says how failed tasks are retried. Defaults: 5 attempts, 1s
-	// initial backoff, 5m maximum.
+	// Retry says how failed tasks are retried and how often a task may be
+	// delivered. Defaults: 5 attempts, 1s initial backoff, 5m maximum, 5
+	// crashes, 1000 deliveries (see queue.RetryPolicy).
 	Retry queue.RetryPolicy
 	// BreakerThreshold consecutive failures of a kind open its breaker.
 	// Default 5; negative disables the breakers.
@@ -191,6 +200,9 @@ func (c Config) withDefaults() Config {
 	if c.TaskTimeout == 0 {
 		c.TaskTimeout = 10 * time.Minute
 	}
+	if c.StuckGrace == 0 {
+		c.StuckGrace = 30 * time.Second
+	}
 	c.Retry = c.Retry.WithDefaults()
 	if c.BreakerThreshold == 0 {
 		c.BreakerThreshold = 5
@@ -251,6 +263,7 @@ func (c Config) validate() error {
 		"IdleTimeout": c.IdleTimeout, "TaskTimeout": c.TaskTimeout, "AckWait": c.AckWait,
 		"FetchWait": c.FetchWait, "DrainTimeout": c.DrainTimeout, "BreakerCooldown": c.BreakerCooldown,
 		"ResultRetention": c.ResultRetention, "AnnounceInterval": c.AnnounceInterval,
+		"StuckGrace": c.StuckGrace,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s %s must not be negative", name, d))

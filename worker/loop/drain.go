@@ -25,14 +25,16 @@ func (l *Loop) drain(ctx context.Context, req drainRequest, stopFetch context.Ca
 		l.handBack(f)
 	}
 
+	// The drain is over when every task held has ended. A goroutine stuck
+	// in an abandoned handler holds no task and does not hold the drain.
 	exited := make(chan struct{})
-	waitCtx, stopWait := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopWait()
-	go func() {
-		if l.pool.Wait(waitCtx) == nil {
-			close(exited)
-		}
-	}()
+	l.mu.Lock()
+	if len(l.held) == 0 {
+		close(exited)
+	} else {
+		l.emptied = exited
+	}
+	l.mu.Unlock()
 
 	deadline := req.deadline
 	timer := time.NewTimer(time.Until(deadline))
@@ -103,6 +105,9 @@ func (l *Loop) forceHandBack() {
 	l.mu.Unlock()
 	for _, f := range stuck {
 		l.log.Info("handler ignored cancellation; handing its task back without it", "task", f.d.ID, "kind", f.d.Kind)
+		if !f.startedAt().IsZero() && !l.abandon(f) {
+			continue
+		}
 		l.handBack(f)
 	}
 }

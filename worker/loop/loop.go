@@ -76,15 +76,18 @@ type Loop struct {
 	nc          *nats.Conn
 	js          jetstream.JetStream
 	checkpoints *checkpoint.Store
+	countsKV    jetstream.KeyValue // delivery counts, in the checkpoint bucket
 	pool        *pool.Pool[*inflight]
 	fetcher     *queue.Fetcher
 	breakers    *breaker.Set
 	metrics     *metrics
 	counters    [len(outcomeIndex)]atomic.Uint64
+	stuck       atomic.Int64 // pool slots held by abandoned handlers
 
 	mu         sync.Mutex
 	held       map[*inflight]struct{}
 	draining   bool
+	emptied    chan struct{} // closed by settle when a drain holds no task any more
 	finished   int
 	handedBack int
 	report     *DrainReport
@@ -100,6 +103,20 @@ type inflight struct {
 	settled       bool      // acked, retried, dead-lettered or handed back; guarded by Loop.mu
 	hadCheckpoint bool      // set and read on the pool goroutine
 	saved         atomic.Bool
+	started       atomic.Int64 // Unix nanoseconds when the handler started; 0 before
+	abandoned     bool         // running past TaskTimeout + StuckGrace; guarded by Loop.mu
+	// counts are the task's delivery counts as read before dispatch;
+	// countsKnown is false when they could not be read.
+	counts      queue.DeliveryCounts
+	countsKnown bool
+}
+
+// startedAt returns when the handler started, or the zero time.
+func (f *inflight) startedAt() time.Time {
+	if n := f.started.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 type drainRequest struct {
@@ -234,6 +251,9 @@ func (l *Loop) Run(ctx context.Context) (err error) {
 	}
 	if l.checkpoints, err = checkpoint.Open(ctx, l.js, l.names.CheckpointBucket); err != nil {
 		return fmt.Errorf("loop: %w", err)
+	}
+	if l.countsKV, err = l.js.KeyValue(ctx, l.names.CheckpointBucket); err != nil {
+		return fmt.Errorf("loop: open bucket %s: %w", l.names.CheckpointBucket, err)
 	}
 	if l.cfg.ResultRetention > 0 {
 		if err := queue.EnsureResults(ctx, l.js, l.names, l.cfg.ResultRetention, l.cfg.Replicas); err != nil {
