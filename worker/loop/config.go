@@ -107,6 +107,19 @@ type Config struct {
 	// AdminAddr is the admin HTTP server's address. Default ":8081"; "-"
 	// disables the server.
 	AdminAddr string
+	// AdminToken, when set, lets clients that are not on the loopback
+	// interface call /status and POST /drain with the header
+	// "Authorization: Bearer <AdminToken>". Without a token (here or in
+	// AdminTokenFile) those two paths answer loopback clients only (a
+	// port-forward arrives on loopback; the API server's pod proxy does
+	// not). Probes and /metrics answer everyone. Default the environment
+	// variable LOOP_ADMIN_TOKEN.
+	AdminToken string
+	// AdminTokenFile names a file holding the admin token (a mounted
+	// Secret), read at each request so that it may be rotated; surrounding
+	// white space is ignored. Default the environment variable
+	// LOOP_ADMIN_TOKEN_FILE.
+	AdminTokenFile string
 
 	// Pod, when set, tells the loop when its pod is asked to drain and
 	// takes the Drained report. Nil outside a cluster.
@@ -233,6 +246,10 @@ func (c Config) withDefaults() Config {
 	}
 	if c.AdminAddr == "" {
 		c.AdminAddr = ":8081"
+	}
+	if c.AdminToken == "" && c.AdminTokenFile == "" {
+		c.AdminToken = os.Getenv(EnvAdminToken)
+		c.AdminTokenFile = os.Getenv(EnvAdminTokenFile)
 	}
 	if c.Logger.GetSink() == nil {
 		c.Logger = logr.Discard()

@@ -57,6 +57,8 @@
 //
 // # Admin HTTP
 //
-// /healthz (the process serves), /readyz (Running and connected to NATS),
-// /metrics (Prometheus), /status (JSON), POST /drain.
+// /healthz (the process serves), /readyz (Running, connected to NATS, not
+// every slot stuck) and /metrics (Prometheus) answer everyone; /status
+// (JSON) and POST /drain answer loopback clients, and others that send
+// "Authorization: Bearer <Config.AdminToken>" when a token is configured.
 package loop

@@ -1,6 +1,9 @@
 package loop
 
-import "time"
+import (
+	"net/http"
+	"time"
+)
 
 // SetAbortGrace shortens the wait for handlers that ignore cancellation
 // and returns a function that restores it.
@@ -9,3 +12,7 @@ func SetAbortGrace(d time.Duration) (restore func()) {
 	abortGrace = d
 	return func() { abortGrace = old }
 }
+
+// AdminHandler returns the admin server's handler without running the
+// loop.
+func (l *Loop) AdminHandler() http.Handler { return l.adminHandler() }
