@@ -111,7 +111,7 @@ func (l *Loop) adminHandler() http.Handler {
 			}
 			timeout = d
 		}
-		l.requestDrain(drainRequest{deadline: time.Now().Add(timeout), cause: "http"})
+		l.requestDrain(drainRequest{deadline: time.Now().Add(timeout), cause: DrainCauseHTTP})
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusAccepted)
 		_ = json.NewEncoder(w).Encode(map[string]string{"state": l.State().String(), "drain": "requested"})

@@ -163,8 +163,8 @@ type DrainReport struct {
 	HandedBack int
 	// Duration is how long the drain took.
 	Duration time.Duration
-	// Cause says what started the drain: "pod", "http" or "context".
-	Cause string
+	// Cause says what started the drain.
+	Cause DrainCause
 }
 
 // Message returns the report as a sentence for a pod condition.

@@ -10,12 +10,18 @@
 //	l.Handle("resize", resizeImage)
 //	err = l.Run(ctx)
 //
+// Handlers are registered on a Mux, which routes by kind through
+// Middleware (Loop.Handle and Loop.Use are sugar for the loop's Mux); the
+// loop adds its own middleware outermost: Recover, the duration metric,
+// Logging.
+//
 // # Lifecycle
 //
 // Run moves the loop through Starting → Running → Draining → Drained →
 // Stopped. Start-up is ordered: configuration, admin HTTP server, queue
 // connection (streams and consumers are created or updated), pool,
-// fetcher; shutdown goes the other way.
+// fetcher; shutdown goes the other way. A drain's DrainCause says which
+// trigger started it. lifecycle.go holds the state machine.
 //
 // # Drain
 //

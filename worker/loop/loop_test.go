@@ -91,6 +91,12 @@ func start(t *testing.T, cfg loop.Config, handlers map[string]loop.Handler) *run
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startLoop(t, l, handlers)
+}
+
+// startLoop registers handlers on l and runs it like start.
+func startLoop(t *testing.T, l *loop.Loop, handlers map[string]loop.Handler) *running {
+	t.Helper()
 	for kind, h := range handlers {
 		l.Handle(kind, h)
 	}

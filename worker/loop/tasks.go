@@ -74,7 +74,7 @@ func (l *Loop) dispatch(f *inflight) {
 		l.fail(f, err)
 		return
 	}
-	if _, ok := l.handlers[d.Kind]; !ok {
+	if !l.mux.Has(d.Kind) {
 		l.fail(f, fmt.Errorf("%w %q", ErrNoHandler, d.Kind))
 		return
 	}
@@ -121,7 +121,7 @@ func (l *Loop) run(ctx context.Context, f *inflight) error {
 		t.Checkpoint = cp
 		f.hadCheckpoint = cp != nil
 	}
-	err := l.handlers[d.Kind](ctx, t)
+	err := l.serve(ctx, t)
 	if err == nil && ctx.Err() != nil {
 		// Cancellation wins over the handler's answer: a handler that
 		// returns nil on <-ctx.Done() has not finished its task. The pool
@@ -142,7 +142,6 @@ func (l *Loop) done(f *inflight, r pool.Result) {
 		l.stuck.Add(-1)
 	}
 	l.mu.Unlock()
-	l.metrics.duration.WithLabelValues(kind).Observe(r.Finished.Sub(r.Started).Seconds())
 	switch {
 	case r.Err == nil:
 		l.breakers.Success(kind)
