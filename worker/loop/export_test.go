@@ -16,3 +16,11 @@ func SetAbortGrace(d time.Duration) (restore func()) {
 // AdminHandler returns the admin server's handler without running the
 // loop.
 func (l *Loop) AdminHandler() http.Handler { return l.adminHandler() }
+
+// AdminAddr returns the admin server's listening address once Run has
+// started it ("" when disabled or not yet listening).
+func (l *Loop) AdminAddr() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.adminAddr
+}

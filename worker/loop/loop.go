@@ -142,14 +142,6 @@ func (l *Loop) State() State { return State(l.state.Load()) }
 // Ready returns a channel closed when the loop is Running.
 func (l *Loop) Ready() <-chan struct{} { return l.ready }
 
-// AdminAddr returns the admin server's listening address once Run has
-// started it ("" when disabled or not yet listening).
-func (l *Loop) AdminAddr() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.adminAddr
-}
-
 // RequestDrain asks a Running loop to drain with the given deadline; later
 // requests are ignored.
 func (l *Loop) RequestDrain(deadline time.Time) {
