@@ -97,17 +97,22 @@ func Recover() Middleware {
 }
 
 // Logging is middleware that logs every task's start and end at
-// verbosity 1 (the loop logs failures at verbosity 0 itself).
+// verbosity 1 (the loop logs failures at verbosity 0 itself). With
+// verbosity 1 disabled it adds nothing to the chain.
 func Logging(log logr.Logger) Middleware {
+	log = log.V(1)
 	return func(next Handler) Handler {
+		if !log.Enabled() {
+			return next
+		}
 		return func(ctx context.Context, t *Task) error {
-			log.V(1).Info("task started", "task", t.ID, "kind", t.Kind, "attempt", t.Attempt)
+			log.Info("task started", "task", t.ID, "kind", t.Kind, "attempt", t.Attempt)
 			start := time.Now()
 			err := next(ctx, t)
 			if err != nil {
-				log.V(1).Info("task ended", "task", t.ID, "kind", t.Kind, "took", time.Since(start), "error", err.Error())
+				log.Info("task ended", "task", t.ID, "kind", t.Kind, "took", time.Since(start), "error", err.Error())
 			} else {
-				log.V(1).Info("task ended", "task", t.ID, "kind", t.Kind, "took", time.Since(start))
+				log.Info("task ended", "task", t.ID, "kind", t.Kind, "took", time.Since(start))
 			}
 			return err
 		}
