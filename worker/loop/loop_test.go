@@ -651,6 +651,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"a kind limit of zero is rejected", func(c *loop.Config) { c.KindLimits = map[string]int{"x": 0} }},
 		{"a tiny AckWait is rejected", func(c *loop.Config) { c.AckWait = time.Millisecond }},
 		{"a negative prefetch is rejected", func(c *loop.Config) { c.Prefetch = -1 }},
+		{"a negative stuck grace is rejected", func(c *loop.Config) { c.StuckGrace = -time.Second }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
