@@ -31,7 +31,7 @@
 //
 //	Loop-Priority  the priority the task was submitted with
 //	Loop-Error     the last error (truncated to 4 KiB)
-//	Loop-Attempts  how many deliveries the task had
+//	Loop-Attempts  its attempt number: failed attempts + 1 (see below)
 //	Loop-Failed-At the RFC 3339 time it was dead-lettered
 //
 // # Delivery and acknowledgement
