@@ -1,9 +1,14 @@
 package loop
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -36,6 +41,9 @@ type PoolStatus struct {
 	Queued     int `json:"queued"`
 	MinWorkers int `json:"minWorkers"`
 	MaxWorkers int `json:"maxWorkers"`
+	// Stuck counts the goroutines still running a handler the loop
+	// abandoned past its timeout and grace; each holds a slot.
+	Stuck int `json:"stuck"`
 }
 
 // Status returns the loop's status.
@@ -45,7 +53,7 @@ func (l *Loop) Status() Status {
 		Name:  l.cfg.Name,
 		State: l.State().String(),
 		Pool: PoolStatus{Workers: ps.Workers, Idle: ps.Idle, Running: ps.Running, Queued: ps.Queued,
-			MinWorkers: l.cfg.MinWorkers, MaxWorkers: l.cfg.MaxWorkers},
+			MinWorkers: l.cfg.MinWorkers, MaxWorkers: l.cfg.MaxWorkers, Stuck: int(l.stuck.Load())},
 		InFlightByKind: map[string]int{},
 		Counters:       map[string]uint64{},
 		Breakers:       map[string]string{},
@@ -80,18 +88,20 @@ func (l *Loop) adminHandler() http.Handler {
 			http.Error(w, "not ready: "+st.String(), http.StatusServiceUnavailable)
 		case l.nc == nil || !l.nc.IsConnected():
 			http.Error(w, "not ready: not connected to NATS", http.StatusServiceUnavailable)
+		case l.stuck.Load() >= int64(l.cfg.MaxWorkers):
+			http.Error(w, fmt.Sprintf("not ready: all %d pool slots are held by handlers stuck past their timeout", l.cfg.MaxWorkers), http.StatusServiceUnavailable)
 		default:
 			fmt.Fprintln(w, "ok")
 		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(l.cfg.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /status", l.private(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(l.Status())
-	})
-	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("POST /drain", l.private(func(w http.ResponseWriter, r *http.Request) {
 		timeout := l.cfg.DrainTimeout
 		if v := r.URL.Query().Get("timeout"); v != "" {
 			d, err := time.ParseDuration(v)
@@ -101,10 +111,77 @@ func (l *Loop) adminHandler() http.Handler {
 			}
 			timeout = d
 		}
-		l.requestDrain(drainRequest{deadline: time.Now().Add(timeout), cause: "http"})
+		l.requestDrain(drainRequest{deadline: time.Now().Add(timeout), cause: DrainCauseHTTP})
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusAccepted)
 		_ = json.NewEncoder(w).Encode(map[string]string{"state": l.State().String(), "drain": "requested"})
-	})
+	}))
 	return mux
+}
+
+// Environment variables that Config's defaults read.
+const (
+	// EnvAdminToken holds the admin token (Config.AdminToken).
+	EnvAdminToken = "LOOP_ADMIN_TOKEN"
+	// EnvAdminTokenFile names a file holding it (Config.AdminTokenFile).
+	EnvAdminTokenFile = "LOOP_ADMIN_TOKEN_FILE"
+)
+
+// private guards /status and /drain: loopback clients pass; others need
+// the admin token as a bearer token, compared in constant time.
+func (l *Loop) private(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if isLoopback(r.RemoteAddr) {
+			h(w, r)
+			return
+		}
+		token, err := l.adminToken()
+		switch {
+		case err != nil:
+			l.log.Error(err, "reading the admin token file")
+			http.Error(w, "admin token unavailable", http.StatusInternalServerError)
+			return
+		case token == "":
+			http.Error(w, fmt.Sprintf("forbidden: %s answers loopback clients only; configure an admin token (%s or %s) to call it from elsewhere",
+				r.URL.Path, EnvAdminToken, EnvAdminTokenFile), http.StatusForbidden)
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="loop-admin"`)
+			http.Error(w, "unauthorized: "+r.URL.Path+" needs the header Authorization: Bearer <admin token>", http.StatusUnauthorized)
+			return
+		}
+		h(w, r)
+	}
+}
+
+// adminToken returns the configured admin token, "" when there is none.
+func (l *Loop) adminToken() (string, error) {
+	if l.cfg.AdminToken != "" {
+		return l.cfg.AdminToken, nil
+	}
+	if l.cfg.AdminTokenFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(l.cfg.AdminTokenFile)
+	if err != nil {
+		return "", err
+	}
+	token := strings.TrimSpace(string(b))
+	if token == "" {
+		return "", fmt.Errorf("admin token file %s is empty", l.cfg.AdminTokenFile)
+	}
+	return token, nil
+}
+
+// isLoopback reports whether a request's remote address is on the
+// loopback interface.
+func isLoopback(remoteAddr string) bool {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
 }

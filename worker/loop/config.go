@@ -58,9 +58,18 @@ type Config struct {
 	Prefetch int
 	// TaskTimeout bounds one attempt of a task. Default 10m.
 	TaskTimeout time.Duration
+	// StuckGrace is how long a handler may run past TaskTimeout, its
+	// context cancelled, before the loop abandons it: the attempt counts as
+	// failed (retried or dead-lettered), heartbeats for the task stop, and
+	// the goroutine's pool slot counts as stuck (tenire_loop_stuck_slots,
+	// /status) until the handler returns. A worker whose slots are all stuck
+	// is not ready. Default 30s, longer than the 10s the exec kind waits
+	// between SIGTERM and SIGKILL.
+	StuckGrace time.Duration
 
-	// Retry says how failed tasks are retried. Defaults: 5 attempts, 1s
-	// initial backoff, 5m maximum.
+	// Retry says how failed tasks are retried and how often a task may be
+	// delivered. Defaults: 5 attempts, 1s initial backoff, 5m maximum, 5
+	// crashes, 1000 deliveries (see queue.RetryPolicy).
 	Retry queue.RetryPolicy
 	// BreakerThreshold consecutive failures of a kind open its breaker.
 	// Default 5; negative disables the breakers.
@@ -98,6 +107,19 @@ type Config struct {
 	// AdminAddr is the admin HTTP server's address. Default ":8081"; "-"
 	// disables the server.
 	AdminAddr string
+	// AdminToken, when set, lets clients that are not on the loopback
+	// interface call /status and POST /drain with the header
+	// "Authorization: Bearer <AdminToken>". Without a token (here or in
+	// AdminTokenFile) those two paths answer loopback clients only (a
+	// port-forward arrives on loopback; the API server's pod proxy does
+	// not). Probes and /metrics answer everyone. Default the environment
+	// variable LOOP_ADMIN_TOKEN.
+	AdminToken string
+	// AdminTokenFile names a file holding the admin token (a mounted
+	// Secret), read at each request so that it may be rotated; surrounding
+	// white space is ignored. Default the environment variable
+	// LOOP_ADMIN_TOKEN_FILE.
+	AdminTokenFile string
 
 	// Pod, when set, tells the loop when its pod is asked to drain and
 	// takes the Drained report. Nil outside a cluster.
@@ -141,8 +163,8 @@ type DrainReport struct {
 	HandedBack int
 	// Duration is how long the drain took.
 	Duration time.Duration
-	// Cause says what started the drain: "pod", "http" or "context".
-	Cause string
+	// Cause says what started the drain.
+	Cause DrainCause
 }
 
 // Message returns the report as a sentence for a pod condition.
@@ -191,6 +213,9 @@ func (c Config) withDefaults() Config {
 	if c.TaskTimeout == 0 {
 		c.TaskTimeout = 10 * time.Minute
 	}
+	if c.StuckGrace == 0 {
+		c.StuckGrace = 30 * time.Second
+	}
 	c.Retry = c.Retry.WithDefaults()
 	if c.BreakerThreshold == 0 {
 		c.BreakerThreshold = 5
@@ -222,6 +247,10 @@ func (c Config) withDefaults() Config {
 	if c.AdminAddr == "" {
 		c.AdminAddr = ":8081"
 	}
+	if c.AdminToken == "" && c.AdminTokenFile == "" {
+		c.AdminToken = os.Getenv(EnvAdminToken)
+		c.AdminTokenFile = os.Getenv(EnvAdminTokenFile)
+	}
 	if c.Logger.GetSink() == nil {
 		c.Logger = logr.Discard()
 	}
@@ -251,6 +280,7 @@ func (c Config) validate() error {
 		"IdleTimeout": c.IdleTimeout, "TaskTimeout": c.TaskTimeout, "AckWait": c.AckWait,
 		"FetchWait": c.FetchWait, "DrainTimeout": c.DrainTimeout, "BreakerCooldown": c.BreakerCooldown,
 		"ResultRetention": c.ResultRetention, "AnnounceInterval": c.AnnounceInterval,
+		"StuckGrace": c.StuckGrace,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s %s must not be negative", name, d))

@@ -1,6 +1,9 @@
 package loop
 
-import "time"
+import (
+	"net/http"
+	"time"
+)
 
 // SetAbortGrace shortens the wait for handlers that ignore cancellation
 // and returns a function that restores it.
@@ -8,4 +11,16 @@ func SetAbortGrace(d time.Duration) (restore func()) {
 	old := abortGrace
 	abortGrace = d
 	return func() { abortGrace = old }
+}
+
+// AdminHandler returns the admin server's handler without running the
+// loop.
+func (l *Loop) AdminHandler() http.Handler { return l.adminHandler() }
+
+// AdminAddr returns the admin server's listening address once Run has
+// started it ("" when disabled or not yet listening).
+func (l *Loop) AdminAddr() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.adminAddr
 }

@@ -20,53 +20,16 @@ import (
 	"github.com/tenire/loop-operator/worker/queue"
 )
 
-// State is the loop's lifecycle state.
-type State int32
-
-const (
-	// Starting means configuration, admin server, queue connection, pool
-	// and fetcher are being set up.
-	Starting State = iota
-	// Running means pulling and running tasks; ready.
-	Running
-	// Draining means no longer pulling; running tasks finish until the deadline.
-	Draining
-	// Drained means every task held was finished or handed back; idle.
-	Drained
-	// Stopped means Run has returned.
-	Stopped
-)
-
-// String returns the state's name.
-func (s State) String() string {
-	switch s {
-	case Starting:
-		return "Starting"
-	case Running:
-		return "Running"
-	case Draining:
-		return "Draining"
-	case Drained:
-		return "Drained"
-	default:
-		return "Stopped"
-	}
-}
-
 // ErrAlreadyRun is returned by a second call of Run.
 var ErrAlreadyRun = errors.New("loop: Run called twice")
-
-// abortGrace is how long a drain waits, after cancelling the running
-// tasks at the deadline, for their handlers to return before it hands their
-// tasks back without them.
-var abortGrace = 5 * time.Second
 
 // Loop is a worker's event loop. Create it with New, register handlers
 // with Handle, then call Run once.
 type Loop struct {
 	cfg      Config
 	log      logr.Logger
-	handlers map[string]Handler
+	mux      *Mux
+	serve    Handler // mux.Handler() in the loop's middleware, set by Run
 	started  atomic.Bool
 	state    atomic.Int32
 	ready    chan struct{}
@@ -76,15 +39,18 @@ type Loop struct {
 	nc          *nats.Conn
 	js          jetstream.JetStream
 	checkpoints *checkpoint.Store
+	countsKV    jetstream.KeyValue // delivery counts, in the checkpoint bucket
 	pool        *pool.Pool[*inflight]
 	fetcher     *queue.Fetcher
 	breakers    *breaker.Set
 	metrics     *metrics
 	counters    [len(outcomeIndex)]atomic.Uint64
+	stuck       atomic.Int64 // pool slots held by abandoned handlers
 
 	mu         sync.Mutex
 	held       map[*inflight]struct{}
 	draining   bool
+	emptied    chan struct{} // closed by settle when a drain holds no task any more
 	finished   int
 	handedBack int
 	report     *DrainReport
@@ -100,11 +66,20 @@ type inflight struct {
 	settled       bool      // acked, retried, dead-lettered or handed back; guarded by Loop.mu
 	hadCheckpoint bool      // set and read on the pool goroutine
 	saved         atomic.Bool
+	started       atomic.Int64 // Unix nanoseconds when the handler started; 0 before
+	abandoned     bool         // running past TaskTimeout + StuckGrace; guarded by Loop.mu
+	// counts are the task's delivery counts as read before dispatch;
+	// countsKnown is false when they could not be read.
+	counts      queue.DeliveryCounts
+	countsKnown bool
 }
 
-type drainRequest struct {
-	deadline time.Time
-	cause    string
+// startedAt returns when the handler started, or the zero time.
+func (f *inflight) startedAt() time.Time {
+	if n := f.started.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // New checks the configuration, applies its defaults and returns a loop.
@@ -119,7 +94,7 @@ func New(cfg Config) (*Loop, error) {
 	l := &Loop{
 		cfg:      cfg,
 		log:      cfg.Logger.WithValues("loop", cfg.Name),
-		handlers: make(map[string]Handler),
+		mux:      NewMux(),
 		ready:    make(chan struct{}),
 		drainReq: make(chan drainRequest, 1),
 		names:    queue.NewNames(cfg.Stream, cfg.SubjectPrefix),
@@ -141,112 +116,151 @@ func New(cfg Config) (*Loop, error) {
 	return l, nil
 }
 
-// Handle registers the handler of a task kind. It panics if called after
-// Run, with an empty kind or a nil handler, or twice for a kind.
+// Handle registers the handler of a task kind on the loop's Mux. It
+// panics if called after Run, with an empty kind or a nil handler, or
+// twice for a kind.
 func (l *Loop) Handle(kind string, h Handler) {
-	switch {
-	case l.started.Load():
+	if l.started.Load() {
 		panic("loop: Handle called after Run")
-	case kind == "" || h == nil:
-		panic("loop: Handle needs a kind and a handler")
-	case l.handlers[kind] != nil:
-		panic(fmt.Sprintf("loop: handler for kind %q registered twice", kind))
 	}
-	l.handlers[kind] = h
+	l.mux.Handle(kind, h)
+}
+
+// Use adds middleware around every handler, inside the loop's own
+// (recovery, metrics, logging); the first one given is the outermost. It
+// panics if called after Run.
+func (l *Loop) Use(mws ...Middleware) {
+	if l.started.Load() {
+		panic("loop: Use called after Run")
+	}
+	l.mux.Use(mws...)
 }
 
 // State returns the lifecycle state.
 func (l *Loop) State() State { return State(l.state.Load()) }
 
-func (l *Loop) setState(s State) {
-	l.state.Store(int32(s))
-	l.log.Info("state changed", "state", s.String())
-}
-
 // Ready returns a channel closed when the loop is Running.
 func (l *Loop) Ready() <-chan struct{} { return l.ready }
 
-// AdminAddr returns the admin server's listening address once Run has
-// started it ("" when disabled or not yet listening).
-func (l *Loop) AdminAddr() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.adminAddr
-}
-
-// RequestDrain asks a Running loop to drain with the given deadline. It
-// is what POST /drain calls; later requests are ignored.
+// RequestDrain asks a Running loop to drain with the given deadline; later
+// requests are ignored.
 func (l *Loop) RequestDrain(deadline time.Time) {
-	l.requestDrain(drainRequest{deadline: deadline, cause: "api"})
-}
-
-func (l *Loop) requestDrain(r drainRequest) {
-	select {
-	case l.drainReq <- r:
-	default:
-	}
+	l.requestDrain(drainRequest{deadline: deadline, cause: DrainCauseAPI})
 }
 
 // Run runs the loop until its context is cancelled, which drains it with
 // DrainTimeout as the deadline, and returns nil after a clean drain. Any
 // other drain leaves it idle in Drained until the context is cancelled.
 // Run returns an error if start-up fails.
-func (l *Loop) Run(ctx context.Context) (err error) {
+//
+// Run starts the components in order and stops them in reverse order; the
+// states, triggers and the drain are in lifecycle.go.
+func (l *Loop) Run(ctx context.Context) error {
 	if !l.started.CompareAndSwap(false, true) {
 		return ErrAlreadyRun
 	}
 	defer l.setState(Stopped)
 	l.setState(Starting)
 	cleanup := context.WithoutCancel(ctx)
+	l.serve = chain(l.mux.Handler(), Recover(), l.observe, Logging(l.log))
 
-	// 1. Admin server.
-	adminErr := make(chan error, 1)
-	if l.cfg.AdminAddr != "-" {
-		ln, err := net.Listen("tcp", l.cfg.AdminAddr)
-		if err != nil {
-			return fmt.Errorf("loop: admin server: %w", err)
-		}
-		l.mu.Lock()
-		l.adminAddr = ln.Addr().String()
-		l.mu.Unlock()
-		srv := &http.Server{Handler: l.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				adminErr <- err
-			}
-		}()
-		defer func() {
-			sctx, cancel := context.WithTimeout(cleanup, 5*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(sctx)
-		}()
-		l.log.Info("admin server listening", "addr", l.adminAddr)
+	adminErr, stopAdmin, err := l.startAdmin(cleanup) // 1. admin server
+	if err != nil {
+		return err
 	}
-
-	// 2. Queue connection.
-	if err := l.connect(); err != nil {
+	defer stopAdmin()
+	if err := l.connect(); err != nil { // 2. queue
 		return err
 	}
 	defer l.disconnect()
+	consumers, err := l.ensureQueue(ctx)
+	if err != nil {
+		return err
+	}
+	if err := l.startPool(); err != nil { // 3. pool
+		return err
+	}
+	defer l.stopPool(cleanup)
+	var bg sync.WaitGroup // 4. fetcher, heartbeats, announcements, pod watch
+	defer bg.Wait()
+	fetch, err := l.startFetcher(ctx, cleanup, consumers)
+	if err != nil {
+		return err
+	}
+	defer fetch.stop()
+	hbCtx, stopHeartbeat := context.WithCancel(cleanup)
+	defer stopHeartbeat()
+	bg.Go(func() { l.heartbeat(hbCtx) })
+	bg.Go(func() { l.announce(hbCtx) })
+	podCtx, stopPod := context.WithCancel(cleanup)
+	defer stopPod()
+	if l.cfg.Pod != nil {
+		bg.Go(func() { l.watchPod(podCtx) })
+	}
+
+	l.setState(Running)
+	close(l.ready)
+	req, fatalErr := l.awaitDrain(ctx, adminErr)
+	exit := l.drain(ctx, req, fetch) || req.exits()
+	stopPod()
+	if !exit {
+		l.log.Info("drained; idle until stopped")
+		<-ctx.Done()
+	}
+	return fatalErr
+}
+
+// startAdmin starts the admin HTTP server unless it is disabled. Its
+// errors arrive on the channel; stop shuts it down.
+func (l *Loop) startAdmin(cleanup context.Context) (errs <-chan error, stop func(), err error) {
+	ch := make(chan error, 1)
+	if l.cfg.AdminAddr == "-" {
+		return ch, func() {}, nil
+	}
+	ln, err := net.Listen("tcp", l.cfg.AdminAddr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("loop: admin server: %w", err)
+	}
+	l.mu.Lock()
+	l.adminAddr = ln.Addr().String()
+	l.mu.Unlock()
+	srv := &http.Server{Handler: l.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			ch <- err
+		}
+	}()
+	l.log.Info("admin server listening", "addr", l.adminAddr)
+	return ch, func() {
+		sctx, cancel := context.WithTimeout(cleanup, 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}, nil
+}
+
+// ensureQueue creates or updates the streams, consumers and buckets and
+// opens the checkpoint bucket.
+func (l *Loop) ensureQueue(ctx context.Context) ([]jetstream.Consumer, error) {
 	consumers, err := queue.Ensure(ctx, l.js, l.names, l.cfg.QueueConfig())
 	if err != nil {
-		return fmt.Errorf("loop: %w", err)
+		return nil, fmt.Errorf("loop: %w", err)
 	}
 	if l.checkpoints, err = checkpoint.Open(ctx, l.js, l.names.CheckpointBucket); err != nil {
-		return fmt.Errorf("loop: %w", err)
+		return nil, fmt.Errorf("loop: %w", err)
+	}
+	if l.countsKV, err = l.js.KeyValue(ctx, l.names.CheckpointBucket); err != nil {
+		return nil, fmt.Errorf("loop: open bucket %s: %w", l.names.CheckpointBucket, err)
 	}
 	if l.cfg.ResultRetention > 0 {
 		if err := queue.EnsureResults(ctx, l.js, l.names, l.cfg.ResultRetention, l.cfg.Replicas); err != nil {
-			return fmt.Errorf("loop: %w", err)
+			return nil, fmt.Errorf("loop: %w", err)
 		}
 	}
+	return consumers, nil
+}
 
-	// 3. Pool.
-	weights := make([]int, len(l.cfg.Priorities))
-	for i, p := range l.cfg.Priorities {
-		weights[i] = p.Weight
-	}
-	l.pool, err = pool.New(pool.Options{
+func (l *Loop) startPool() error {
+	p, err := pool.New(pool.Options{
 		MinWorkers:  l.cfg.MinWorkers,
 		MaxWorkers:  l.cfg.MaxWorkers,
 		IdleTimeout: l.cfg.IdleTimeout,
@@ -259,19 +273,39 @@ func (l *Loop) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("loop: %w", err)
 	}
-	defer func() {
-		// After a drain nothing is queued and nothing should run; a handler
-		// that ignores cancellation is left behind rather than hanging Run.
-		l.pool.Stop()
-		l.pool.Abort()
-		wctx, cancel := context.WithTimeout(cleanup, abortGrace)
-		defer cancel()
-		if err := l.pool.Wait(wctx); err != nil {
-			l.log.Info("handlers still running after cancellation; stopping without them")
-		}
-	}()
+	l.pool = p
+	return nil
+}
 
-	// 4. Fetcher, heartbeats and the pod watch.
+// stopPool ends the pool. After a drain nothing is queued and nothing
+// should run; a handler that ignores cancellation is left behind rather
+// than hanging Run.
+func (l *Loop) stopPool(cleanup context.Context) {
+	l.pool.Stop()
+	l.pool.Abort()
+	wctx, cancel := context.WithTimeout(cleanup, abortGrace)
+	defer cancel()
+	if err := l.pool.Wait(wctx); err != nil {
+		l.log.Info("handlers still running after cancellation; stopping without them")
+	}
+}
+
+// fetching is the running fetcher: stop ends it, done is closed when it
+// has.
+type fetching struct {
+	stop context.CancelFunc
+	done <-chan struct{}
+}
+
+// startFetcher starts pulling tasks, unless the pod was asked to drain
+// before this worker started: then it pulls nothing and requests the
+// drain.
+func (l *Loop) startFetcher(ctx, cleanup context.Context, consumers []jetstream.Consumer) (fetching, error) {
+	weights := make([]int, len(l.cfg.Priorities))
+	for i, p := range l.cfg.Priorities {
+		weights[i] = p.Weight
+	}
+	var err error
 	l.fetcher, err = queue.NewFetcher(consumers, queue.FetcherOptions{
 		Priorities: l.priorityNames(),
 		Weights:    weights,
@@ -279,12 +313,9 @@ func (l *Loop) Run(ctx context.Context) (err error) {
 		MaxWait:    l.cfg.FetchWait,
 	})
 	if err != nil {
-		return fmt.Errorf("loop: %w", err)
+		return fetching{}, fmt.Errorf("loop: %w", err)
 	}
-	var bg sync.WaitGroup
-	defer bg.Wait()
-	fetchCtx, stopFetch := context.WithCancel(cleanup)
-	defer stopFetch()
+	fetchCtx, stop := context.WithCancel(cleanup)
 	if dc, ok := l.cfg.Pod.(DrainChecker); ok {
 		deadline, requested, err := dc.DrainRequested(ctx)
 		switch {
@@ -292,60 +323,28 @@ func (l *Loop) Run(ctx context.Context) (err error) {
 			l.log.Error(err, "checking the pod for a drain request before pulling")
 		case requested:
 			l.log.Info("the pod was asked to drain before this worker started; pulling nothing")
-			l.requestDrain(drainRequest{deadline: deadline, cause: "pod"})
-			stopFetch()
+			l.requestDrain(drainRequest{deadline: deadline, cause: DrainCausePod})
+			stop()
 		}
 	}
-	fetchDone := make(chan struct{})
+	done := make(chan struct{})
 	go func() {
-		defer close(fetchDone)
+		defer close(done)
 		l.fetchLoop(fetchCtx)
 	}()
-	hbCtx, stopHeartbeat := context.WithCancel(cleanup)
-	defer stopHeartbeat()
-	bg.Go(func() { l.heartbeat(hbCtx) })
-	bg.Go(func() { l.announce(hbCtx) })
-	podCtx, stopPod := context.WithCancel(cleanup)
-	defer stopPod()
-	if l.cfg.Pod != nil {
-		bg.Go(func() {
-			deadline, err := l.cfg.Pod.WaitForDrain(podCtx)
-			if err != nil {
-				if podCtx.Err() == nil {
-					l.log.Error(err, "watching the pod for a drain request failed; drains come from signals and /drain only")
-				}
-				return
-			}
-			l.requestDrain(drainRequest{deadline: deadline, cause: "pod"})
-		})
-	}
+	return fetching{stop: stop, done: done}, nil
+}
 
-	l.setState(Running)
-	close(l.ready)
-
-	var (
-		req      drainRequest
-		exit     bool
-		fatalErr error
-	)
-	select {
-	case <-ctx.Done():
-		req, exit = drainRequest{deadline: time.Now().Add(l.cfg.DrainTimeout), cause: "context"}, true
-	case req = <-l.drainReq:
-	case fatalErr = <-adminErr:
-		fatalErr = fmt.Errorf("loop: admin server: %w", fatalErr)
-		req, exit = drainRequest{deadline: time.Now().Add(l.cfg.DrainTimeout), cause: "admin server failure"}, true
+// watchPod turns the pod's drain request into a drain trigger.
+func (l *Loop) watchPod(ctx context.Context) {
+	deadline, err := l.cfg.Pod.WaitForDrain(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			l.log.Error(err, "watching the pod for a drain request failed; drains come from signals and /drain only")
+		}
+		return
 	}
-	l.log.Info("drain requested", "cause", req.cause, "deadline", req.deadline)
-	if l.drain(ctx, req, stopFetch, fetchDone) {
-		exit = true
-	}
-	stopPod()
-	if !exit {
-		l.log.Info("drained; idle until stopped")
-		<-ctx.Done()
-	}
-	return fatalErr
+	l.requestDrain(drainRequest{deadline: deadline, cause: DrainCausePod})
 }
 
 func (l *Loop) priorityNames() []string { return classNames(l.cfg.Priorities) }

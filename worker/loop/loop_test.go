@@ -91,6 +91,12 @@ func start(t *testing.T, cfg loop.Config, handlers map[string]loop.Handler) *run
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startLoop(t, l, handlers)
+}
+
+// startLoop registers handlers on l and runs it like start.
+func startLoop(t *testing.T, l *loop.Loop, handlers map[string]loop.Handler) *running {
+	t.Helper()
 	for kind, h := range handlers {
 		l.Handle(kind, h)
 	}
@@ -645,6 +651,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"a kind limit of zero is rejected", func(c *loop.Config) { c.KindLimits = map[string]int{"x": 0} }},
 		{"a tiny AckWait is rejected", func(c *loop.Config) { c.AckWait = time.Millisecond }},
 		{"a negative prefetch is rejected", func(c *loop.Config) { c.Prefetch = -1 }},
+		{"a negative stuck grace is rejected", func(c *loop.Config) { c.StuckGrace = -time.Second }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -27,6 +27,7 @@ type metrics struct {
 	breakerState *prometheus.GaugeVec
 	drain        prometheus.Histogram
 	fetchErrors  prometheus.Counter
+	resultsLost  prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry, l *Loop) *metrics {
@@ -58,17 +59,22 @@ func newMetrics(reg *prometheus.Registry, l *Loop) *metrics {
 			Name: "tenire_loop_fetch_errors_total",
 			Help: "Failed fetches from the queue (for example while NATS restarts).",
 		}),
+		resultsLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tenire_loop_result_records_lost_total",
+			Help: "Tasks that succeeded and were acked without a result record, because publishing it failed three times.",
+		}),
 	}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	reg.MustRegister(m.tasks, m.duration, m.queueWait, m.breakerState, m.drain, m.fetchErrors,
+	reg.MustRegister(m.tasks, m.duration, m.queueWait, m.breakerState, m.drain, m.fetchErrors, m.resultsLost,
 		gauge("tenire_loop_pool_workers", "Goroutines in the pool.", func() float64 { return float64(l.poolStats().Workers) }),
 		gauge("tenire_loop_tasks_in_flight", "Tasks held by this worker: running or waiting in the pool.", func() float64 {
 			s := l.poolStats()
 			return float64(s.Running + s.Queued)
 		}),
 		gauge("tenire_loop_tasks_running", "Tasks in their handler.", func() float64 { return float64(l.poolStats().Running) }),
+		gauge("tenire_loop_stuck_slots", "Pool slots held by handlers abandoned past their timeout and grace.", func() float64 { return float64(l.stuck.Load()) }),
 		gauge("tenire_loop_state", "Loop state: 0 Starting, 1 Running, 2 Draining, 3 Drained, 4 Stopped.", func() float64 { return float64(l.State()) }),
 	)
 	return m

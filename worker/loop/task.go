@@ -15,7 +15,9 @@ type Task struct {
 	Priority string
 	// Payload is the task's input.
 	Payload []byte
-	// Attempt counts the deliveries of the task, this one included.
+	// Attempt is one more than the failed attempts of the task so far:
+	// hand-backs in a drain, deferrals by an open breaker and crashes of the
+	// worker do not count.
 	Attempt uint64
 	// Checkpoint is the last checkpoint saved by an earlier attempt, or nil.
 	Checkpoint []byte
@@ -38,7 +40,9 @@ func (t *Task) SaveCheckpoint(ctx context.Context, data []byte) error {
 }
 
 // Handler runs a task. It returns nil on success. It must return soon
-// after ctx is done (task timeout or drain deadline).
+// after ctx is done (task timeout or drain deadline); whatever it returns
+// then, the attempt is not a success. A handler still running
+// Config.StuckGrace after its timeout is abandoned.
 type Handler func(ctx context.Context, t *Task) error
 
 // ErrPermanent marks a failure that retrying cannot fix: a handler error

@@ -6,12 +6,22 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tenire/loop-operator/worker/checkpoint"
 	"github.com/tenire/loop-operator/worker/pool"
 	"github.com/tenire/loop-operator/worker/queue"
 )
 
 // ackTimeout bounds the queue and bucket calls made when a task ends.
 const ackTimeout = 10 * time.Second
+
+// countsTimeout bounds reading or writing a task's delivery counts.
+const countsTimeout = 2 * time.Second
+
+// resultTries is how often publishing a result record is tried before the
+// task is acked without one.
+const resultTries = 3
 
 // fetchLoop pulls tasks while the pool has room, until ctx is done. Tasks
 // that arrive after ctx is done are handed back.
@@ -26,6 +36,7 @@ func (l *Loop) fetchLoop(ctx context.Context) {
 		ds, err := l.fetcher.Fetch(n)
 		for _, d := range ds {
 			f := &inflight{d: d, beat: d.Received}
+			l.loadCounts(f)
 			l.mu.Lock()
 			l.held[f] = struct{}{}
 			l.mu.Unlock()
@@ -55,11 +66,15 @@ func (l *Loop) fetchLoop(ctx context.Context) {
 	}
 }
 
-// dispatch hands a fetched task to the pool, unless its kind's breaker is
-// open or it has no handler.
+// dispatch hands a fetched task to the pool, unless it reached a delivery
+// cap, its kind's breaker is open or it has no handler.
 func (l *Loop) dispatch(f *inflight) {
 	d := f.d
-	if _, ok := l.handlers[d.Kind]; !ok {
+	if err := deliveryCap(l.cfg.Retry, d.Delivered, f.counts, f.countsKnown); err != nil {
+		l.fail(f, err)
+		return
+	}
+	if !l.mux.Has(d.Kind) {
 		l.fail(f, fmt.Errorf("%w %q", ErrNoHandler, d.Kind))
 		return
 	}
@@ -67,6 +82,7 @@ func (l *Loop) dispatch(f *inflight) {
 		if !l.settle(f, OutcomeDeferred) {
 			return
 		}
+		l.recordReturn(f)
 		if err := d.Retry(wait); err != nil {
 			l.log.Error(err, "deferring a task of a kind whose breaker is open", "task", d.ID, "kind", d.Kind)
 		}
@@ -81,6 +97,7 @@ func (l *Loop) dispatch(f *inflight) {
 
 // run is the pool's handler.
 func (l *Loop) run(ctx context.Context, f *inflight) error {
+	f.started.Store(time.Now().UnixNano())
 	d := f.d
 	t := &Task{
 		ID:       d.ID,
@@ -94,7 +111,9 @@ func (l *Loop) run(ctx context.Context, f *inflight) error {
 		},
 	}
 	l.metrics.queueWait.WithLabelValues(d.Kind).Observe(time.Since(d.Stored).Seconds())
-	if d.Attempt > 1 {
+	if d.Delivered > 1 {
+		// Any earlier delivery may have saved one: a failure, a hand-back,
+		// a crash.
 		cp, err := l.checkpoints.Load(ctx, d.ID)
 		if err != nil {
 			return err
@@ -102,13 +121,27 @@ func (l *Loop) run(ctx context.Context, f *inflight) error {
 		t.Checkpoint = cp
 		f.hadCheckpoint = cp != nil
 	}
-	return l.handlers[d.Kind](ctx, t)
+	err := l.serve(ctx, t)
+	if err == nil && ctx.Err() != nil {
+		// Cancellation wins over the handler's answer: a handler that
+		// returns nil on <-ctx.Done() has not finished its task. The pool
+		// turns a timeout into pool.ErrTimeout; a drain's abort is a
+		// hand-back.
+		err = fmt.Errorf("handler returned nil after its context ended: %w", context.Cause(ctx))
+	}
+	return err
 }
 
 // done is the pool's completion callback.
 func (l *Loop) done(f *inflight, r pool.Result) {
 	kind := f.d.Kind
-	l.metrics.duration.WithLabelValues(kind).Observe(r.Finished.Sub(r.Started).Seconds())
+	l.mu.Lock()
+	if f.abandoned {
+		// The stuck handler returned at last; its slot is free again.
+		f.abandoned = false
+		l.stuck.Add(-1)
+	}
+	l.mu.Unlock()
 	switch {
 	case r.Err == nil:
 		l.breakers.Success(kind)
@@ -124,7 +157,8 @@ func (l *Loop) done(f *inflight, r pool.Result) {
 }
 
 // settle marks a held task as ended with outcome and counts it. It
-// returns false if the task had already ended (a drain forced it back).
+// returns false if the task had already ended (a drain forced it back, or
+// it was abandoned).
 func (l *Loop) settle(f *inflight, outcome string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -139,6 +173,10 @@ func (l *Loop) settle(f *inflight, outcome string) bool {
 		} else {
 			l.finished++
 		}
+		if len(l.held) == 0 && l.emptied != nil {
+			close(l.emptied)
+			l.emptied = nil
+		}
 	}
 	for i, o := range outcomeIndex {
 		if o == outcome {
@@ -149,21 +187,29 @@ func (l *Loop) settle(f *inflight, outcome string) bool {
 	return true
 }
 
+// isSettled reports whether a held task has ended.
+func (l *Loop) isSettled(f *inflight) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return f.settled
+}
+
 func (l *Loop) succeed(f *inflight, took time.Duration) {
+	if l.isSettled(f) {
+		// A late result of an abandoned or forced-back task: dropped
+		// before its record is written.
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
 	defer cancel()
 	if l.cfg.ResultRetention > 0 {
 		// The record goes first: a crash before the ack leaves a duplicate
-		// record, never a completed task without one.
-		if err := f.d.RecordResult(ctx, l.js, l.names, l.cfg.Worker, took); err != nil {
-			if !l.settle(f, OutcomeRetried) {
-				return
-			}
-			l.log.Error(err, "recording the result failed; the task will run again", "task", f.d.ID, "kind", f.d.Kind)
-			if err := f.d.HandBack(); err != nil {
-				l.log.Error(err, "handing the task back; it will be redelivered after AckWait", "task", f.d.ID)
-			}
-			return
+		// record. A record that cannot be written after resultTries tries
+		// is given up: the task is acked without one rather than run again
+		// and again.
+		if err := l.recordResult(ctx, f, took); err != nil {
+			l.metrics.resultsLost.Inc()
+			l.log.Error(err, "recording the result failed; acking the task without a record", "task", f.d.ID, "kind", f.d.Kind)
 		}
 	}
 	if !l.settle(f, OutcomeSucceeded) {
@@ -174,20 +220,45 @@ func (l *Loop) succeed(f *inflight, took time.Duration) {
 			l.log.Error(err, "deleting the checkpoint of a finished task", "task", f.d.ID)
 		}
 	}
+	l.forgetCounts(ctx, f)
 	if err := f.d.Ack(); err != nil {
 		l.log.Error(err, "acking a finished task; it will be redelivered", "task", f.d.ID, "kind", f.d.Kind)
 	}
 }
 
+// recordResult publishes a task's result record, trying resultTries
+// times.
+func (l *Loop) recordResult(ctx context.Context, f *inflight, took time.Duration) error {
+	pause := 100 * time.Millisecond
+	var err error
+	for try := 1; ; try++ {
+		if err = f.d.RecordResult(ctx, l.js, l.names, l.cfg.Worker, took); err == nil || try == resultTries {
+			return err
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		pause *= 2
+	}
+}
+
+// fail ends a failed attempt: a retry with backoff while attempts are
+// left, else a dead letter.
 func (l *Loop) fail(f *inflight, cause error) {
 	d := f.d
 	policy := l.cfg.Retry
-	if !errors.Is(cause, ErrPermanent) && !policy.Exhausted(d.Attempt) {
+	final := errors.Is(cause, ErrPermanent) || errors.Is(cause, ErrDeliveryCap) || policy.Exhausted(d.Attempt)
+	if !final {
 		if !l.settle(f, OutcomeRetried) {
 			return
 		}
 		delay := policy.Delay(d.Attempt)
 		l.log.Info("task failed; retrying", "task", d.ID, "kind", d.Kind, "attempt", d.Attempt, "delay", delay, "error", cause.Error())
+		l.recordFailure(f)
 		if err := d.Retry(delay); err != nil {
 			l.log.Error(err, "asking for a retry; the task will be redelivered after AckWait", "task", d.ID)
 		}
@@ -201,38 +272,136 @@ func (l *Loop) fail(f *inflight, cause error) {
 	defer cancel()
 	if err := d.DeadLetter(ctx, l.js, l.names, cause); err != nil {
 		l.log.Error(err, "dead-lettering a task; it will be redelivered", "task", d.ID)
+		l.recordFailure(f)
 		_ = d.Retry(policy.Delay(d.Attempt))
 		return
 	}
 	if err := l.checkpoints.Delete(ctx, d.ID); err != nil {
 		l.log.Error(err, "deleting the checkpoint of a dead-lettered task", "task", d.ID)
 	}
+	l.forgetCounts(ctx, f)
 }
 
 func (l *Loop) handBack(f *inflight) {
 	if !l.settle(f, OutcomeHandedBack) {
 		return
 	}
+	l.recordReturn(f)
 	if err := f.d.HandBack(); err != nil {
 		l.log.Error(err, "handing a task back; it will be redelivered after AckWait", "task", f.d.ID)
 	}
 }
 
+// abandon marks a running task whose handler will not return in time as
+// abandoned: its slot counts as stuck until the handler returns. It
+// returns false if the task has ended meanwhile.
+func (l *Loop) abandon(f *inflight) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if f.settled || f.abandoned {
+		return false
+	}
+	f.abandoned = true
+	l.stuck.Add(1)
+	return true
+}
+
+// Delivery counts (queue.DeliveryCounts) live in the checkpoint bucket.
+// The loop reads them when a task comes again and writes them before each
+// NAK, so that the next delivery can tell failures, returns and crashes
+// apart. A first delivery reads nothing and a task that succeeds at once
+// writes nothing.
+
+func (l *Loop) loadCounts(f *inflight) {
+	d := f.d
+	if d.Delivered <= 1 {
+		f.countsKnown = true
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), countsTimeout)
+	defer cancel()
+	e, err := l.countsKV.Get(ctx, queue.CountsKey(checkpoint.Key(d.ID)))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		// Every earlier delivery crashed.
+		f.countsKnown = true
+		d.Attempt = f.counts.Attempt()
+	case err != nil:
+		// Unknown: attempts stay the server's delivery count (the old,
+		// cautious rule) and only MaxDeliveries caps the task.
+		l.log.Error(err, "reading the delivery counts of a task; counting every delivery as an attempt", "task", d.ID)
+		return
+	default:
+		if err := f.counts.UnmarshalText(e.Value()); err != nil {
+			l.log.Error(err, "ignoring unreadable delivery counts", "task", d.ID)
+			return
+		}
+		f.countsKnown = true
+		d.Attempt = f.counts.Attempt()
+	}
+}
+
+func (l *Loop) recordFailure(f *inflight) {
+	c := f.counts
+	c.Failures++
+	l.storeCounts(f, c)
+}
+
+func (l *Loop) recordReturn(f *inflight) {
+	c := f.counts
+	c.Returns++
+	l.storeCounts(f, c)
+}
+
+// storeCounts writes the counts of a task about to be NAKed. Counts that
+// were unknown, or a connection that is down, write nothing: the next
+// delivery then sees a crash, which errs on the side of the cap.
+func (l *Loop) storeCounts(f *inflight, c queue.DeliveryCounts) {
+	if !f.countsKnown || l.countsKV == nil || !l.nc.IsConnected() {
+		return
+	}
+	data, _ := c.MarshalText()
+	ctx, cancel := context.WithTimeout(context.Background(), countsTimeout)
+	defer cancel()
+	if _, err := l.countsKV.Put(ctx, queue.CountsKey(checkpoint.Key(f.d.ID)), data); err != nil {
+		l.log.Error(err, "recording the delivery counts of a task; its next delivery will count as a crash", "task", f.d.ID)
+	}
+}
+
+// forgetCounts deletes the counts of a task that left the queue.
+func (l *Loop) forgetCounts(ctx context.Context, f *inflight) {
+	if f.d.Delivered <= 1 {
+		return
+	}
+	err := l.countsKV.Purge(ctx, queue.CountsKey(checkpoint.Key(f.d.ID)))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		l.log.Error(err, "deleting the delivery counts of a finished task", "task", f.d.ID)
+	}
+}
+
 // heartbeat sends InProgress for every held task not acknowledged for half
-// of AckWait, so the server does not redeliver long tasks.
+// of AckWait, so the server does not redeliver long tasks, and abandons
+// the tasks whose handlers run past TaskTimeout + StuckGrace.
 func (l *Loop) heartbeat(ctx context.Context) {
 	half := l.cfg.AckWait / 2
-	tick := time.NewTicker(max(half/4, 10*time.Millisecond))
+	tick := time.NewTicker(max(min(half/4, l.cfg.StuckGrace/4), 10*time.Millisecond))
 	defer tick.Stop()
-	var due []*queue.Delivery
+	var (
+		due   []*queue.Delivery
+		stuck []*inflight
+	)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
-			due = due[:0]
+			due, stuck = due[:0], stuck[:0]
 			l.mu.Lock()
 			for f := range l.held {
+				if isStuck(f.startedAt(), now, l.cfg.TaskTimeout, l.cfg.StuckGrace) {
+					stuck = append(stuck, f)
+					continue
+				}
 				if now.Sub(f.beat) >= half {
 					f.beat = now
 					due = append(due, f.d)
@@ -243,6 +412,15 @@ func (l *Loop) heartbeat(ctx context.Context) {
 				if err := d.InProgress(); err != nil {
 					l.log.V(1).Info("sending a progress heartbeat failed", "task", d.ID, "error", err.Error())
 				}
+			}
+			for _, f := range stuck {
+				if !l.abandon(f) {
+					continue
+				}
+				l.log.Info("handler still running past its timeout and grace; abandoning its task and counting its slot as stuck",
+					"task", f.d.ID, "kind", f.d.Kind, "timeout", l.cfg.TaskTimeout, "grace", l.cfg.StuckGrace)
+				l.breakers.Failure(f.d.Kind)
+				l.fail(f, fmt.Errorf("%w: still running %s after its timeout of %s", ErrAbandoned, l.cfg.StuckGrace, l.cfg.TaskTimeout))
 			}
 		}
 	}

@@ -2,8 +2,10 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -22,8 +24,14 @@ type Delivery struct {
 	Kind string
 	// ID is the task id (Loop-Task-Id header, or "seq-<stream sequence>").
 	ID string
-	// Attempt counts the deliveries of the task, this one included.
+	// Attempt is the attempt number of this delivery. NewDelivery sets it
+	// to Delivered; a consumer that records why the task came back (package
+	// loop does, with DeliveryCounts) sets it to DeliveryCounts.Attempt, so
+	// that hand-backs, deferrals and crashes do not count as attempts.
 	Attempt uint64
+	// Delivered is the server's delivery count (NumDelivered), this
+	// delivery included.
+	Delivered uint64
 	// Stored is when the stream stored the task.
 	Stored time.Time
 	// Received is when this worker received the delivery.
@@ -46,6 +54,7 @@ func NewDelivery(m jetstream.Msg, class int, priority string) (*Delivery, error)
 		Kind:      m.Headers().Get(HeaderKind),
 		ID:        m.Headers().Get(HeaderTaskID),
 		Attempt:   md.NumDelivered,
+		Delivered: md.NumDelivered,
 		Stored:    md.Timestamp,
 		Received:  time.Now(),
 		StreamSeq: md.Sequence.Stream,
@@ -103,3 +112,79 @@ func (d *Delivery) DeadLetter(ctx context.Context, js jetstream.JetStream, names
 	}
 	return nil
 }
+
+// DeliveryCounts says why a task came back to the queue before: its
+// failed attempts and its returns (hand-backs in a drain, deferrals by an
+// open breaker, results that could not be recorded), which are not the
+// task's fault. A worker stores them, before each NAK, where the next
+// delivery finds them (package loop keeps them in the checkpoint bucket
+// under CountsKey). Any other redelivery is a crash: the server
+// redelivered the task after AckWait because the worker holding it died,
+// or lost its connection, without a word.
+type DeliveryCounts struct {
+	// Failures counts the attempts that failed (errors, timeouts, panics,
+	// stuck handlers).
+	Failures uint64
+	// Returns counts the deliveries handed back without a failure.
+	Returns uint64
+}
+
+// Attempt returns the attempt number of the next delivery: one more than
+// the failures.
+func (c DeliveryCounts) Attempt() uint64 { return c.Failures + 1 }
+
+// Crashes returns how many of delivered-1 earlier deliveries ended
+// without a recorded failure or return: the crashes of the workers that
+// held the task.
+func (c DeliveryCounts) Crashes(delivered uint64) uint64 {
+	known := c.Failures + c.Returns
+	if delivered <= 1 || known < c.Failures || known >= delivered-1 {
+		return 0
+	}
+	return delivered - 1 - known
+}
+
+// countsVersion starts an encoded DeliveryCounts.
+const countsVersion = "v1"
+
+// MarshalText encodes the counts as "v1 <failures> <returns>".
+func (c DeliveryCounts) MarshalText() ([]byte, error) {
+	return []byte(countsVersion + " " + strconv.FormatUint(c.Failures, 10) + " " + strconv.FormatUint(c.Returns, 10)), nil
+}
+
+// ErrBadCounts is wrapped by the error of UnmarshalText for a value that
+// MarshalText did not write.
+var ErrBadCounts = errors.New("queue: bad delivery counts")
+
+// UnmarshalText decodes what MarshalText wrote.
+func (c *DeliveryCounts) UnmarshalText(b []byte) error {
+	f := strings.Split(string(b), " ")
+	if len(f) != 3 || f[0] != countsVersion {
+		return fmt.Errorf("%w %q", ErrBadCounts, b)
+	}
+	failures, err1 := parseCount(f[1])
+	returns, err2 := parseCount(f[2])
+	if err := errors.Join(err1, err2); err != nil {
+		return fmt.Errorf("%w %q: %w", ErrBadCounts, b, err)
+	}
+	c.Failures, c.Returns = failures, returns
+	return nil
+}
+
+// parseCount accepts only the canonical decimal form, so that decoding
+// and encoding are inverse.
+func parseCount(s string) (uint64, error) {
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	if strconv.FormatUint(n, 10) != s {
+		return 0, fmt.Errorf("count %q is not in canonical form", s)
+	}
+	return n, nil
+}
+
+// CountsKey returns the key of a task's DeliveryCounts in the checkpoint
+// bucket, given the key of its checkpoint (checkpoint.Key): "n." and that
+// key, so the two never collide.
+func CountsKey(checkpointKey string) string { return "n." + checkpointKey }

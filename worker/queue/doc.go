@@ -31,22 +31,27 @@
 //
 //	Loop-Priority  the priority the task was submitted with
 //	Loop-Error     the last error (truncated to 4 KiB)
-//	Loop-Attempts  how many deliveries the task had
+//	Loop-Attempts  its attempt number: failed attempts + 1 (see below)
 //	Loop-Failed-At the RFC 3339 time it was dead-lettered
 //
 // # Delivery and acknowledgement
 //
 // Consumers use explicit acks with the configured AckWait and unlimited
-// MaxDeliver: the server never drops a task by itself. A worker acks a task
-// that succeeded, retries a failed one with [Delivery.Retry]
-// (NakWithDelay) until it has had RetryPolicy.MaxAttempts deliveries, then
-// publishes it to the dead-letter subject and acks it. A task handed back in
-// a drain is NAKed without delay. Tasks that run longer than half of
+// MaxDeliver: the server never drops a task by itself (a server-side cap
+// would strand the task in the stream without a dead letter). A worker acks
+// a task that succeeded, retries a failed one with [Delivery.Retry]
+// (NakWithDelay) until it has had RetryPolicy.MaxAttempts failed attempts,
+// then publishes it to the dead-letter subject and acks it. A task handed
+// back in a drain is NAKed without delay. Tasks that run longer than half of
 // AckWait should get [Delivery.InProgress] heartbeats, which reset the
 // server's redelivery timer.
 //
-// Attempts are counted by deliveries (the server's NumDelivered): a
-// delivery that a crashed or drained worker handed back counts too. That
-// way a task that crashes its worker every time still ends in the
-// dead-letter stream instead of looping forever.
+// # Attempts, returns and crashes
+//
+// The server's delivery count mixes failed attempts, returns that are not
+// the task's fault (hand-backs, deferrals) and crashes (redeliveries after
+// AckWait). A worker that records [DeliveryCounts] before each NAK, under
+// [CountsKey] in the checkpoint bucket, can tell them apart on the next
+// delivery: attempts count failures only, and RetryPolicy.MaxCrashes and
+// MaxDeliveries cap the rest. Package loop does.
 package queue

@@ -71,6 +71,49 @@ func TestRetryPolicyDelay(t *testing.T) {
 	}
 }
 
+func TestRetryPolicyDefaultsCapDeliveries(t *testing.T) {
+	tests := []struct {
+		name                        string
+		p                           queue.RetryPolicy
+		wantCrashes, wantDeliveries int
+	}{
+		{"the defaults allow five attempts, five crashes and a thousand deliveries", queue.RetryPolicy{}, 5, 1000},
+		{"one attempt still allows three crashes", queue.RetryPolicy{MaxAttempts: 1}, 3, 1000},
+		{"many attempts raise the crash cap and the delivery cap", queue.RetryPolicy{MaxAttempts: 200}, 200, 1600},
+		{"explicit caps are kept", queue.RetryPolicy{MaxCrashes: 2, MaxDeliveries: 50}, 2, 50},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := tt.p.WithDefaults()
+			if p.MaxCrashes != tt.wantCrashes || p.MaxDeliveries != tt.wantDeliveries {
+				t.Errorf("MaxCrashes %d, MaxDeliveries %d; want %d, %d", p.MaxCrashes, p.MaxDeliveries, tt.wantCrashes, tt.wantDeliveries)
+			}
+		})
+	}
+}
+
+func TestDeliveryCountsTellCrashesApart(t *testing.T) {
+	tests := []struct {
+		name      string
+		c         queue.DeliveryCounts
+		delivered uint64
+		want      uint64
+	}{
+		{"a first delivery follows no crash", queue.DeliveryCounts{}, 1, 0},
+		{"a redelivery with nothing recorded follows a crash", queue.DeliveryCounts{}, 2, 1},
+		{"recorded failures and returns are not crashes", queue.DeliveryCounts{Failures: 2, Returns: 3}, 6, 0},
+		{"unrecorded deliveries between them are", queue.DeliveryCounts{Failures: 2, Returns: 3}, 9, 3},
+		{"a stale record larger than the deliveries means no crash", queue.DeliveryCounts{Failures: 9}, 3, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.c.Crashes(tt.delivered); got != tt.want {
+				t.Errorf("Crashes(%d) of %+v = %d, want %d", tt.delivered, tt.c, got, tt.want)
+			}
+		})
+	}
+}
+
 // setup starts a server and ensures a loop with the given priorities.
 func setup(t *testing.T, cfg queue.Config) (*natstest.Server, jetstream.JetStream, queue.Names, []jetstream.Consumer) {
 	t.Helper()
