@@ -67,6 +67,7 @@ type options struct {
 	drainTimeout   time.Duration
 	maxWorkers     int
 	standalone     bool
+	ensureQueue    bool
 	standalonePort int
 	standaloneDir  string
 	execCommand    string
@@ -85,6 +86,7 @@ var envOf = map[string]string{
 	"drain-timeout":   "DRAIN_TIMEOUT",
 	"max-workers":     "MAX_WORKERS",
 	"standalone":      "LOOP_STANDALONE",
+	"ensure-queue":    "LOOP_ENSURE_QUEUE",
 	"standalone-port": "LOOP_STANDALONE_PORT",
 	"standalone-dir":  "LOOP_STANDALONE_DIR",
 	"exec-command":    "EXEC_COMMAND",
@@ -103,7 +105,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.StringVar(&o.adminAddr, "admin-addr", ":8081", "admin HTTP address (/healthz /readyz /metrics /status POST /drain); - disables it")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 0, "drain deadline after SIGTERM, SIGINT or POST /drain (default: the settings' drainTimeout, else 5m)")
 	fs.IntVar(&o.maxWorkers, "max-workers", 0, "most tasks run at once (overrides the settings)")
-	fs.BoolVar(&o.standalone, "standalone", false, "run an embedded NATS server with JetStream in the process")
+	fs.BoolVar(&o.standalone, "standalone", false, "run an embedded NATS server with JetStream in the process (implies --ensure-queue)")
+	fs.BoolVar(&o.ensureQueue, "ensure-queue", false, "create or update the queue's streams and consumers instead of waiting for the operator to provision them (outside a cluster only: in a cluster the operator owns the queue)")
 	fs.IntVar(&o.standalonePort, "standalone-port", standalonePort, "port of the embedded NATS server")
 	fs.StringVar(&o.standaloneDir, "standalone-dir", "", "store of the embedded NATS server (default: a temporary folder removed at exit)")
 	fs.StringVar(&o.execCommand, "exec-command", "", `command of the exec kind: words split on spaces, or a JSON array such as ["sh","-c","wc -c"]; the kind is off when empty`)
@@ -193,6 +196,7 @@ func loopConfig(o *options, getenv func(string) string) (loop.Config, error) {
 			cfg.Stream, cfg.SubjectPrefix = standaloneStream, standalonePrefix
 		}
 	}
+	cfg.EnsureQueue = o.ensureQueue || o.standalone
 	if o.natsURL != "" {
 		cfg.NATSURL = o.natsURL
 	}

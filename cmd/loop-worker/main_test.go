@@ -199,7 +199,7 @@ func startNATS(t *testing.T) (string, jetstream.JetStream) {
 }
 
 func workerArgs(url string) []string {
-	return []string{"--nats-url", url, "--stream", names.Stream, "--subject-prefix", names.SubjectPrefix}
+	return []string{"--nats-url", url, "--stream", names.Stream, "--subject-prefix", names.SubjectPrefix, "--ensure-queue"}
 }
 
 func TestSIGTERMLetsInFlightTasksFinishAndExitsZero(t *testing.T) {

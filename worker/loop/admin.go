@@ -84,6 +84,8 @@ func (l *Loop) adminHandler() http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		st := l.State()
 		switch {
+		case st == Starting && l.waitingFor.Load() != nil:
+			http.Error(w, "not ready: Starting: "+*l.waitingFor.Load(), http.StatusServiceUnavailable)
 		case st != Running:
 			http.Error(w, "not ready: "+st.String(), http.StatusServiceUnavailable)
 		case l.nc == nil || !l.nc.IsConnected():

@@ -260,6 +260,7 @@ func runLoop(b *testing.B, srv *natstest.Server, prefetch int, handler loop.Hand
 	l, err := loop.New(loop.Config{
 		NATSURL: srv.URL, Stream: stream, SubjectPrefix: prefix,
 		MinWorkers: benchConcurrency, MaxWorkers: benchConcurrency, Prefetch: prefetch, AdminAddr: "-", FetchWait: 100 * time.Millisecond,
+		EnsureQueue: true,
 	})
 	if err != nil {
 		b.Fatal(err)

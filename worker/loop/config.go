@@ -96,6 +96,14 @@ type Config struct {
 	// Worker names this worker in result records, usually the pod name.
 	// Default the host name.
 	Worker string
+	// EnsureQueue makes Run provision the queue itself (queue.Ensure)
+	// instead of binding to it: for a standalone worker, which has no
+	// operator, and for tests. In a cluster the operator owns the queue
+	// and workers must not rewrite it: leave this false there.
+	EnsureQueue bool
+	// QueueWait is the longest pause between two looks for a queue that is
+	// not provisioned yet. Default 5s.
+	QueueWait time.Duration
 	// FetchWait bounds one long poll when the queue is empty; it is also the
 	// longest a drain waits for the last fetch. Default 1s.
 	FetchWait time.Duration
@@ -177,10 +185,9 @@ func (r DrainReport) Message() string {
 // rejects.
 var ErrInvalidConfig = errors.New("invalid loop config")
 
-// QueueConfig returns the set-up of the streams and consumers that Run
-// ensures for c, defaults applied. Whatever creates a loop's queue before
-// its workers run (kubectl loops submit does) must ensure this one, so that
-// neither rewrites the other's consumers.
+// QueueConfig returns the set-up of the streams and consumers of c's queue,
+// defaults applied: what Run ensures with EnsureQueue, and what a test or
+// a standalone set-up provisions before its loops bind.
 func (c Config) QueueConfig() queue.Config {
 	c = c.withDefaults()
 	return queue.Config{
@@ -231,6 +238,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Replicas == 0 {
 		c.Replicas = 1
+	}
+	if c.QueueWait <= 0 {
+		c.QueueWait = 5 * time.Second
 	}
 	if c.FetchWait == 0 {
 		c.FetchWait = time.Second

@@ -37,6 +37,7 @@ func Example() {
 		KindLimits:    map[string]int{"email": 2},
 		AdminAddr:     "127.0.0.1:0",
 		DrainTimeout:  10 * time.Second,
+		EnsureQueue:   true, // no operator here to provision the queue
 	})
 	if err != nil {
 		fmt.Println(err)

@@ -45,7 +45,8 @@ type Loop struct {
 	breakers    *breaker.Set
 	metrics     *metrics
 	counters    [len(outcomeIndex)]atomic.Uint64
-	stuck       atomic.Int64 // pool slots held by abandoned handlers
+	stuck       atomic.Int64           // pool slots held by abandoned handlers
+	waitingFor  atomic.Pointer[string] // what start-up waits for (the queue), for /readyz
 
 	mu         sync.Mutex
 	held       map[*inflight]struct{}
@@ -238,12 +239,14 @@ func (l *Loop) startAdmin(cleanup context.Context) (errs <-chan error, stop func
 	}, nil
 }
 
-// ensureQueue creates or updates the streams, consumers and buckets and
-// opens the checkpoint bucket.
+// ensureQueue binds to the loop's queue, waiting until it exists (the
+// operator provisions it; with Config.EnsureQueue the loop provisions it
+// itself), and opens the checkpoint bucket. While it waits the loop stays
+// Starting and /readyz says what it waits for.
 func (l *Loop) ensureQueue(ctx context.Context) ([]jetstream.Consumer, error) {
-	consumers, err := queue.Ensure(ctx, l.js, l.names, l.cfg.QueueConfig())
+	consumers, err := l.bindQueue(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("loop: %w", err)
+		return nil, err
 	}
 	if l.checkpoints, err = checkpoint.Open(ctx, l.js, l.names.CheckpointBucket); err != nil {
 		return nil, fmt.Errorf("loop: %w", err)
@@ -251,12 +254,48 @@ func (l *Loop) ensureQueue(ctx context.Context) ([]jetstream.Consumer, error) {
 	if l.countsKV, err = l.js.KeyValue(ctx, l.names.CheckpointBucket); err != nil {
 		return nil, fmt.Errorf("loop: open bucket %s: %w", l.names.CheckpointBucket, err)
 	}
-	if l.cfg.ResultRetention > 0 {
-		if err := queue.EnsureResults(ctx, l.js, l.names, l.cfg.ResultRetention, l.cfg.Replicas); err != nil {
+	return consumers, nil
+}
+
+// bindQueue returns the consumers of the loop's priorities. It retries
+// queue.Bind while the queue is not provisioned, with a pause that grows
+// to QueueWait, until ctx ends; any other error ends it.
+func (l *Loop) bindQueue(ctx context.Context) ([]jetstream.Consumer, error) {
+	if l.cfg.EnsureQueue {
+		qc := l.cfg.QueueConfig()
+		qc.ResultRetention = l.cfg.ResultRetention
+		consumers, err := queue.Ensure(ctx, l.js, l.names, qc)
+		if err != nil {
 			return nil, fmt.Errorf("loop: %w", err)
 		}
+		return consumers, nil
 	}
-	return consumers, nil
+	defer l.waitingFor.Store(nil)
+	pause := 100 * time.Millisecond
+	for {
+		consumers, err := queue.Bind(ctx, l.js, l.names, l.priorityNames(), l.cfg.ResultRetention)
+		if err == nil {
+			if l.waitingFor.Load() != nil {
+				l.log.Info("the queue is provisioned; bound to it")
+			}
+			return consumers, nil
+		}
+		if !errors.Is(err, queue.ErrNotProvisioned) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+			return nil, fmt.Errorf("loop: %w", err)
+		}
+		why := "waiting for the queue: " + err.Error()
+		if prev := l.waitingFor.Swap(&why); prev == nil || *prev != why {
+			l.log.Info("waiting for the operator to provision the queue; not ready until then", "reason", err.Error())
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("loop: %s: %w", why, ctx.Err())
+		case <-t.C:
+		}
+		pause = min(2*pause, l.cfg.QueueWait)
+	}
 }
 
 func (l *Loop) startPool() error {

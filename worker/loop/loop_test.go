@@ -63,6 +63,7 @@ func (e *env) config(t *testing.T) loop.Config {
 		FetchWait:     100 * time.Millisecond,
 		DrainTimeout:  10 * time.Second,
 		AdminAddr:     "127.0.0.1:0",
+		EnsureQueue:   true,
 		Retry:         queue.RetryPolicy{InitialBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond},
 		Logger: funcr.New(func(prefix, args string) { t.Log(prefix, args) }, funcr.Options{
 			Verbosity: 0,

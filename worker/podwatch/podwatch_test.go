@@ -253,7 +253,7 @@ func TestAgainstAPIServer(t *testing.T) {
 			w := podwatch.New(client, "default", tc.pod)
 			l, err := loop.New(loop.Config{
 				NATSURL: srv.URL, Stream: names.Stream, SubjectPrefix: names.SubjectPrefix,
-				AdminAddr: "-", FetchWait: 100 * time.Millisecond, Pod: w,
+				AdminAddr: "-", FetchWait: 100 * time.Millisecond, Pod: w, EnsureQueue: true,
 			})
 			if err != nil {
 				t.Fatal(err)
