@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/controllers/policy"
 	"github.com/tenire/loop-operator/test/testenv"
 )
@@ -278,7 +279,7 @@ func TestDeletionWaitsForEveryPodToDrain(t *testing.T) {
 	h.g.Eventually(func() []string { return podNames(h.pods("orders")) }).Should(gomega.Equal([]string{first}))
 	h.g.Eventually(func() bool {
 		p := h.pods("orders")
-		return len(p) == 1 && p[0].Annotations[loopsv1alpha1.AnnotationDrainRequested] != ""
+		return len(p) == 1 && p[0].Annotations[contract.AnnotationDrainRequested] != ""
 	}).Should(gomega.BeTrue())
 	h.g.Consistently(h.gone(ld), time.Second).Should(gomega.BeFalse(), "the LoopDeployment went while a pod was draining")
 	h.g.Expect(conditionReason(h.get("orders"), loopsv1alpha1.ConditionProgressing)).To(gomega.Equal("True/" + loopsv1alpha1.ReasonDeleting))
@@ -323,7 +324,7 @@ func TestAnOperatorRestartedMidDrainFinishesTheDrain(t *testing.T) {
 	var draining string
 	h.g.Eventually(func() bool {
 		for _, p := range h.pods("orders") {
-			if p.Annotations[loopsv1alpha1.AnnotationDrainRequested] != "" {
+			if p.Annotations[contract.AnnotationDrainRequested] != "" {
 				draining = p.Name
 				return true
 			}
@@ -351,7 +352,7 @@ func TestAnOperatorRestartedMidDrainFinishesTheDrain(t *testing.T) {
 
 func drainedCondition(p *corev1.Pod) (corev1.PodCondition, bool) {
 	i := slices.IndexFunc(p.Status.Conditions, func(c corev1.PodCondition) bool {
-		return c.Type == loopsv1alpha1.PodConditionDrained && c.Status == corev1.ConditionTrue
+		return c.Type == contract.PodConditionDrained && c.Status == corev1.ConditionTrue
 	})
 	if i < 0 {
 		return corev1.PodCondition{}, false
@@ -457,7 +458,7 @@ func TestATerminatingPodTakesADrainSlot(t *testing.T) {
 }
 
 func policyRequested(p *corev1.Pod) bool {
-	_, ok := p.Annotations[loopsv1alpha1.AnnotationDrainRequested]
+	_, ok := p.Annotations[contract.AnnotationDrainRequested]
 	return ok
 }
 
@@ -525,8 +526,8 @@ func TestADrainRequestedByHandRecyclesThePod(t *testing.T) {
 	p := h.pods("orders")[0]
 	before := p.DeepCopy()
 	p.Annotations = map[string]string{
-		loopsv1alpha1.AnnotationDrainRequested: time.Now().UTC().Format(time.RFC3339),
-		loopsv1alpha1.AnnotationDrainDeadline:  time.Now().Add(time.Minute).UTC().Format(time.RFC3339),
+		contract.AnnotationDrainRequested: time.Now().UTC().Format(time.RFC3339),
+		contract.AnnotationDrainDeadline:  time.Now().Add(time.Minute).UTC().Format(time.RFC3339),
 	}
 	h.g.Expect(h.c.Patch(h.ctx, &p, client.MergeFrom(before))).To(gomega.Succeed())
 

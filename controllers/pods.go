@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 )
 
 const (
@@ -103,8 +104,8 @@ func newPod(ld *loopsv1alpha1.LoopDeployment, spec loopsv1alpha1.LoopDeploymentS
 	pod.Labels[loopsv1alpha1.LabelName] = ld.Name
 	pod.Labels[loopsv1alpha1.LabelRevision] = revision
 	// A drain request copied from a template would drain the pod at birth.
-	delete(pod.Annotations, loopsv1alpha1.AnnotationDrainRequested)
-	delete(pod.Annotations, loopsv1alpha1.AnnotationDrainDeadline)
+	delete(pod.Annotations, contract.AnnotationDrainRequested)
+	delete(pod.Annotations, contract.AnnotationDrainDeadline)
 
 	settings, err := json.Marshal(workerSettings(ld, spec))
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/controllers/policy"
 	"github.com/tenire/loop-operator/test/testenv"
 )
@@ -182,9 +183,9 @@ func TestNewPod(t *testing.T) {
 			}
 		}},
 		{"a drain request in the template never reaches a new pod", func(ld *loopsv1alpha1.LoopDeployment) {
-			ld.Spec.Template.Annotations = map[string]string{loopsv1alpha1.AnnotationDrainRequested: "2026-01-01T00:00:00Z", "keep": "1"}
+			ld.Spec.Template.Annotations = map[string]string{contract.AnnotationDrainRequested: "2026-01-01T00:00:00Z", "keep": "1"}
 		}, func(t *testing.T, pod *corev1.Pod, _ *corev1.Container) {
-			if policy.Requested(pod) || pod.Annotations["keep"] != "1" {
+			if contract.DrainRequested(pod) || pod.Annotations["keep"] != "1" {
 				t.Errorf("annotations = %v", pod.Annotations)
 			}
 		}},

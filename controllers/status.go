@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 )
 
 // counts is what the status reports about the pods, after this
@@ -28,7 +29,7 @@ func (s *scope) count() counts {
 		if isFinished(p) {
 			continue
 		}
-		draining := isDraining(p)
+		draining := contract.Draining(p)
 		if draining {
 			c.draining++
 			c.drainingNames = append(c.drainingNames, p.Name)

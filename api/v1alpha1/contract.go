@@ -3,13 +3,13 @@ package v1alpha1
 import (
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// The names below are the contract between the operator and the worker
-// (see docs/design.md, "The drain contract"). Both sides import them from
-// here so that they cannot drift apart.
+// The names below are shared by the operator, the worker and the plugin
+// (labels, environment, ports); both sides import them from here so that
+// they cannot drift apart. The drain contract itself (annotations, the
+// Drained condition, how to read them) is package contract.
 const (
 	// LabelName is set on every worker pod to the name of the
 	// LoopDeployment that owns it.
@@ -17,24 +17,6 @@ const (
 	// LabelRevision is set on every worker pod to the hash of the pod
 	// template and loop settings it was created from.
 	LabelRevision = "loops.tenire.io/revision"
-
-	// AnnotationDrainRequested is set by the operator on a pod it wants to
-	// drain, to the RFC 3339 time of the request.
-	AnnotationDrainRequested = "loops.tenire.io/drain-requested"
-	// AnnotationDrainDeadline is set together with AnnotationDrainRequested
-	// to the RFC 3339 time by which the worker must have handed back every
-	// task it still holds.
-	AnnotationDrainDeadline = "loops.tenire.io/drain-deadline"
-
-	// PodConditionDrained is the pod condition a worker sets to True once
-	// it has stopped pulling and holds no task any more.
-	PodConditionDrained corev1.PodConditionType = "loops.tenire.io/Drained"
-	// DrainedReasonCompleted means every in-flight task finished before the
-	// deadline.
-	DrainedReasonCompleted = "Completed"
-	// DrainedReasonDeadlineExceeded means the deadline passed and the tasks
-	// still running were cancelled and handed back to the queue.
-	DrainedReasonDeadlineExceeded = "DeadlineExceeded"
 
 	// FinalizerDrain holds a LoopDeployment while its pods drain.
 	FinalizerDrain = "loops.tenire.io/drain"

@@ -35,7 +35,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
-	"github.com/tenire/loop-operator/controllers/policy"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/test/benchresult"
 	"github.com/tenire/loop-operator/test/localcluster"
 	workerloop "github.com/tenire/loop-operator/worker/loop"
@@ -593,7 +593,7 @@ func (tr *benchOpTracker) seen(p *corev1.Pod) {
 	if benchOpSideOf(p) != benchOpSideLD {
 		return
 	}
-	_, drained := policy.Drained(p)
+	_, drained := contract.Drained(p)
 	switch {
 	case drained:
 		tr.drained[p.Name] = true
@@ -603,7 +603,7 @@ func (tr *benchOpTracker) seen(p *corev1.Pod) {
 	if p.DeletionTimestamp != nil && !drained {
 		tr.violations = append(tr.violations, fmt.Sprintf("pod %s was deleted before it reported Drained", p.Name))
 	}
-	if policy.Requested(p) && !drained && p.DeletionTimestamp == nil && !tr.reported[p.Name] {
+	if contract.DrainRequested(p) && !drained && p.DeletionTimestamp == nil && !tr.reported[p.Name] {
 		tr.reported[p.Name] = true
 		tr.wg.Add(1)
 		go tr.reportDrained(p.Name, time.Now())
@@ -630,7 +630,7 @@ func (tr *benchOpTracker) gone(p *corev1.Pod) {
 	defer tr.notify()
 	delete(tr.pods, p.Name)
 	if benchOpSideOf(p) == benchOpSideLD && !tr.drained[p.Name] {
-		if _, ok := policy.Drained(p); !ok {
+		if _, ok := contract.Drained(p); !ok {
 			tr.violations = append(tr.violations, fmt.Sprintf("pod %s was deleted before it reported Drained", p.Name))
 		}
 	}
@@ -685,7 +685,7 @@ func (tr *benchOpTracker) describe() string {
 		if p.DeletionTimestamp != nil {
 			key += "+deleting"
 		}
-		if policy.Requested(p) {
+		if contract.DrainRequested(p) {
 			key += "+drain-requested"
 		}
 		phases[benchOpSideOf(p)+"/"+key]++
