@@ -537,7 +537,7 @@ func TestADrainRequestedByHandRecyclesThePod(t *testing.T) {
 	h.g.Eventually(func() []string { return h.events("orders") }).Should(gomega.ContainElement(loopsv1alpha1.EventDrainCompleted))
 }
 
-// TestWithDefaultsMatchesTheCRD keeps policy.WithDefaults in step with the
+// TestWithDefaultsMatchesTheCRD keeps loopsv1alpha1.WithDefaults in step with the
 // defaults the API server applies: a minimal LoopDeployment read back from
 // the server must equal the same object defaulted in memory.
 func TestWithDefaultsMatchesTheCRD(t *testing.T) {
@@ -557,13 +557,13 @@ func TestWithDefaultsMatchesTheCRD(t *testing.T) {
 			Loop:     loopsv1alpha1.LoopSpec{Priorities: []loopsv1alpha1.PriorityClass{{Name: "default"}}},
 		},
 	}
-	inMemory := policy.WithDefaults(minimal.Spec)
+	inMemory := loopsv1alpha1.WithDefaults(minimal.Spec)
 	if err := c.Create(t.Context(), minimal); err != nil {
 		t.Fatal(err)
 	}
-	fromServer := policy.WithDefaults(minimal.Spec) // what Create returned, server defaults applied
+	fromServer := loopsv1alpha1.WithDefaults(minimal.Spec) // what Create returned, server defaults applied
 	if !equality.Semantic.DeepEqual(inMemory, fromServer) {
-		t.Errorf("policy.WithDefaults differs from the CRD defaults:\nin memory   %+v\nfrom server %+v", inMemory, fromServer)
+		t.Errorf("loopsv1alpha1.WithDefaults differs from the CRD defaults:\nin memory   %+v\nfrom server %+v", inMemory, fromServer)
 	}
 	a, _ := policy.Revision(minimal.Spec)
 	b, _ := policy.Revision(inMemory)

@@ -33,9 +33,6 @@ const (
 	// CredentialsMountPath is where the NATS credentials Secret is mounted
 	// in the worker container.
 	CredentialsMountPath = "/etc/tenire/nats"
-	// CredentialsKey is the key of the credentials Secret that holds the
-	// NATS user credentials.
-	CredentialsKey = "nats.creds"
 
 	credentialsVolumeName = "tenire-nats-credentials"
 	readinessPath         = "/readyz"
@@ -59,7 +56,7 @@ func workerContainerIndex(containers []corev1.Container) int {
 // workerSettings returns what the worker of ld is told in LOOP_SETTINGS.
 // spec has its defaults applied.
 func workerSettings(ld *loopsv1alpha1.LoopDeployment, spec loopsv1alpha1.LoopDeploymentSpec) loopsv1alpha1.WorkerSettings {
-	stream, prefix := loopsv1alpha1.QueueNames(ld.Namespace, ld.Name, spec.Queue.NATS)
+	stream, prefix := contract.QueueNames(ld.Namespace, ld.Name, spec.Queue.NATS)
 	s := loopsv1alpha1.WorkerSettings{
 		Name:          ld.Name,
 		Namespace:     ld.Namespace,
@@ -70,7 +67,7 @@ func workerSettings(ld *loopsv1alpha1.LoopDeployment, spec loopsv1alpha1.LoopDep
 		DrainTimeout:  *spec.Drain.Timeout,
 	}
 	if spec.Queue.NATS.CredentialsSecretRef != nil {
-		s.NATSCredentialsFile = path.Join(CredentialsMountPath, CredentialsKey)
+		s.NATSCredentialsFile = path.Join(CredentialsMountPath, loopsv1alpha1.DefaultCredentialsKey)
 	}
 	return s
 }
@@ -167,7 +164,7 @@ func newPod(ld *loopsv1alpha1.LoopDeployment, spec loopsv1alpha1.LoopDeploymentS
 			Name: credentialsVolumeName,
 			VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 				SecretName: ref.Name,
-				Items:      []corev1.KeyToPath{{Key: CredentialsKey, Path: CredentialsKey}},
+				Items:      []corev1.KeyToPath{{Key: loopsv1alpha1.DefaultCredentialsKey, Path: loopsv1alpha1.DefaultCredentialsKey}},
 			}},
 		})
 		w.VolumeMounts = append(w.VolumeMounts, corev1.VolumeMount{Name: credentialsVolumeName, MountPath: CredentialsMountPath, ReadOnly: true})

@@ -12,7 +12,6 @@ import (
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/api/v1alpha1/contract"
-	"github.com/tenire/loop-operator/controllers/policy"
 	"github.com/tenire/loop-operator/test/testenv"
 )
 
@@ -33,7 +32,7 @@ func testLD(mutate func(*loopsv1alpha1.LoopDeployment)) *loopsv1alpha1.LoopDeplo
 
 func buildPod(t *testing.T, ld *loopsv1alpha1.LoopDeployment) (*corev1.Pod, *corev1.Container) {
 	t.Helper()
-	pod, err := newPod(ld, policy.WithDefaults(ld.Spec), "abc", testenv.Scheme)
+	pod, err := newPod(ld, loopsv1alpha1.WithDefaults(ld.Spec), "abc", testenv.Scheme)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,7 @@ func (r *LoopDeploymentReconciler) newScope(ctx context.Context, ld *loopsv1alph
 	s := &scope{
 		ld:   ld,
 		key:  client.ObjectKeyFromObject(ld),
-		spec: policy.WithDefaults(ld.Spec),
+		spec: loopsv1alpha1.WithDefaults(ld.Spec),
 		now:  r.Clock.Now(),
 		gone: map[string]bool{},
 	}

@@ -1,8 +1,6 @@
 package v1alpha1
 
 import (
-	"strings"
-
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -62,19 +60,4 @@ type WorkerSettings struct {
 	// drainTimeout is spec.drain.timeout: how long a drain started by
 	// SIGTERM may take.
 	DrainTimeout metav1.Duration `json:"drainTimeout"`
-}
-
-// QueueNames returns the JetStream stream and the subject prefix of the
-// LoopDeployment namespace/name: spec.queue.nats.stream when set, otherwise
-// LOOP_<namespace>_<name>; subjects start with loops.<namespace>.<name>.
-// Characters that JetStream does not allow in names or subject tokens are
-// replaced by '_'.
-func QueueNames(namespace, name string, q NATSQueueSpec) (stream, subjectPrefix string) {
-	clean := strings.NewReplacer(".", "_", "*", "_", ">", "_", " ", "_", "/", "_", "\\", "_")
-	stream = q.Stream
-	if stream == "" {
-		stream = "LOOP_" + clean.Replace(namespace) + "_" + clean.Replace(name)
-	}
-	subjectPrefix = "loops." + clean.Replace(namespace) + "." + clean.Replace(name)
-	return stream, subjectPrefix
 }

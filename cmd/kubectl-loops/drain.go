@@ -133,7 +133,7 @@ func (d *drainOptions) timeoutFor(ctx context.Context, k *kube, p *corev1.Pod) (
 		return 0, fmt.Errorf("reading the LoopDeployment of pod %q for its drain timeout (or give --timeout): %w", p.Name, err)
 	}
 	if ld.Spec.Drain.Timeout == nil {
-		return 5 * time.Minute, nil
+		return loopsv1alpha1.DefaultDrainTimeout, nil
 	}
 	return ld.Spec.Drain.Timeout.Duration, nil
 }

@@ -349,11 +349,7 @@ func TestSubmitWaitReportsCompletionsAndFailures(t *testing.T) {
 	w := newWorld(t)
 	ld := w.loop("orders", w.natsURL)
 	names := queueNames(ld)
-	qc, err := queueConfig(ld)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := queue.Ensure(t.Context(), w.js, names, qc); err != nil {
+	if _, err := queue.Ensure(t.Context(), w.js, names, queueConfig(ld)); err != nil {
 		t.Fatal(err)
 	}
 

@@ -71,7 +71,7 @@ func newLoop(t *testing.T, name string, replicas int32, edit func(*loopsv1alpha1
 	if l.js, err = jetstream.New(nc); err != nil {
 		t.Fatal(err)
 	}
-	l.names = queue.NewNames(loopsv1alpha1.QueueNames(l.ns, name, ld.Spec.Queue.NATS))
+	l.names = queue.NewNames(contract.QueueNames(l.ns, name, ld.Spec.Queue.NATS))
 	if l.book, err = ledger.Open(ctx, l.js, l.names); err != nil {
 		t.Fatalf("opening the ledger (the workers create the streams): %v", err)
 	}

@@ -33,7 +33,8 @@ type Watcher struct {
 	// Log receives the watch's progress. Default logr.Discard().
 	Log logr.Logger
 	// FallbackTimeout is the drain timeout used when the deadline
-	// annotation is missing or unreadable. Default 5m.
+	// annotation is missing or unreadable. Default
+	// v1alpha1.DefaultDrainTimeout.
 	FallbackTimeout time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
@@ -47,7 +48,7 @@ var (
 // New returns a watcher of the Pod namespace/name.
 func New(client kubernetes.Interface, namespace, name string) *Watcher {
 	return &Watcher{client: client, namespace: namespace, name: name,
-		Log: logr.Discard(), FallbackTimeout: 5 * time.Minute, Now: time.Now}
+		Log: logr.Discard(), FallbackTimeout: loopsv1alpha1.DefaultDrainTimeout, Now: time.Now}
 }
 
 // ErrNotInPod is returned by FromEnvironment when POD_NAME is not set.
