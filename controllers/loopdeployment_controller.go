@@ -72,6 +72,7 @@ type LoopDeploymentReconciler struct {
 
 	expectations *expectations
 	timeouts     timeouts
+	unrequested  unrequestedReports
 }
 
 // CacheByObject restricts the manager's cache to the objects the operator
@@ -150,6 +151,7 @@ func (r *LoopDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		if apierrors.IsNotFound(err) {
 			r.expectations.forget(req.NamespacedName)
 			r.timeouts.note(req.NamespacedName, 0, true)
+			r.unrequested.keep(req.NamespacedName, nil)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("getting LoopDeployment %s: %w", req.NamespacedName, err)

@@ -596,3 +596,36 @@ func TestLoopsOfOneNamespaceShareTheWorkersAccount(t *testing.T) {
 		h.g.Expect(pdb.Spec.Selector.MatchLabels).To(gomega.Equal(map[string]string{loopsv1alpha1.LabelName: name}))
 	}
 }
+
+// TestADrainedReportNobodyAskedForIsIgnored: the drain contract fails
+// closed. A pod that reports Drained without a drain request and without
+// being deleted is not deleted; the operator warns once and the pod keeps
+// serving.
+func TestADrainedReportNobodyAskedForIsIgnored(t *testing.T) {
+	h := newHarness(t)
+	h.create(h.newLD("orders", 2))
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(2))
+
+	p := h.pods("orders")[0]
+	p.Status.Conditions = append(p.Status.Conditions, contract.DrainedCondition(false, "0 finished, 0 handed back", time.Now()))
+	h.g.Expect(h.c.Status().Update(h.ctx, &p)).To(gomega.Succeed())
+
+	// The warning is recorded by the reconcile that saw the report and
+	// decided not to delete the pod.
+	h.g.Eventually(func() []string { return h.events("orders") }).Should(gomega.ContainElement(loopsv1alpha1.EventUnrequestedDrainReport))
+	var still corev1.Pod
+	h.g.Expect(h.c.Get(h.ctx, client.ObjectKeyFromObject(&p), &still)).To(gomega.Succeed())
+	h.g.Expect(still.UID).To(gomega.Equal(p.UID))
+	h.g.Expect(still.DeletionTimestamp).To(gomega.BeNil())
+	h.g.Expect(still.Annotations).NotTo(gomega.HaveKey(contract.AnnotationDrainRequested))
+	h.g.Expect(h.readyPods("orders")).To(gomega.HaveLen(2))
+	h.g.Eventually(func() loopsv1alpha1.LoopDeploymentStatus { return h.get("orders").Status }).Should(gomega.SatisfyAll(
+		gomega.HaveField("Replicas", int32(2)), gomega.HaveField("ReadyReplicas", int32(2)), gomega.HaveField("DrainingReplicas", int32(0))))
+	n := 0
+	for _, e := range h.events("orders") {
+		if e == loopsv1alpha1.EventUnrequestedDrainReport {
+			n++
+		}
+	}
+	h.g.Expect(n).To(gomega.Equal(1), "one warning per pod")
+}

@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -28,6 +29,7 @@ const (
 	actionCreate = "Create"
 	actionDrain  = "Drain"
 	actionDelete = "Delete"
+	actionIgnore = "Ignore"
 )
 
 // reconcileFailedPods deletes pods whose containers stopped for good
@@ -82,6 +84,8 @@ func (r *LoopDeploymentReconciler) reconcileDrains(ctx context.Context, s *scope
 	var errs []error
 	var drained []drainedPod
 	defer func() { r.eventDrained(s, drained) }()
+	var unrequested []types.UID
+	defer func() { r.unrequested.keep(s.key, unrequested) }()
 	for _, p := range s.pods {
 		if !isActive(p) {
 			continue
@@ -93,6 +97,15 @@ func (r *LoopDeploymentReconciler) reconcileDrains(ctx context.Context, s *scope
 			wait := d.GiveUpAt.Sub(s.now) + time.Second
 			if res.RequeueAfter == 0 || wait < res.RequeueAfter {
 				res.RequeueAfter = wait
+			}
+		case policy.DrainUnrequested:
+			unrequested = append(unrequested, p.UID)
+			if !r.unrequested.seen(s.key, p.UID) {
+				logger.Info("Pod reports Drained but was not asked to drain; ignoring the report and keeping the pod",
+					"pod", p.Name, "reason", d.Reason, "report", d.Message)
+				r.Recorder.Eventf(s.ld, p, corev1.EventTypeWarning, loopsv1alpha1.EventUnrequestedDrainReport, actionIgnore,
+					"Pod %s reports %s=True (%s) but was not asked to drain and is not terminating; the report is ignored and the pod kept",
+					p.Name, contract.PodConditionDrained, d.Reason)
 			}
 		case policy.DrainInvalid:
 			logger.Info("Drain annotations unreadable; requesting the drain again", "pod", p.Name)

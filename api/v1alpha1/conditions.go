@@ -83,4 +83,8 @@ const (
 	// EventPodReplaced: a pod that failed or was deleted from outside was
 	// replaced.
 	EventPodReplaced = "PodReplaced"
+	// EventUnrequestedDrainReport: a pod reports Drained although nobody
+	// asked it to drain and it is not terminating; the report is ignored
+	// and the pod kept (Warning).
+	EventUnrequestedDrainReport = "UnrequestedDrainReport"
 )

@@ -193,6 +193,8 @@ func describePod(p *corev1.Pod, clk clock.PassiveClock) podReport {
 	r, requested, err := contract.ParseDrainRequest(p.Annotations)
 	c, drained := contract.Drained(p)
 	switch {
+	case drained && !contract.HonoursDrained(p):
+		pr.State = fmt.Sprintf("running (reports Drained unasked, ignored: %s)", c.Message)
 	case drained:
 		pr.State = fmt.Sprintf("drained (%s: %s)", c.Reason, c.Message)
 	case requested && err != nil:

@@ -24,6 +24,11 @@ const (
 	// DrainTimedOut means the deadline plus the grace passed with no report; the
 	// pod is deleted anyway and the queue redelivers what it held.
 	DrainTimedOut DrainPhase = "TimedOut"
+	// DrainUnrequested means the pod reports loops.tenire.io/Drained=True
+	// although nobody asked it to drain and it is not terminating. The
+	// contract fails closed: the report is ignored, the pod is not deleted
+	// and counts as serving; the operator records a warning.
+	DrainUnrequested DrainPhase = "Unrequested"
 	// DrainInvalid means the drain annotations are there but cannot be read
 	// (contract.ErrUnreadableDrainRequest); the operator requests the drain
 	// again with fresh times.
@@ -49,12 +54,18 @@ type Drain struct {
 // DrainOf returns the state of pod's drain at clk's now. grace is how long
 // after the deadline the operator still waits for the worker's report.
 //
-// A pod that reports Drained is drained whether or not it was asked (a
-// worker drained by SIGTERM holds no task either).
+// A Drained report is honoured only on a pod that was asked to drain (the
+// annotations are there, readable or not) or that is terminating (its
+// worker drains on SIGTERM); on any other pod it is DrainUnrequested, so
+// that a worker, or anyone allowed to patch pods/status, cannot make the
+// operator delete a pod it did not choose, outside the drain budget.
 func DrainOf(pod *corev1.Pod, clk clock.PassiveClock, grace time.Duration) Drain {
 	var d Drain
 	r, requested, err := contract.ParseDrainRequest(pod.Annotations)
 	if c, ok := contract.Drained(pod); ok {
+		if !contract.HonoursDrained(pod) {
+			return Drain{Phase: DrainUnrequested, Reason: c.Reason, Message: c.Message}
+		}
 		d.Phase, d.Reason, d.Message = DrainDrained, c.Reason, c.Message
 		d.Requested, d.Deadline = r.Requested, r.Deadline
 		return d

@@ -27,6 +27,11 @@ func asked(requested, deadline time.Time) map[string]string {
 	}
 }
 
+func terminating(p *corev1.Pod) *corev1.Pod {
+	p.DeletionTimestamp = &metav1.Time{Time: t0}
+	return p
+}
+
 func drained(status corev1.ConditionStatus, reason string) corev1.PodCondition {
 	return corev1.PodCondition{Type: contract.PodConditionDrained, Status: status, Reason: reason, Message: "finished 3, handed back 0"}
 }
@@ -52,8 +57,14 @@ func TestDrainOf(t *testing.T) {
 			podWith(asked(t0, t0.Add(time.Minute)), drained(corev1.ConditionTrue, contract.DrainedReasonDeadlineExceeded)), t0.Add(time.Hour), DrainDrained},
 		{"a Drained condition that is False does not count",
 			podWith(asked(t0, t0.Add(time.Minute)), drained(corev1.ConditionFalse, "")), t0.Add(time.Second), DrainInProgress},
-		{"a pod that reports Drained without being asked is drained",
-			podWith(nil, drained(corev1.ConditionTrue, contract.DrainedReasonCompleted)), t0, DrainDrained},
+		{"a pod that reports Drained without being asked is ignored",
+			podWith(nil, drained(corev1.ConditionTrue, contract.DrainedReasonCompleted)), t0, DrainUnrequested},
+		{"a terminating pod that reports Drained without being asked is drained",
+			terminating(podWith(nil, drained(corev1.ConditionTrue, contract.DrainedReasonCompleted))), t0, DrainDrained},
+		{"a pod with an unreadable request that reports Drained is drained",
+			podWith(map[string]string{contract.AnnotationDrainDeadline: "soon"}, drained(corev1.ConditionTrue, contract.DrainedReasonCompleted)), t0, DrainDrained},
+		{"a pod with other annotations that reports Drained is ignored",
+			podWith(map[string]string{"example.com/drain": "yes"}, drained(corev1.ConditionTrue, contract.DrainedReasonCompleted)), t0, DrainUnrequested},
 		{"a fresh request as the operator writes it is in progress",
 			podWith(contract.DrainAnnotations(t0.Add(300*time.Millisecond), time.Minute-time.Second)), t0.Add(time.Second), DrainInProgress},
 		{"a request without a deadline is invalid",

@@ -148,12 +148,20 @@ func Drained(pod *corev1.Pod) (*corev1.PodCondition, bool) {
 // Draining reports whether the pod drains, and so takes one of its
 // LoopDeployment's drain.maxConcurrent slots and serves no task: it is not
 // finished (phase Failed or Succeeded: it runs nothing) and it carries a
-// drain request (readable or not, whoever wrote it), reports Drained, or
-// is terminating (its worker drains on SIGTERM).
+// drain request (readable or not, whoever wrote it) or is terminating (its
+// worker drains on SIGTERM). A Drained report alone does not make a pod
+// draining: the contract fails closed, and a report nobody asked for is
+// ignored.
 func Draining(pod *corev1.Pod) bool {
 	if pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded {
 		return false
 	}
+	return pod.DeletionTimestamp != nil || DrainRequested(pod)
+}
+
+// HonoursDrained reports whether a Drained report on the pod counts: only
+// on a pod asked to drain or terminating.
+func HonoursDrained(pod *corev1.Pod) bool {
 	_, drained := Drained(pod)
-	return pod.DeletionTimestamp != nil || DrainRequested(pod) || drained
+	return drained && (pod.DeletionTimestamp != nil || DrainRequested(pod))
 }

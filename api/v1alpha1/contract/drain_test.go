@@ -137,8 +137,8 @@ func TestDraining(t *testing.T) {
 			corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{AnnotationDrainDeadline: "soon"}}}, true},
 		{"a terminating pod is draining, its worker drains on SIGTERM",
 			corev1.Pod{ObjectMeta: metav1.ObjectMeta{DeletionTimestamp: &now}}, true},
-		{"a pod that reports Drained is draining",
-			corev1.Pod{Status: corev1.PodStatus{Conditions: []corev1.PodCondition{DrainedCondition(false, "", t0)}}}, true},
+		{"a pod that reports Drained without being asked is not draining",
+			corev1.Pod{Status: corev1.PodStatus{Conditions: []corev1.PodCondition{DrainedCondition(false, "", t0)}}}, false},
 		{"a finished pod asked to drain is not draining, it runs nothing",
 			corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: asked}, Status: corev1.PodStatus{Phase: corev1.PodFailed}}, false},
 	}
