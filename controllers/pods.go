@@ -116,18 +116,7 @@ func newPod(ld *loopsv1alpha1.LoopDeployment, spec loopsv1alpha1.LoopDeploymentS
 	if grace := gracePeriodSeconds(spec.Drain.Timeout.Duration); ps.TerminationGracePeriodSeconds == nil || *ps.TerminationGracePeriodSeconds < grace {
 		ps.TerminationGracePeriodSeconds = ptr.To(grace)
 	}
-	if ps.SecurityContext == nil {
-		ps.SecurityContext = &corev1.PodSecurityContext{
-			RunAsNonRoot:   ptr.To(true),
-			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-		}
-	}
-	for i := range ps.InitContainers {
-		restrict(&ps.InitContainers[i])
-	}
-	for i := range ps.Containers {
-		restrict(&ps.Containers[i])
-	}
+	restrictPod(ps)
 
 	w := &ps.Containers[workerContainerIndex(ps.Containers)]
 	w.Env = slices.DeleteFunc(w.Env, func(e corev1.EnvVar) bool {
@@ -176,18 +165,64 @@ func newPod(ld *loopsv1alpha1.LoopDeployment, spec loopsv1alpha1.LoopDeploymentS
 	return pod, nil
 }
 
-// restrict gives a container without a security context the container
-// part of the restricted Pod Security Standard. Which user runs is left to
-// the pod's security context (runAsNonRoot there, unless the template set
-// its own), so a template that chose its user is not contradicted.
-func restrict(c *corev1.Container) {
-	if c.SecurityContext != nil {
-		return
+// restrictPod gives the pod the restricted Pod Security Standard field by
+// field: each field the template leaves unset gets the restricted value,
+// each field it sets is kept. The pod gets runAsNonRoot (unless the
+// template runs a container as root on purpose: runAsUser 0 or
+// runAsNonRoot false) and seccomp RuntimeDefault; each container, init
+// containers too, gets readOnlyRootFilesystem, allowPrivilegeEscalation
+// false (unless it is privileged or adds CAP_SYS_ADMIN, which the API
+// server would reject with it), drop ALL capabilities (unless it lists its
+// own drops) and, when the pod's seccomp profile came from the template,
+// nothing more. Which user runs is left to the template.
+func restrictPod(ps *corev1.PodSpec) {
+	if ps.SecurityContext == nil {
+		ps.SecurityContext = &corev1.PodSecurityContext{}
 	}
-	c.SecurityContext = &corev1.SecurityContext{
-		AllowPrivilegeEscalation: ptr.To(false),
-		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	psc := ps.SecurityContext
+	containers := make([]*corev1.Container, 0, len(ps.InitContainers)+len(ps.Containers))
+	for i := range ps.InitContainers {
+		containers = append(containers, &ps.InitContainers[i])
+	}
+	for i := range ps.Containers {
+		containers = append(containers, &ps.Containers[i])
+	}
+	root := ptr.Deref(psc.RunAsUser, 1) == 0
+	for _, c := range containers {
+		if sc := c.SecurityContext; sc != nil && (ptr.Deref(sc.RunAsUser, 1) == 0 || (sc.RunAsNonRoot != nil && !*sc.RunAsNonRoot)) {
+			root = true
+		}
+	}
+	if psc.RunAsNonRoot == nil && !root {
+		psc.RunAsNonRoot = ptr.To(true)
+	}
+	if psc.SeccompProfile == nil {
+		psc.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}
+	}
+	for _, c := range containers {
+		restrictContainer(c)
+	}
+}
+
+// restrictContainer sets the container fields of the restricted profile
+// that c leaves unset (see restrictPod).
+func restrictContainer(c *corev1.Container) {
+	if c.SecurityContext == nil {
+		c.SecurityContext = &corev1.SecurityContext{}
+	}
+	sc := c.SecurityContext
+	if sc.ReadOnlyRootFilesystem == nil {
+		sc.ReadOnlyRootFilesystem = ptr.To(true)
+	}
+	sysAdmin := sc.Capabilities != nil && slices.Contains(sc.Capabilities.Add, "SYS_ADMIN")
+	if sc.AllowPrivilegeEscalation == nil && !ptr.Deref(sc.Privileged, false) && !sysAdmin {
+		sc.AllowPrivilegeEscalation = ptr.To(false)
+	}
+	if sc.Capabilities == nil {
+		sc.Capabilities = &corev1.Capabilities{}
+	}
+	if sc.Capabilities.Drop == nil {
+		sc.Capabilities.Drop = []corev1.Capability{"ALL"}
 	}
 }
 
