@@ -9,6 +9,13 @@ import (
 // they cannot drift apart. The drain contract itself (annotations, the
 // Drained condition, how to read them) is package contract.
 const (
+	// MaxNameLength is the longest LoopDeployment name (the CRD rejects
+	// longer ones): its pods are named <name>-<5 random characters> by
+	// generateName, which truncates a longer prefix, and that name must
+	// stay a DNS label of at most 63 characters (it is the pod's hostname);
+	// the name is also the value of LabelName (at most 63).
+	MaxNameLength = 63 - len("-") - 5
+
 	// LabelName is set on every worker pod to the name of the
 	// LoopDeployment that owns it.
 	LabelName = "loops.tenire.io/name"

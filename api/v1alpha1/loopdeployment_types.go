@@ -228,6 +228,7 @@ type NATSQueueSpec struct {
 	// url of the NATS server, e.g. nats://nats.nats:4222.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:XValidation:rule="self.matches('^(nats|tls|ws|wss)://[^\\\\s]+$')",message="queue.nats.url must be a NATS URL such as nats://nats.nats:4222"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('(^|,)[a-z]+://[^/@,]*@')",message="queue.nats.url must not carry credentials (user:password@ or token@): put them in a Secret and name it in queue.nats.credentialsSecretRef"
 	// +required
 	URL string `json:"url"`
 
@@ -367,6 +368,7 @@ type LoopDeploymentStatus struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
 // +kubebuilder:resource:shortName=ld,categories=tenire
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 57",message="metadata.name must be at most 57 characters: it is the value of the pods' loops.tenire.io/name label and the prefix of their names (<name>-<5 random characters>, a 63-character DNS label); choose a shorter name"
 // +kubebuilder:printcolumn:name="Desired",type=integer,JSONPath=`.spec.replicas`
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`
 // +kubebuilder:printcolumn:name="Available",type=integer,JSONPath=`.status.availableReplicas`
