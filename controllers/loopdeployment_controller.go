@@ -22,7 +22,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
@@ -113,16 +112,15 @@ func (r *LoopDeploymentReconciler) SetupWithManager(mgr ctrl.Manager, options co
 		r.DrainGrace = DefaultDrainGrace
 	}
 	r.expectations = newExpectations(r.Clock)
-	owners := handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &loopsv1alpha1.LoopDeployment{})
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named(ControllerName).
 		WithOptions(options).
 		For(&loopsv1alpha1.LoopDeployment{}).
 		Owns(&corev1.Pod{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
-		Watches(&corev1.ServiceAccount{}, owners).
-		Watches(&rbacv1.Role{}, owners).
-		Watches(&rbacv1.RoleBinding{}, owners).
+		Owns(&corev1.ServiceAccount{}).
+		Owns(&rbacv1.Role{}).
+		Owns(&rbacv1.RoleBinding{}).
 		Complete(r)
 	if err != nil {
 		return fmt.Errorf("setting up the %s controller: %w", ControllerName, err)

@@ -15,6 +15,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -66,7 +67,7 @@ func TestScaleUpCreatesWorkerPodsThatFollowTheContract(t *testing.T) {
 	p := h.pods("orders")[0]
 	h.g.Expect(p.Labels).To(gomega.HaveKeyWithValue(loopsv1alpha1.LabelRevision, got.Status.UpdateRevision))
 	h.g.Expect(metav1.IsControlledBy(&p, got)).To(gomega.BeTrue())
-	h.g.Expect(p.Spec.ServiceAccountName).To(gomega.Equal(WorkerServiceAccountName))
+	h.g.Expect(p.Spec.ServiceAccountName).To(gomega.Equal("orders-loop-worker"))
 	h.g.Expect(*p.Spec.TerminationGracePeriodSeconds).To(gomega.BeEquivalentTo(60)) // 30s drain + 30s margin
 	c := p.Spec.Containers[0]
 	h.g.Expect(c.Ports).To(gomega.ContainElement(gomega.HaveField("Name", loopsv1alpha1.WorkerAdminPortName)))
@@ -87,10 +88,15 @@ func TestScaleUpCreatesWorkerPodsThatFollowTheContract(t *testing.T) {
 	h.g.Expect(pdb.Spec.MaxUnavailable).To(gomega.Equal(ptr.To(intstr.FromInt32(1))))
 	h.g.Expect(pdb.Spec.Selector.MatchLabels).To(gomega.Equal(map[string]string{loopsv1alpha1.LabelName: "orders"}))
 	role := &rbacv1.Role{}
-	h.g.Expect(h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: WorkerServiceAccountName}, role)).To(gomega.Succeed())
+	h.g.Expect(h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: "orders-loop-worker"}, role)).To(gomega.Succeed())
 	h.g.Expect(role.Rules).To(gomega.Equal(workerRules))
-	h.g.Expect(h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: WorkerServiceAccountName}, &corev1.ServiceAccount{})).To(gomega.Succeed())
-	h.g.Expect(h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: WorkerServiceAccountName}, &rbacv1.RoleBinding{})).To(gomega.Succeed())
+	h.g.Expect(metav1.IsControlledBy(role, got)).To(gomega.BeTrue())
+	sa := &corev1.ServiceAccount{}
+	h.g.Expect(h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: "orders-loop-worker"}, sa)).To(gomega.Succeed())
+	h.g.Expect(metav1.IsControlledBy(sa, got)).To(gomega.BeTrue())
+	rb := &rbacv1.RoleBinding{}
+	h.g.Expect(h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: "orders-loop-worker"}, rb)).To(gomega.Succeed())
+	h.g.Expect(rb.Subjects).To(gomega.Equal([]rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: h.ns, Name: "orders-loop-worker"}}))
 }
 
 func TestScaleDownDrainsTheNewestPodsOneAtATime(t *testing.T) {
@@ -572,29 +578,37 @@ func TestWithDefaultsMatchesTheCRD(t *testing.T) {
 	}
 }
 
-func TestLoopsOfOneNamespaceShareTheWorkersAccount(t *testing.T) {
+func TestEachLoopHasItsOwnWorkersAccount(t *testing.T) {
 	h := newHarness(t)
 	a, b := h.newLD("orders", 1), h.newLD("invoices", 1)
 	h.create(a)
 	h.create(b)
 	h.g.Eventually(func() []string { return append(h.readyPods("orders"), h.readyPods("invoices")...) }).Should(gomega.HaveLen(2))
-	for _, obj := range []client.Object{&corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}} {
-		h.g.Eventually(func() []string {
-			if err := h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: WorkerServiceAccountName}, obj); err != nil {
-				return nil
-			}
-			var owners []string
-			for _, o := range obj.GetOwnerReferences() {
-				owners = append(owners, o.Name)
-			}
-			return owners
-		}).Should(gomega.ConsistOf("orders", "invoices"), "%T", obj)
-	}
 	for _, name := range []string{"orders", "invoices"} {
+		for _, obj := range []client.Object{&corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}} {
+			h.g.Expect(h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: WorkerServiceAccountName(name)}, obj)).To(gomega.Succeed())
+			h.g.Expect(obj.GetOwnerReferences()).To(gomega.ConsistOf(gomega.HaveField("Name", name)), "%T", obj)
+		}
+		h.g.Expect(h.pods(name)[0].Spec.ServiceAccountName).To(gomega.Equal(WorkerServiceAccountName(name)))
 		pdb := &policyv1.PodDisruptionBudget{}
 		h.g.Expect(h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: name}, pdb)).To(gomega.Succeed())
 		h.g.Expect(pdb.Spec.Selector.MatchLabels).To(gomega.Equal(map[string]string{loopsv1alpha1.LabelName: name}))
 	}
+}
+
+// TestAnAccountOfTheSameNameIsNeverAdopted: a ServiceAccount named
+// <name>-loop-worker that someone else made is not given the workers'
+// rights; its pods are still created, with no RBAC of the operator's.
+func TestAnAccountOfTheSameNameIsNeverAdopted(t *testing.T) {
+	h := newHarness(t)
+	foreign := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: WorkerServiceAccountName("orders")}}
+	h.g.Expect(h.c.Create(h.ctx, foreign)).To(gomega.Succeed())
+	h.create(h.newLD("orders", 1))
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(1))
+	h.g.Expect(h.c.Get(h.ctx, client.ObjectKeyFromObject(foreign), foreign)).To(gomega.Succeed())
+	h.g.Expect(foreign.OwnerReferences).To(gomega.BeEmpty())
+	err := h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: WorkerServiceAccountName("orders")}, &rbacv1.RoleBinding{})
+	h.g.Expect(apierrors.IsNotFound(err)).To(gomega.BeTrue(), "the RoleBinding: %v", err)
 }
 
 // TestADrainedReportNobodyAskedForIsIgnored: the drain contract fails

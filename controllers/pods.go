@@ -20,10 +20,12 @@ import (
 )
 
 const (
-	// WorkerServiceAccountName is the ServiceAccount (and the name of the
-	// Role and RoleBinding) the operator creates in every namespace that has
-	// loops, for worker pods whose template names no service account.
-	WorkerServiceAccountName = "tenire-loop-worker"
+	// WorkerServiceAccountSuffix ends the name of the ServiceAccount (and
+	// of its Role and RoleBinding) that the operator creates for each
+	// LoopDeployment whose template names no service account:
+	// <name>-loop-worker. The admission policy of config/admission
+	// recognises workers' tokens by it.
+	WorkerServiceAccountSuffix = "-loop-worker"
 
 	// GracePeriodMargin is added to drain.timeout to make the pods'
 	// terminationGracePeriodSeconds: time for the worker to report and exit
@@ -38,6 +40,10 @@ const (
 	readinessPath         = "/readyz"
 	livenessPath          = "/healthz"
 )
+
+// WorkerServiceAccountName is the ServiceAccount, Role and RoleBinding of
+// the workers of the LoopDeployment named ld.
+func WorkerServiceAccountName(ld string) string { return ld + WorkerServiceAccountSuffix }
 
 // selectorLabels are the labels that select the pods of ld.
 func selectorLabels(ld *loopsv1alpha1.LoopDeployment) map[string]string {
@@ -111,7 +117,7 @@ func newPod(ld *loopsv1alpha1.LoopDeployment, spec loopsv1alpha1.LoopDeploymentS
 
 	ps := &pod.Spec
 	if ps.ServiceAccountName == "" {
-		ps.ServiceAccountName = WorkerServiceAccountName
+		ps.ServiceAccountName = WorkerServiceAccountName(ld.Name)
 	}
 	if grace := gracePeriodSeconds(spec.Drain.Timeout.Duration); ps.TerminationGracePeriodSeconds == nil || *ps.TerminationGracePeriodSeconds < grace {
 		ps.TerminationGracePeriodSeconds = ptr.To(grace)

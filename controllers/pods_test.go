@@ -92,7 +92,7 @@ func TestNewPod(t *testing.T) {
 			if w.LivenessProbe == nil || w.LivenessProbe.HTTPGet.Path != "/healthz" {
 				t.Errorf("liveness probe = %+v", w.LivenessProbe)
 			}
-			if pod.Spec.ServiceAccountName != WorkerServiceAccountName {
+			if pod.Spec.ServiceAccountName != WorkerServiceAccountName(pod.Labels[loopsv1alpha1.LabelName]) {
 				t.Errorf("service account = %q", pod.Spec.ServiceAccountName)
 			}
 		}},

@@ -26,8 +26,8 @@ type LoopDeploymentSpec struct {
 	// named "worker", or the first container. The operator adds the pod's
 	// name and namespace, the loop settings (LOOP_SETTINGS) and the admin
 	// port 8081 ("admin"); unless set here, a readiness probe on /readyz, a
-	// liveness probe on /healthz, the service account tenire-loop-worker and
-	// a restricted security context. The termination grace period is at
+	// liveness probe on /healthz, the service account <name>-loop-worker and
+	// the restricted security context, field by field. The termination grace period is at
 	// least drain.timeout plus 30s.
 	// +required
 	Template corev1.PodTemplateSpec `json:"template"`

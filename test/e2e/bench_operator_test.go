@@ -36,6 +36,7 @@ import (
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/api/v1alpha1/contract"
+	"github.com/tenire/loop-operator/controllers"
 	"github.com/tenire/loop-operator/test/benchresult"
 	"github.com/tenire/loop-operator/test/localcluster"
 	workerloop "github.com/tenire/loop-operator/worker/loop"
@@ -389,7 +390,7 @@ func benchOpRound(t *testing.T, round, n int, writes *benchOpWrites) benchresult
 		eventually(t, time.Minute, s.name+" reconciled at 0 replicas", func() (bool, error) { return s.statusSays(ctx, 0) })
 	}
 	eventually(t, time.Minute, "the worker service account", func() (bool, error) {
-		err := env.Client.Get(ctx, clientKey(ns, "tenire-loop-worker"), &corev1.ServiceAccount{})
+		err := env.Client.Get(ctx, clientKey(ns, controllers.WorkerServiceAccountName(benchOpLD)), &corev1.ServiceAccount{})
 		return err == nil, err
 	})
 
