@@ -169,3 +169,26 @@ func FuzzParseDrainRequest(f *testing.F) {
 		}
 	})
 }
+
+func TestHonoursDrained(t *testing.T) {
+	asked := DrainAnnotations(t0, time.Minute)
+	now := metav1.NewTime(t0)
+	report := corev1.PodStatus{Conditions: []corev1.PodCondition{DrainedCondition(false, "", t0)}}
+	tests := []struct {
+		name string
+		pod  corev1.Pod
+		want bool
+	}{
+		{"a report on a pod asked to drain counts", corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: asked}, Status: report}, true},
+		{"a report on a terminating pod counts", corev1.Pod{ObjectMeta: metav1.ObjectMeta{DeletionTimestamp: &now}, Status: report}, true},
+		{"a report on a pod nobody asked does not count", corev1.Pod{Status: report}, false},
+		{"a pod asked to drain that has not reported has nothing to honour", corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: asked}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := HonoursDrained(&tt.pod); got != tt.want {
+				t.Errorf("HonoursDrained = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
