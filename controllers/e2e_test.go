@@ -93,9 +93,9 @@ func TestWithTheControllerManager(t *testing.T) {
 	h.g.Eventually(h.gone(&loopsv1alpha1.LoopDeployment{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "orders"}})).Should(gomega.BeTrue())
 	for _, obj := range []client.Object{
 		&policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "orders"}},
-		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: WorkerServiceAccountName}},
-		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: WorkerServiceAccountName}},
-		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: WorkerServiceAccountName}},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: WorkerServiceAccountName("orders")}},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: WorkerServiceAccountName("orders")}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: WorkerServiceAccountName("orders")}},
 	} {
 		h.g.Eventually(h.gone(obj)).Should(gomega.BeTrue(), "%T %s", obj, obj.GetName())
 	}

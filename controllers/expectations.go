@@ -8,7 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 
-	"github.com/tenire/loop-operator/controllers/policy"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 )
 
 // ExpectationTimeout is how long the reconciler waits for its informer
@@ -83,7 +83,7 @@ func (e *expectations) met(key types.NamespacedName, pods []*corev1.Pod) (ok boo
 		case expectCreated:
 			done = found
 		case expectDrainRequested:
-			done = !found || policy.Requested(p) || p.DeletionTimestamp != nil
+			done = !found || contract.DrainRequested(p) || p.DeletionTimestamp != nil
 		}
 		if expired := now.Sub(x.at) >= ExpectationTimeout; done || expired {
 			delete(pending, name)

@@ -9,7 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
 
-	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 )
 
 func TestExpectations(t *testing.T) {
@@ -17,7 +17,7 @@ func TestExpectations(t *testing.T) {
 	pod := func(name string, annotations map[string]string) *corev1.Pod {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annotations}}
 	}
-	asked := map[string]string{loopsv1alpha1.AnnotationDrainRequested: "x", loopsv1alpha1.AnnotationDrainDeadline: "y"}
+	asked := map[string]string{contract.AnnotationDrainRequested: "x", contract.AnnotationDrainDeadline: "y"}
 	tests := []struct {
 		name    string
 		kind    expectKind

@@ -22,7 +22,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
@@ -78,6 +77,7 @@ type LoopDeploymentReconciler struct {
 	expectations *expectations
 	timeouts     timeouts
 	autoscale    autoscalers
+	unrequested  unrequestedReports
 }
 
 // CacheByObject restricts the manager's cache to the objects the operator
@@ -118,7 +118,6 @@ func (r *LoopDeploymentReconciler) SetupWithManager(mgr ctrl.Manager, options co
 		r.DrainGrace = DefaultDrainGrace
 	}
 	r.expectations = newExpectations(r.Clock)
-	owners := handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &loopsv1alpha1.LoopDeployment{})
 	b := ctrl.NewControllerManagedBy(mgr)
 	if r.Queues != nil {
 		if err := mgr.Add(r.Queues); err != nil {
@@ -132,9 +131,9 @@ func (r *LoopDeploymentReconciler) SetupWithManager(mgr ctrl.Manager, options co
 		For(&loopsv1alpha1.LoopDeployment{}).
 		Owns(&corev1.Pod{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
-		Watches(&corev1.ServiceAccount{}, owners).
-		Watches(&rbacv1.Role{}, owners).
-		Watches(&rbacv1.RoleBinding{}, owners).
+		Owns(&corev1.ServiceAccount{}).
+		Owns(&rbacv1.Role{}).
+		Owns(&rbacv1.RoleBinding{}).
 		Complete(r)
 	if err != nil {
 		return fmt.Errorf("setting up the %s controller: %w", ControllerName, err)
@@ -164,6 +163,7 @@ func (r *LoopDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		if apierrors.IsNotFound(err) {
 			r.expectations.forget(req.NamespacedName)
 			r.timeouts.note(req.NamespacedName, 0, true)
+			r.unrequested.keep(req.NamespacedName, nil)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("getting LoopDeployment %s: %w", req.NamespacedName, err)

@@ -15,6 +15,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -23,6 +24,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/controllers/policy"
 	"github.com/tenire/loop-operator/test/testenv"
 )
@@ -65,7 +67,7 @@ func TestScaleUpCreatesWorkerPodsThatFollowTheContract(t *testing.T) {
 	p := h.pods("orders")[0]
 	h.g.Expect(p.Labels).To(gomega.HaveKeyWithValue(loopsv1alpha1.LabelRevision, got.Status.UpdateRevision))
 	h.g.Expect(metav1.IsControlledBy(&p, got)).To(gomega.BeTrue())
-	h.g.Expect(p.Spec.ServiceAccountName).To(gomega.Equal(WorkerServiceAccountName))
+	h.g.Expect(p.Spec.ServiceAccountName).To(gomega.Equal("orders-loop-worker"))
 	h.g.Expect(*p.Spec.TerminationGracePeriodSeconds).To(gomega.BeEquivalentTo(60)) // 30s drain + 30s margin
 	c := p.Spec.Containers[0]
 	h.g.Expect(c.Ports).To(gomega.ContainElement(gomega.HaveField("Name", loopsv1alpha1.WorkerAdminPortName)))
@@ -86,10 +88,15 @@ func TestScaleUpCreatesWorkerPodsThatFollowTheContract(t *testing.T) {
 	h.g.Expect(pdb.Spec.MaxUnavailable).To(gomega.Equal(ptr.To(intstr.FromInt32(1))))
 	h.g.Expect(pdb.Spec.Selector.MatchLabels).To(gomega.Equal(map[string]string{loopsv1alpha1.LabelName: "orders"}))
 	role := &rbacv1.Role{}
-	h.g.Expect(h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: WorkerServiceAccountName}, role)).To(gomega.Succeed())
+	h.g.Expect(h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: "orders-loop-worker"}, role)).To(gomega.Succeed())
 	h.g.Expect(role.Rules).To(gomega.Equal(workerRules))
-	h.g.Expect(h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: WorkerServiceAccountName}, &corev1.ServiceAccount{})).To(gomega.Succeed())
-	h.g.Expect(h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: WorkerServiceAccountName}, &rbacv1.RoleBinding{})).To(gomega.Succeed())
+	h.g.Expect(metav1.IsControlledBy(role, got)).To(gomega.BeTrue())
+	sa := &corev1.ServiceAccount{}
+	h.g.Expect(h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: "orders-loop-worker"}, sa)).To(gomega.Succeed())
+	h.g.Expect(metav1.IsControlledBy(sa, got)).To(gomega.BeTrue())
+	rb := &rbacv1.RoleBinding{}
+	h.g.Expect(h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: "orders-loop-worker"}, rb)).To(gomega.Succeed())
+	h.g.Expect(rb.Subjects).To(gomega.Equal([]rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: h.ns, Name: "orders-loop-worker"}}))
 }
 
 func TestScaleDownDrainsTheNewestPodsOneAtATime(t *testing.T) {
@@ -278,7 +285,7 @@ func TestDeletionWaitsForEveryPodToDrain(t *testing.T) {
 	h.g.Eventually(func() []string { return podNames(h.pods("orders")) }).Should(gomega.Equal([]string{first}))
 	h.g.Eventually(func() bool {
 		p := h.pods("orders")
-		return len(p) == 1 && p[0].Annotations[loopsv1alpha1.AnnotationDrainRequested] != ""
+		return len(p) == 1 && p[0].Annotations[contract.AnnotationDrainRequested] != ""
 	}).Should(gomega.BeTrue())
 	h.g.Consistently(h.gone(ld), time.Second).Should(gomega.BeFalse(), "the LoopDeployment went while a pod was draining")
 	h.g.Expect(conditionReason(h.get("orders"), loopsv1alpha1.ConditionProgressing)).To(gomega.Equal("True/" + loopsv1alpha1.ReasonDeleting))
@@ -323,7 +330,7 @@ func TestAnOperatorRestartedMidDrainFinishesTheDrain(t *testing.T) {
 	var draining string
 	h.g.Eventually(func() bool {
 		for _, p := range h.pods("orders") {
-			if p.Annotations[loopsv1alpha1.AnnotationDrainRequested] != "" {
+			if p.Annotations[contract.AnnotationDrainRequested] != "" {
 				draining = p.Name
 				return true
 			}
@@ -351,7 +358,7 @@ func TestAnOperatorRestartedMidDrainFinishesTheDrain(t *testing.T) {
 
 func drainedCondition(p *corev1.Pod) (corev1.PodCondition, bool) {
 	i := slices.IndexFunc(p.Status.Conditions, func(c corev1.PodCondition) bool {
-		return c.Type == loopsv1alpha1.PodConditionDrained && c.Status == corev1.ConditionTrue
+		return c.Type == contract.PodConditionDrained && c.Status == corev1.ConditionTrue
 	})
 	if i < 0 {
 		return corev1.PodCondition{}, false
@@ -457,7 +464,7 @@ func TestATerminatingPodTakesADrainSlot(t *testing.T) {
 }
 
 func policyRequested(p *corev1.Pod) bool {
-	_, ok := p.Annotations[loopsv1alpha1.AnnotationDrainRequested]
+	_, ok := p.Annotations[contract.AnnotationDrainRequested]
 	return ok
 }
 
@@ -525,8 +532,8 @@ func TestADrainRequestedByHandRecyclesThePod(t *testing.T) {
 	p := h.pods("orders")[0]
 	before := p.DeepCopy()
 	p.Annotations = map[string]string{
-		loopsv1alpha1.AnnotationDrainRequested: time.Now().UTC().Format(time.RFC3339),
-		loopsv1alpha1.AnnotationDrainDeadline:  time.Now().Add(time.Minute).UTC().Format(time.RFC3339),
+		contract.AnnotationDrainRequested: time.Now().UTC().Format(time.RFC3339),
+		contract.AnnotationDrainDeadline:  time.Now().Add(time.Minute).UTC().Format(time.RFC3339),
 	}
 	h.g.Expect(h.c.Patch(h.ctx, &p, client.MergeFrom(before))).To(gomega.Succeed())
 
@@ -536,7 +543,7 @@ func TestADrainRequestedByHandRecyclesThePod(t *testing.T) {
 	h.g.Eventually(func() []string { return h.events("orders") }).Should(gomega.ContainElement(loopsv1alpha1.EventDrainCompleted))
 }
 
-// TestWithDefaultsMatchesTheCRD keeps policy.WithDefaults in step with the
+// TestWithDefaultsMatchesTheCRD keeps loopsv1alpha1.WithDefaults in step with the
 // defaults the API server applies: a minimal LoopDeployment read back from
 // the server must equal the same object defaulted in memory.
 func TestWithDefaultsMatchesTheCRD(t *testing.T) {
@@ -556,13 +563,13 @@ func TestWithDefaultsMatchesTheCRD(t *testing.T) {
 			Loop:     loopsv1alpha1.LoopSpec{Priorities: []loopsv1alpha1.PriorityClass{{Name: "default"}}},
 		},
 	}
-	inMemory := policy.WithDefaults(minimal.Spec)
+	inMemory := loopsv1alpha1.WithDefaults(minimal.Spec)
 	if err := c.Create(t.Context(), minimal); err != nil {
 		t.Fatal(err)
 	}
-	fromServer := policy.WithDefaults(minimal.Spec) // what Create returned, server defaults applied
+	fromServer := loopsv1alpha1.WithDefaults(minimal.Spec) // what Create returned, server defaults applied
 	if !equality.Semantic.DeepEqual(inMemory, fromServer) {
-		t.Errorf("policy.WithDefaults differs from the CRD defaults:\nin memory   %+v\nfrom server %+v", inMemory, fromServer)
+		t.Errorf("loopsv1alpha1.WithDefaults differs from the CRD defaults:\nin memory   %+v\nfrom server %+v", inMemory, fromServer)
 	}
 	a, _ := policy.Revision(minimal.Spec)
 	b, _ := policy.Revision(inMemory)
@@ -571,27 +578,68 @@ func TestWithDefaultsMatchesTheCRD(t *testing.T) {
 	}
 }
 
-func TestLoopsOfOneNamespaceShareTheWorkersAccount(t *testing.T) {
+func TestEachLoopHasItsOwnWorkersAccount(t *testing.T) {
 	h := newHarness(t)
 	a, b := h.newLD("orders", 1), h.newLD("invoices", 1)
 	h.create(a)
 	h.create(b)
 	h.g.Eventually(func() []string { return append(h.readyPods("orders"), h.readyPods("invoices")...) }).Should(gomega.HaveLen(2))
-	for _, obj := range []client.Object{&corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}} {
-		h.g.Eventually(func() []string {
-			if err := h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: WorkerServiceAccountName}, obj); err != nil {
-				return nil
-			}
-			var owners []string
-			for _, o := range obj.GetOwnerReferences() {
-				owners = append(owners, o.Name)
-			}
-			return owners
-		}).Should(gomega.ConsistOf("orders", "invoices"), "%T", obj)
-	}
 	for _, name := range []string{"orders", "invoices"} {
+		for _, obj := range []client.Object{&corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}} {
+			h.g.Expect(h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: WorkerServiceAccountName(name)}, obj)).To(gomega.Succeed())
+			h.g.Expect(obj.GetOwnerReferences()).To(gomega.ConsistOf(gomega.HaveField("Name", name)), "%T", obj)
+		}
+		h.g.Expect(h.pods(name)[0].Spec.ServiceAccountName).To(gomega.Equal(WorkerServiceAccountName(name)))
 		pdb := &policyv1.PodDisruptionBudget{}
 		h.g.Expect(h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: name}, pdb)).To(gomega.Succeed())
 		h.g.Expect(pdb.Spec.Selector.MatchLabels).To(gomega.Equal(map[string]string{loopsv1alpha1.LabelName: name}))
 	}
+}
+
+// TestAnAccountOfTheSameNameIsNeverAdopted: a ServiceAccount named
+// <name>-loop-worker that someone else made is not given the workers'
+// rights; its pods are still created, with no RBAC of the operator's.
+func TestAnAccountOfTheSameNameIsNeverAdopted(t *testing.T) {
+	h := newHarness(t)
+	foreign := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: WorkerServiceAccountName("orders")}}
+	h.g.Expect(h.c.Create(h.ctx, foreign)).To(gomega.Succeed())
+	h.create(h.newLD("orders", 1))
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(1))
+	h.g.Expect(h.c.Get(h.ctx, client.ObjectKeyFromObject(foreign), foreign)).To(gomega.Succeed())
+	h.g.Expect(foreign.OwnerReferences).To(gomega.BeEmpty())
+	err := h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: WorkerServiceAccountName("orders")}, &rbacv1.RoleBinding{})
+	h.g.Expect(apierrors.IsNotFound(err)).To(gomega.BeTrue(), "the RoleBinding: %v", err)
+}
+
+// TestADrainedReportNobodyAskedForIsIgnored: the drain contract fails
+// closed. A pod that reports Drained without a drain request and without
+// being deleted is not deleted; the operator warns once and the pod keeps
+// serving.
+func TestADrainedReportNobodyAskedForIsIgnored(t *testing.T) {
+	h := newHarness(t)
+	h.create(h.newLD("orders", 2))
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(2))
+
+	p := h.pods("orders")[0]
+	p.Status.Conditions = append(p.Status.Conditions, contract.DrainedCondition(false, "0 finished, 0 handed back", time.Now()))
+	h.g.Expect(h.c.Status().Update(h.ctx, &p)).To(gomega.Succeed())
+
+	// The warning is recorded by the reconcile that saw the report and
+	// decided not to delete the pod.
+	h.g.Eventually(func() []string { return h.events("orders") }).Should(gomega.ContainElement(loopsv1alpha1.EventUnrequestedDrainReport))
+	var still corev1.Pod
+	h.g.Expect(h.c.Get(h.ctx, client.ObjectKeyFromObject(&p), &still)).To(gomega.Succeed())
+	h.g.Expect(still.UID).To(gomega.Equal(p.UID))
+	h.g.Expect(still.DeletionTimestamp).To(gomega.BeNil())
+	h.g.Expect(still.Annotations).NotTo(gomega.HaveKey(contract.AnnotationDrainRequested))
+	h.g.Expect(h.readyPods("orders")).To(gomega.HaveLen(2))
+	h.g.Eventually(func() loopsv1alpha1.LoopDeploymentStatus { return h.get("orders").Status }).Should(gomega.SatisfyAll(
+		gomega.HaveField("Replicas", int32(2)), gomega.HaveField("ReadyReplicas", int32(2)), gomega.HaveField("DrainingReplicas", int32(0))))
+	n := 0
+	for _, e := range h.events("orders") {
+		if e == loopsv1alpha1.EventUnrequestedDrainReport {
+			n++
+		}
+	}
+	h.g.Expect(n).To(gomega.Equal(1), "one warning per pod")
 }

@@ -2,8 +2,8 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -15,15 +15,15 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-
-	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 )
 
-// workerRules are the only permissions a worker needs: read its own Pod
-// (it watches for the drain annotations) and patch the status of its Pod
-// (it reports Drained).
+// workerRules are the only permissions a worker needs: read and watch its
+// own Pod (it watches for the drain annotations) and patch the status of
+// its Pod (it reports Drained). RBAC cannot name a pod whose name is
+// generated, so the rules cover the namespace's pods; the admission policy
+// of config/admission narrows pods/status to the pod a token is bound to.
 var workerRules = []rbacv1.PolicyRule{
-	{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
+	{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "watch"}},
 	{APIGroups: []string{""}, Resources: []string{"pods/status"}, Verbs: []string{"patch"}},
 }
 
@@ -31,55 +31,69 @@ func managedLabels() map[string]string {
 	return map[string]string{LabelManagedBy: ManagedByValue, "app.kubernetes.io/component": "loop-worker"}
 }
 
-// reconcileWorkerRBAC makes sure the namespace of the LoopDeployment has
-// the workers' ServiceAccount, Role and RoleBinding. They are shared by
-// every LoopDeployment of the namespace, each of which is one of their
-// (non-controller) owners, so the garbage collector removes them with the
-// last LoopDeployment.
+// ErrNotOurs is wrapped by the error of a reconcile that finds the
+// workers' ServiceAccount, Role or RoleBinding name taken by an object the
+// LoopDeployment does not control: the operator never adopts one, since
+// that would hand the workers' rights to whoever else uses it.
+var ErrNotOurs = errors.New("exists and is not controlled by the LoopDeployment")
+
+// reconcileWorkerRBAC makes sure the LoopDeployment's workers have their
+// own ServiceAccount <name>-loop-worker, and a Role and RoleBinding of that
+// name that grant it workerRules, all controlled by the LoopDeployment (the
+// garbage collector removes them with it). A template that names its own
+// service account gets none of them.
 func (r *LoopDeploymentReconciler) reconcileWorkerRBAC(ctx context.Context, s *scope) (ctrl.Result, error) {
-	ns := s.ld.Namespace
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: WorkerServiceAccountName}}
-	if err := r.ensureShared(ctx, s, sa, func() {}); err != nil {
+	if s.spec.Template.Spec.ServiceAccountName != "" {
+		return ctrl.Result{}, nil
+	}
+	ns, name := s.ld.Namespace, WorkerServiceAccountName(s.ld.Name)
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	if err := r.ensureOwned(ctx, s, sa, func() {}); err != nil {
 		return ctrl.Result{}, err
 	}
-	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: WorkerServiceAccountName}}
-	if err := r.ensureShared(ctx, s, role, func() { role.Rules = workerRules }); err != nil {
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	if err := r.ensureOwned(ctx, s, role, func() { role.Rules = workerRules }); err != nil {
 		return ctrl.Result{}, err
 	}
-	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: WorkerServiceAccountName}}
-	err := r.ensureShared(ctx, s, rb, func() {
-		rb.RoleRef = rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: WorkerServiceAccountName}
-		rb.Subjects = []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: WorkerServiceAccountName}}
+	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	err := r.ensureOwned(ctx, s, rb, func() {
+		rb.RoleRef = rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name}
+		rb.Subjects = []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: name}}
 	})
 	return ctrl.Result{}, err
 }
 
-// ensureShared creates obj or brings it to what mutate sets, with the
-// managed-by labels and an owner reference to s.ld among its owners. An
-// object of that name the cache does not hold (created by someone else,
-// without our labels) is read from the API server and adopted.
-func (r *LoopDeploymentReconciler) ensureShared(ctx context.Context, s *scope, obj client.Object, mutate func()) error {
+// ensureOwned creates obj, controlled by s.ld and labelled as managed, or
+// brings the existing one to what mutate sets. An object of that name that
+// s.ld does not control (the cache does not hold it, so it is read from
+// the API server) is an error wrapping ErrNotOurs.
+func (r *LoopDeploymentReconciler) ensureOwned(ctx context.Context, s *scope, obj client.Object, mutate func()) error {
 	kind := fmt.Sprintf("%T", obj)
 	key := client.ObjectKeyFromObject(obj)
 	err := r.Client.Get(ctx, key, obj)
 	if apierrors.IsNotFound(err) {
 		mutate()
-		setShared(obj, s.ld)
+		obj.SetLabels(managedLabels())
+		if err := controllerutil.SetControllerReference(s.ld, obj, r.Client.Scheme()); err != nil {
+			return fmt.Errorf("owning %s %s: %w", kind, key, err)
+		}
 		err = r.Client.Create(ctx, obj)
-		if err == nil || !apierrors.IsAlreadyExists(err) {
-			if err != nil {
-				return fmt.Errorf("creating %s %s: %w", kind, key, err)
-			}
+		if err == nil {
 			return nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating %s %s: %w", kind, key, err)
 		}
 		err = r.APIReader.Get(ctx, key, obj)
 	}
 	if err != nil {
 		return fmt.Errorf("getting %s %s: %w", kind, key, err)
 	}
+	if !metav1.IsControlledBy(obj, s.ld) {
+		return fmt.Errorf("%s %s %w %s; rename it or set spec.template.spec.serviceAccountName", kind, key, ErrNotOurs, s.ld.Name)
+	}
 	before := obj.DeepCopyObject().(client.Object)
 	mutate()
-	setShared(obj, s.ld)
 	if equality.Semantic.DeepEqual(before, obj) {
 		return nil
 	}
@@ -87,26 +101,6 @@ func (r *LoopDeploymentReconciler) ensureShared(ctx context.Context, s *scope, o
 		return fmt.Errorf("updating %s %s: %w", kind, key, err)
 	}
 	return nil
-}
-
-// setShared puts the managed-by labels and a non-controller owner
-// reference to ld on obj.
-func setShared(obj client.Object, ld *loopsv1alpha1.LoopDeployment) {
-	l := obj.GetLabels()
-	if l == nil {
-		l = map[string]string{}
-	}
-	for k, v := range managedLabels() {
-		l[k] = v
-	}
-	obj.SetLabels(l)
-	refs := obj.GetOwnerReferences()
-	if !slices.ContainsFunc(refs, func(o metav1.OwnerReference) bool { return o.UID == ld.UID }) {
-		refs = append(refs, metav1.OwnerReference{
-			APIVersion: loopsv1alpha1.GroupVersion.String(), Kind: "LoopDeployment", Name: ld.Name, UID: ld.UID,
-		})
-		obj.SetOwnerReferences(refs)
-	}
 }
 
 // reconcilePDB keeps the PodDisruptionBudget of the LoopDeployment: its

@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -19,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/controllers/policy"
 )
 
@@ -27,6 +29,7 @@ const (
 	actionCreate = "Create"
 	actionDrain  = "Drain"
 	actionDelete = "Delete"
+	actionIgnore = "Ignore"
 )
 
 // reconcileFailedPods deletes pods whose containers stopped for good
@@ -81,6 +84,8 @@ func (r *LoopDeploymentReconciler) reconcileDrains(ctx context.Context, s *scope
 	var errs []error
 	var drained []drainedPod
 	defer func() { r.eventDrained(s, drained) }()
+	var unrequested []types.UID
+	defer func() { r.unrequested.keep(s.key, unrequested) }()
 	for _, p := range s.pods {
 		if !isActive(p) {
 			continue
@@ -92,6 +97,15 @@ func (r *LoopDeploymentReconciler) reconcileDrains(ctx context.Context, s *scope
 			wait := d.GiveUpAt.Sub(s.now) + time.Second
 			if res.RequeueAfter == 0 || wait < res.RequeueAfter {
 				res.RequeueAfter = wait
+			}
+		case policy.DrainUnrequested:
+			unrequested = append(unrequested, p.UID)
+			if !r.unrequested.seen(s.key, p.UID) {
+				logger.Info("Pod reports Drained but was not asked to drain; ignoring the report and keeping the pod",
+					"pod", p.Name, "reason", d.Reason, "report", d.Message)
+				r.Recorder.Eventf(s.ld, p, corev1.EventTypeWarning, loopsv1alpha1.EventUnrequestedDrainReport, actionIgnore,
+					"Pod %s reports %s=True (%s) but was not asked to drain and is not terminating; the report is ignored and the pod kept",
+					p.Name, contract.PodConditionDrained, d.Reason)
 			}
 		case policy.DrainInvalid:
 			logger.Info("Drain annotations unreadable; requesting the drain again", "pod", p.Name)
@@ -108,7 +122,7 @@ func (r *LoopDeploymentReconciler) reconcileDrains(ctx context.Context, s *scope
 			}
 			s.reportedDrain = true
 			result := DrainResultCompleted
-			if d.Reason == loopsv1alpha1.DrainedReasonDeadlineExceeded {
+			if d.Reason == contract.DrainedReasonDeadlineExceeded {
 				result = DrainResultDeadlineExceeded
 			}
 			observeDrain(result, d, s.now)
@@ -157,7 +171,7 @@ func (r *LoopDeploymentReconciler) reconcileReplicas(ctx context.Context, s *sco
 		// Pods deleted by this reconcile still count as draining: the
 		// cache shows them until they are really gone.
 		switch {
-		case isDraining(p) || (s.gone[p.Name] && !isFinished(p)):
+		case contract.Draining(p) || (s.gone[p.Name] && !isFinished(p)):
 			in.Draining++
 		case isServing(p):
 			in.Pods = append(in.Pods, s.candidate(p))
@@ -256,7 +270,7 @@ func (r *LoopDeploymentReconciler) requestDrain(ctx context.Context, s *scope, p
 	if p.Annotations == nil {
 		p.Annotations = map[string]string{}
 	}
-	for k, v := range policy.DrainAnnotations(r.Clock, s.spec.Drain.Timeout.Duration) {
+	for k, v := range contract.DrainAnnotations(r.Clock.Now(), s.spec.Drain.Timeout.Duration) {
 		p.Annotations[k] = v
 	}
 	if err := r.Client.Patch(ctx, p, client.MergeFrom(before)); err != nil {
@@ -268,7 +282,7 @@ func (r *LoopDeploymentReconciler) requestDrain(ctx context.Context, s *scope, p
 		return fmt.Errorf("asking pod %s to drain: %w", p.Name, err)
 	}
 	r.expectations.expect(s.key, p.Name, expectDrainRequested)
-	log.FromContext(ctx).Info("Asked a pod to drain", "pod", p.Name, "deadline", p.Annotations[loopsv1alpha1.AnnotationDrainDeadline])
+	log.FromContext(ctx).Info("Asked a pod to drain", "pod", p.Name, "deadline", p.Annotations[contract.AnnotationDrainDeadline])
 	return nil
 }
 
@@ -347,13 +361,13 @@ func (r *LoopDeploymentReconciler) eventDrainStarted(s *scope, asked []*corev1.P
 	case 1:
 		p := asked[0]
 		r.Recorder.Eventf(s.ld, p, corev1.EventTypeNormal, loopsv1alpha1.EventDrainStarted, actionDrain,
-			"Asked pod %s to drain by %s", p.Name, p.Annotations[loopsv1alpha1.AnnotationDrainDeadline])
+			"Asked pod %s to drain by %s", p.Name, p.Annotations[contract.AnnotationDrainDeadline])
 	default:
 		names := make([]string, len(asked))
 		for i, p := range asked {
 			names[i] = p.Name
 		}
 		r.Recorder.Eventf(s.ld, nil, corev1.EventTypeNormal, loopsv1alpha1.EventDrainStarted, actionDrain,
-			"Asked %d pods to drain by %s: %s", len(asked), asked[0].Annotations[loopsv1alpha1.AnnotationDrainDeadline], nameList(names))
+			"Asked %d pods to drain by %s: %s", len(asked), asked[0].Annotations[contract.AnnotationDrainDeadline], nameList(names))
 	}
 }

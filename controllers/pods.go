@@ -16,13 +16,16 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 )
 
 const (
-	// WorkerServiceAccountName is the ServiceAccount (and the name of the
-	// Role and RoleBinding) the operator creates in every namespace that has
-	// loops, for worker pods whose template names no service account.
-	WorkerServiceAccountName = "tenire-loop-worker"
+	// WorkerServiceAccountSuffix ends the name of the ServiceAccount (and
+	// of its Role and RoleBinding) that the operator creates for each
+	// LoopDeployment whose template names no service account:
+	// <name>-loop-worker. The admission policy of config/admission
+	// recognises workers' tokens by it.
+	WorkerServiceAccountSuffix = "-loop-worker"
 
 	// GracePeriodMargin is added to drain.timeout to make the pods'
 	// terminationGracePeriodSeconds: time for the worker to report and exit
@@ -32,14 +35,15 @@ const (
 	// CredentialsMountPath is where the NATS credentials Secret is mounted
 	// in the worker container.
 	CredentialsMountPath = "/etc/tenire/nats"
-	// CredentialsKey is the key of the credentials Secret that holds the
-	// NATS user credentials.
-	CredentialsKey = "nats.creds"
 
 	credentialsVolumeName = "tenire-nats-credentials"
 	readinessPath         = "/readyz"
 	livenessPath          = "/healthz"
 )
+
+// WorkerServiceAccountName is the ServiceAccount, Role and RoleBinding of
+// the workers of the LoopDeployment named ld.
+func WorkerServiceAccountName(ld string) string { return ld + WorkerServiceAccountSuffix }
 
 // selectorLabels are the labels that select the pods of ld.
 func selectorLabels(ld *loopsv1alpha1.LoopDeployment) map[string]string {
@@ -58,7 +62,7 @@ func workerContainerIndex(containers []corev1.Container) int {
 // workerSettings returns what the worker of ld is told in LOOP_SETTINGS.
 // spec has its defaults applied.
 func workerSettings(ld *loopsv1alpha1.LoopDeployment, spec loopsv1alpha1.LoopDeploymentSpec) loopsv1alpha1.WorkerSettings {
-	stream, prefix := loopsv1alpha1.QueueNames(ld.Namespace, ld.Name, spec.Queue.NATS)
+	stream, prefix := contract.QueueNames(ld.Namespace, ld.Name, spec.Queue.NATS)
 	s := loopsv1alpha1.WorkerSettings{
 		Name:          ld.Name,
 		Namespace:     ld.Namespace,
@@ -69,7 +73,7 @@ func workerSettings(ld *loopsv1alpha1.LoopDeployment, spec loopsv1alpha1.LoopDep
 		DrainTimeout:  *spec.Drain.Timeout,
 	}
 	if spec.Queue.NATS.CredentialsSecretRef != nil {
-		s.NATSCredentialsFile = path.Join(CredentialsMountPath, CredentialsKey)
+		s.NATSCredentialsFile = path.Join(CredentialsMountPath, loopsv1alpha1.DefaultCredentialsKey)
 	}
 	return s
 }
@@ -103,8 +107,8 @@ func newPod(ld *loopsv1alpha1.LoopDeployment, spec loopsv1alpha1.LoopDeploymentS
 	pod.Labels[loopsv1alpha1.LabelName] = ld.Name
 	pod.Labels[loopsv1alpha1.LabelRevision] = revision
 	// A drain request copied from a template would drain the pod at birth.
-	delete(pod.Annotations, loopsv1alpha1.AnnotationDrainRequested)
-	delete(pod.Annotations, loopsv1alpha1.AnnotationDrainDeadline)
+	delete(pod.Annotations, contract.AnnotationDrainRequested)
+	delete(pod.Annotations, contract.AnnotationDrainDeadline)
 
 	settings, err := json.Marshal(workerSettings(ld, spec))
 	if err != nil {
@@ -113,23 +117,12 @@ func newPod(ld *loopsv1alpha1.LoopDeployment, spec loopsv1alpha1.LoopDeploymentS
 
 	ps := &pod.Spec
 	if ps.ServiceAccountName == "" {
-		ps.ServiceAccountName = WorkerServiceAccountName
+		ps.ServiceAccountName = WorkerServiceAccountName(ld.Name)
 	}
 	if grace := gracePeriodSeconds(spec.Drain.Timeout.Duration); ps.TerminationGracePeriodSeconds == nil || *ps.TerminationGracePeriodSeconds < grace {
 		ps.TerminationGracePeriodSeconds = ptr.To(grace)
 	}
-	if ps.SecurityContext == nil {
-		ps.SecurityContext = &corev1.PodSecurityContext{
-			RunAsNonRoot:   ptr.To(true),
-			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-		}
-	}
-	for i := range ps.InitContainers {
-		restrict(&ps.InitContainers[i])
-	}
-	for i := range ps.Containers {
-		restrict(&ps.Containers[i])
-	}
+	restrictPod(ps)
 
 	w := &ps.Containers[workerContainerIndex(ps.Containers)]
 	w.Env = slices.DeleteFunc(w.Env, func(e corev1.EnvVar) bool {
@@ -166,7 +159,7 @@ func newPod(ld *loopsv1alpha1.LoopDeployment, spec loopsv1alpha1.LoopDeploymentS
 			Name: credentialsVolumeName,
 			VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 				SecretName: ref.Name,
-				Items:      []corev1.KeyToPath{{Key: CredentialsKey, Path: CredentialsKey}},
+				Items:      []corev1.KeyToPath{{Key: loopsv1alpha1.DefaultCredentialsKey, Path: loopsv1alpha1.DefaultCredentialsKey}},
 			}},
 		})
 		w.VolumeMounts = append(w.VolumeMounts, corev1.VolumeMount{Name: credentialsVolumeName, MountPath: CredentialsMountPath, ReadOnly: true})
@@ -178,18 +171,64 @@ func newPod(ld *loopsv1alpha1.LoopDeployment, spec loopsv1alpha1.LoopDeploymentS
 	return pod, nil
 }
 
-// restrict gives a container without a security context the container
-// part of the restricted Pod Security Standard. Which user runs is left to
-// the pod's security context (runAsNonRoot there, unless the template set
-// its own), so a template that chose its user is not contradicted.
-func restrict(c *corev1.Container) {
-	if c.SecurityContext != nil {
-		return
+// restrictPod gives the pod the restricted Pod Security Standard field by
+// field: each field the template leaves unset gets the restricted value,
+// each field it sets is kept. The pod gets runAsNonRoot (unless the
+// template runs a container as root on purpose: runAsUser 0 or
+// runAsNonRoot false) and seccomp RuntimeDefault; each container, init
+// containers too, gets readOnlyRootFilesystem, allowPrivilegeEscalation
+// false (unless it is privileged or adds CAP_SYS_ADMIN, which the API
+// server would reject with it), drop ALL capabilities (unless it lists its
+// own drops) and, when the pod's seccomp profile came from the template,
+// nothing more. Which user runs is left to the template.
+func restrictPod(ps *corev1.PodSpec) {
+	if ps.SecurityContext == nil {
+		ps.SecurityContext = &corev1.PodSecurityContext{}
 	}
-	c.SecurityContext = &corev1.SecurityContext{
-		AllowPrivilegeEscalation: ptr.To(false),
-		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	psc := ps.SecurityContext
+	containers := make([]*corev1.Container, 0, len(ps.InitContainers)+len(ps.Containers))
+	for i := range ps.InitContainers {
+		containers = append(containers, &ps.InitContainers[i])
+	}
+	for i := range ps.Containers {
+		containers = append(containers, &ps.Containers[i])
+	}
+	root := ptr.Deref(psc.RunAsUser, 1) == 0
+	for _, c := range containers {
+		if sc := c.SecurityContext; sc != nil && (ptr.Deref(sc.RunAsUser, 1) == 0 || (sc.RunAsNonRoot != nil && !*sc.RunAsNonRoot)) {
+			root = true
+		}
+	}
+	if psc.RunAsNonRoot == nil && !root {
+		psc.RunAsNonRoot = ptr.To(true)
+	}
+	if psc.SeccompProfile == nil {
+		psc.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}
+	}
+	for _, c := range containers {
+		restrictContainer(c)
+	}
+}
+
+// restrictContainer sets the container fields of the restricted profile
+// that c leaves unset (see restrictPod).
+func restrictContainer(c *corev1.Container) {
+	if c.SecurityContext == nil {
+		c.SecurityContext = &corev1.SecurityContext{}
+	}
+	sc := c.SecurityContext
+	if sc.ReadOnlyRootFilesystem == nil {
+		sc.ReadOnlyRootFilesystem = ptr.To(true)
+	}
+	sysAdmin := sc.Capabilities != nil && slices.Contains(sc.Capabilities.Add, "SYS_ADMIN")
+	if sc.AllowPrivilegeEscalation == nil && !ptr.Deref(sc.Privileged, false) && !sysAdmin {
+		sc.AllowPrivilegeEscalation = ptr.To(false)
+	}
+	if sc.Capabilities == nil {
+		sc.Capabilities = &corev1.Capabilities{}
+	}
+	if sc.Capabilities.Drop == nil {
+		sc.Capabilities.Drop = []corev1.Capability{"ALL"}
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
-	"github.com/tenire/loop-operator/controllers/policy"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/test/testenv"
 )
 
@@ -32,7 +32,7 @@ func testLD(mutate func(*loopsv1alpha1.LoopDeployment)) *loopsv1alpha1.LoopDeplo
 
 func buildPod(t *testing.T, ld *loopsv1alpha1.LoopDeployment) (*corev1.Pod, *corev1.Container) {
 	t.Helper()
-	pod, err := newPod(ld, policy.WithDefaults(ld.Spec), "abc", testenv.Scheme)
+	pod, err := newPod(ld, loopsv1alpha1.WithDefaults(ld.Spec), "abc", testenv.Scheme)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestNewPod(t *testing.T) {
 			if w.LivenessProbe == nil || w.LivenessProbe.HTTPGet.Path != "/healthz" {
 				t.Errorf("liveness probe = %+v", w.LivenessProbe)
 			}
-			if pod.Spec.ServiceAccountName != WorkerServiceAccountName {
+			if pod.Spec.ServiceAccountName != WorkerServiceAccountName(pod.Labels[loopsv1alpha1.LabelName]) {
 				t.Errorf("service account = %q", pod.Spec.ServiceAccountName)
 			}
 		}},
@@ -113,30 +113,6 @@ func TestNewPod(t *testing.T) {
 		}, func(t *testing.T, pod *corev1.Pod, _ *corev1.Container) {
 			if got := *pod.Spec.TerminationGracePeriodSeconds; got != 150 {
 				t.Errorf("grace = %d, want 150", got)
-			}
-		}},
-		{"a bare template gets the restricted security context", nil, func(t *testing.T, pod *corev1.Pod, w *corev1.Container) {
-			if sc := pod.Spec.SecurityContext; sc == nil || !*sc.RunAsNonRoot || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
-				t.Errorf("pod security context = %+v", sc)
-			}
-			sc := w.SecurityContext
-			if sc == nil || *sc.AllowPrivilegeEscalation || sc.Capabilities.Drop[0] != "ALL" || sc.SeccompProfile == nil {
-				t.Errorf("container security context = %+v", sc)
-			}
-		}},
-		{"the user's own security contexts are kept", func(ld *loopsv1alpha1.LoopDeployment) {
-			ld.Spec.Template.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: ptr.To[int64](1000)}
-			ld.Spec.Template.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{Privileged: ptr.To(true)}
-		}, func(t *testing.T, pod *corev1.Pod, w *corev1.Container) {
-			if pod.Spec.SecurityContext.RunAsNonRoot != nil || !*w.SecurityContext.Privileged || w.SecurityContext.Capabilities != nil {
-				t.Errorf("security contexts changed: %+v, %+v", pod.Spec.SecurityContext, w.SecurityContext)
-			}
-		}},
-		{"a template that runs as root at pod level is not contradicted by its containers", func(ld *loopsv1alpha1.LoopDeployment) {
-			ld.Spec.Template.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: ptr.To[int64](0)}
-		}, func(t *testing.T, _ *corev1.Pod, w *corev1.Container) {
-			if w.SecurityContext.RunAsNonRoot != nil || w.SecurityContext.RunAsUser != nil {
-				t.Errorf("container security context chose a user: %+v", w.SecurityContext)
 			}
 		}},
 		{"the container named worker is the worker even when it is not first", func(ld *loopsv1alpha1.LoopDeployment) {
@@ -182,9 +158,9 @@ func TestNewPod(t *testing.T) {
 			}
 		}},
 		{"a drain request in the template never reaches a new pod", func(ld *loopsv1alpha1.LoopDeployment) {
-			ld.Spec.Template.Annotations = map[string]string{loopsv1alpha1.AnnotationDrainRequested: "2026-01-01T00:00:00Z", "keep": "1"}
+			ld.Spec.Template.Annotations = map[string]string{contract.AnnotationDrainRequested: "2026-01-01T00:00:00Z", "keep": "1"}
 		}, func(t *testing.T, pod *corev1.Pod, _ *corev1.Container) {
-			if policy.Requested(pod) || pod.Annotations["keep"] != "1" {
+			if contract.DrainRequested(pod) || pod.Annotations["keep"] != "1" {
 				t.Errorf("annotations = %v", pod.Annotations)
 			}
 		}},
@@ -197,6 +173,97 @@ func TestNewPod(t *testing.T) {
 			tt.check(t, pod, w)
 			if !equality.Semantic.DeepEqual(ld, before) {
 				t.Error("newPod changed the LoopDeployment")
+			}
+		})
+	}
+}
+
+func TestRestrictPod(t *testing.T) {
+	restricted := func() corev1.SecurityContext {
+		return corev1.SecurityContext{
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			AllowPrivilegeEscalation: ptr.To(false),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		}
+	}
+	runtimeDefault := &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}
+	tests := []struct {
+		name          string
+		pod           corev1.PodSecurityContext
+		container     *corev1.SecurityContext
+		wantPod       corev1.PodSecurityContext
+		wantContainer func() corev1.SecurityContext
+	}{
+		{"a template without security contexts gets the whole restricted profile",
+			corev1.PodSecurityContext{}, nil,
+			corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), SeccompProfile: runtimeDefault}, restricted},
+		{"a pod-level user is kept and gets the other pod fields",
+			corev1.PodSecurityContext{RunAsUser: ptr.To[int64](1000)}, nil,
+			corev1.PodSecurityContext{RunAsUser: ptr.To[int64](1000), RunAsNonRoot: ptr.To(true), SeccompProfile: runtimeDefault}, restricted},
+		{"a pod that runs as root on purpose does not get runAsNonRoot",
+			corev1.PodSecurityContext{RunAsUser: ptr.To[int64](0)}, nil,
+			corev1.PodSecurityContext{RunAsUser: ptr.To[int64](0), SeccompProfile: runtimeDefault}, restricted},
+		{"a container that runs as root on purpose keeps the pod from getting runAsNonRoot",
+			corev1.PodSecurityContext{}, &corev1.SecurityContext{RunAsUser: ptr.To[int64](0)},
+			corev1.PodSecurityContext{SeccompProfile: runtimeDefault}, func() corev1.SecurityContext {
+				sc := restricted()
+				sc.RunAsUser = ptr.To[int64](0)
+				return sc
+			}},
+		{"the template's seccomp profile is kept",
+			corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined}}, nil,
+			corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined}}, restricted},
+		{"a writable root filesystem set by the template is kept, the other container fields are added",
+			corev1.PodSecurityContext{}, &corev1.SecurityContext{ReadOnlyRootFilesystem: ptr.To(false)},
+			corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), SeccompProfile: runtimeDefault}, func() corev1.SecurityContext {
+				sc := restricted()
+				sc.ReadOnlyRootFilesystem = ptr.To(false)
+				return sc
+			}},
+		{"capabilities the template adds are kept and the rest dropped",
+			corev1.PodSecurityContext{}, &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_BIND_SERVICE"}}},
+			corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), SeccompProfile: runtimeDefault}, func() corev1.SecurityContext {
+				sc := restricted()
+				sc.Capabilities.Add = []corev1.Capability{"NET_BIND_SERVICE"}
+				return sc
+			}},
+		{"the template's own drops are kept",
+			corev1.PodSecurityContext{}, &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"NET_RAW"}}},
+			corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), SeccompProfile: runtimeDefault}, func() corev1.SecurityContext {
+				sc := restricted()
+				sc.Capabilities.Drop = []corev1.Capability{"NET_RAW"}
+				return sc
+			}},
+		{"a privileged container does not get allowPrivilegeEscalation false, which the API server would reject",
+			corev1.PodSecurityContext{}, &corev1.SecurityContext{Privileged: ptr.To(true)},
+			corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), SeccompProfile: runtimeDefault}, func() corev1.SecurityContext {
+				sc := restricted()
+				sc.Privileged, sc.AllowPrivilegeEscalation = ptr.To(true), nil
+				return sc
+			}},
+		{"an allowPrivilegeEscalation set by the template is kept",
+			corev1.PodSecurityContext{}, &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(true)},
+			corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), SeccompProfile: runtimeDefault}, func() corev1.SecurityContext {
+				sc := restricted()
+				sc.AllowPrivilegeEscalation = ptr.To(true)
+				return sc
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ps := corev1.PodSpec{
+				SecurityContext: tt.pod.DeepCopy(),
+				InitContainers:  []corev1.Container{{Name: "init", SecurityContext: tt.container.DeepCopy()}},
+				Containers:      []corev1.Container{{Name: "worker", SecurityContext: tt.container.DeepCopy()}},
+			}
+			restrictPod(&ps)
+			if !equality.Semantic.DeepEqual(*ps.SecurityContext, tt.wantPod) {
+				t.Errorf("pod security context = %+v\nwant %+v", *ps.SecurityContext, tt.wantPod)
+			}
+			for _, c := range append(ps.InitContainers, ps.Containers...) {
+				if want := tt.wantContainer(); !equality.Semantic.DeepEqual(*c.SecurityContext, want) {
+					t.Errorf("container %s security context = %+v\nwant %+v", c.Name, *c.SecurityContext, want)
+				}
 			}
 		})
 	}

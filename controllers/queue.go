@@ -156,7 +156,7 @@ func (r *LoopDeploymentReconciler) reconcileAutoscaling(ctx context.Context, s *
 		return ctrl.Result{}, nil
 	}
 	in := policy.AutoscaleInput{
-		Spec:       policy.AutoscalingWithDefaults(*spec),
+		Spec:       loopsv1alpha1.AutoscalingWithDefaults(*spec),
 		Current:    *s.spec.Replicas,
 		MaxWorkers: s.spec.Loop.Pool.MaxWorkers,
 	}

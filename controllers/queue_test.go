@@ -14,6 +14,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/test/natstest"
 	"github.com/tenire/loop-operator/worker/queue"
 )
@@ -50,7 +51,7 @@ func haveReason(reason string) gomega.OmegaMatcher {
 
 func submit(t *testing.T, js jetstream.JetStream, ld *loopsv1alpha1.LoopDeployment, priority string, n int) {
 	t.Helper()
-	p := queue.NewProducer(js, queue.NewNames(loopsv1alpha1.QueueNames(ld.Namespace, ld.Name, ld.Spec.Queue.NATS)))
+	p := queue.NewProducer(js, queue.NewNames(contract.QueueNames(ld.Namespace, ld.Name, ld.Spec.Queue.NATS)))
 	for i := range n {
 		if _, _, err := p.Submit(t.Context(), queue.Task{ID: fmt.Sprintf("%s-%s-%d", ld.Name, priority, i), Kind: "sleep", Priority: priority}); err != nil {
 			t.Fatalf("submitting task %d: %v", i, err)
@@ -65,7 +66,7 @@ func TestTheOperatorProvisionsTheQueueAndRecordsItsBacklog(t *testing.T) {
 	h.g.Eventually(h.queueReady("orders")).Should(haveReason(loopsv1alpha1.ReasonQueueProvisioned))
 
 	ld = h.get("orders")
-	names := queue.NewNames(loopsv1alpha1.QueueNames(ld.Namespace, ld.Name, ld.Spec.Queue.NATS))
+	names := queue.NewNames(contract.QueueNames(ld.Namespace, ld.Name, ld.Spec.Queue.NATS))
 	s, err := js.Stream(t.Context(), names.Stream)
 	if err != nil {
 		t.Fatalf("the stream %s was not provisioned: %v", names.Stream, err)
@@ -151,7 +152,7 @@ func TestTheAutoscalerFollowsTheBacklogUpAndDownToZeroAndBack(t *testing.T) {
 	h.g.Eventually(replicas).Should(gomega.Equal(int32(4)), "100 tasks at 10 per replica, at most 4")
 	h.g.Eventually(func() []string { return h.events("elastic") }).Should(gomega.ContainElement(loopsv1alpha1.EventAutoscaled))
 
-	names := queue.NewNames(loopsv1alpha1.QueueNames(ld.Namespace, ld.Name, ld.Spec.Queue.NATS))
+	names := queue.NewNames(contract.QueueNames(ld.Namespace, ld.Name, ld.Spec.Queue.NATS))
 	s, err := js.Stream(t.Context(), names.Stream)
 	if err != nil {
 		t.Fatal(err)
@@ -182,7 +183,7 @@ func TestTasksOfARemovedPriorityAreMovedNotStranded(t *testing.T) {
 		return nil
 	}).Should(gomega.Equal([]loopsv1alpha1.PriorityQueueStatus{{Name: "low", Pending: 20}}))
 	h.g.Eventually(func() []string { return h.events("shrinking") }).Should(gomega.ContainElement(loopsv1alpha1.EventTasksMoved))
-	names := queue.NewNames(loopsv1alpha1.QueueNames(ld.Namespace, ld.Name, ld.Spec.Queue.NATS))
+	names := queue.NewNames(contract.QueueNames(ld.Namespace, ld.Name, ld.Spec.Queue.NATS))
 	if _, err := js.Consumer(t.Context(), names.Stream, "high"); err == nil {
 		t.Error("the consumer of the removed priority is still there after its tasks moved")
 	}
@@ -218,7 +219,7 @@ func TestDeletionPolicyDeleteRemovesTheQueueAndRetainKeepsIt(t *testing.T) {
 			t.Fatal(err)
 		}
 		h.g.Eventually(h.gone(ld), time.Minute).Should(gomega.BeTrue())
-		names := queue.NewNames(loopsv1alpha1.QueueNames(ld.Namespace, ld.Name, ld.Spec.Queue.NATS))
+		names := queue.NewNames(contract.QueueNames(ld.Namespace, ld.Name, ld.Spec.Queue.NATS))
 		_, err := js.Stream(t.Context(), names.Stream)
 		switch policy {
 		case loopsv1alpha1.DeletionPolicyDelete:

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/controllers/policy"
 	"github.com/tenire/loop-operator/controllers/stream"
 )
@@ -55,7 +56,7 @@ func (r *LoopDeploymentReconciler) newScope(ctx context.Context, ld *loopsv1alph
 	s := &scope{
 		ld:   ld,
 		key:  client.ObjectKeyFromObject(ld),
-		spec: policy.WithDefaults(ld.Spec),
+		spec: loopsv1alpha1.WithDefaults(ld.Spec),
 		now:  r.Clock.Now(),
 		gone: map[string]bool{},
 	}
@@ -114,20 +115,9 @@ func isTerminating(p *corev1.Pod) bool { return p.DeletionTimestamp != nil }
 // terminating nor finished.
 func isActive(p *corev1.Pod) bool { return !isTerminating(p) && !isFinished(p) }
 
-// isDraining reports whether the pod takes a drain slot: asked to drain
-// (or reporting Drained) and not finished, or terminating, which makes a
-// worker drain on SIGTERM.
-func isDraining(p *corev1.Pod) bool {
-	if isFinished(p) {
-		return false
-	}
-	_, drained := policy.Drained(p)
-	return isTerminating(p) || policy.Requested(p) || drained
-}
-
 // isServing reports whether the pod pulls tasks or will: active and not
 // draining.
-func isServing(p *corev1.Pod) bool { return isActive(p) && !isDraining(p) }
+func isServing(p *corev1.Pod) bool { return isActive(p) && !contract.Draining(p) }
 
 // isReady reports the pod's Ready condition.
 func isReady(p *corev1.Pod) bool {

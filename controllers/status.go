@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 )
 
 // counts is what the status reports about the pods, after this
@@ -28,7 +29,7 @@ func (s *scope) count() counts {
 		if isFinished(p) {
 			continue
 		}
-		draining := isDraining(p)
+		draining := contract.Draining(p)
 		if draining {
 			c.draining++
 			c.drainingNames = append(c.drainingNames, p.Name)
@@ -239,4 +240,43 @@ func nameList(names []string) string {
 		return strings.Join(names, ", ")
 	}
 	return fmt.Sprintf("%s and %d more", strings.Join(names[:listedNames], ", "), len(names)-listedNames)
+}
+
+// unrequestedReports remembers, per LoopDeployment, the pods whose
+// unrequested Drained report was already recorded, so that the warning
+// fires once per pod, not on every reconcile. Memory only: a new process
+// warns again once.
+type unrequestedReports struct {
+	mu sync.Mutex
+	m  map[types.NamespacedName]map[types.UID]bool
+}
+
+// seen reports whether pod's report was recorded for key, and marks it.
+func (u *unrequestedReports) seen(key types.NamespacedName, pod types.UID) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.m == nil {
+		u.m = map[types.NamespacedName]map[types.UID]bool{}
+	}
+	if u.m[key] == nil {
+		u.m[key] = map[types.UID]bool{}
+	}
+	was := u.m[key][pod]
+	u.m[key][pod] = true
+	return was
+}
+
+// keep forgets, for key, every pod but those listed (still reporting).
+func (u *unrequestedReports) keep(key types.NamespacedName, pods []types.UID) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(pods) == 0 {
+		delete(u.m, key)
+		return
+	}
+	next := make(map[types.UID]bool, len(pods))
+	for _, p := range pods {
+		next[p] = u.m[key][p]
+	}
+	u.m[key] = next
 }

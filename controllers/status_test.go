@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 )
 
 // statusPod is a pod for status tests: rev is its revision, and flags
@@ -27,7 +28,7 @@ func statusPod(i int, rev string, flags ...string) *corev1.Pod {
 		case "ready":
 			p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionTrue})
 		case "draining":
-			p.Annotations = map[string]string{loopsv1alpha1.AnnotationDrainRequested: "x", loopsv1alpha1.AnnotationDrainDeadline: "y"}
+			p.Annotations = map[string]string{contract.AnnotationDrainRequested: "x", contract.AnnotationDrainDeadline: "y"}
 		case "terminating":
 			p.DeletionTimestamp = &metav1.Time{Time: time.Now()}
 		case "failed":

@@ -29,6 +29,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/controllers/stream"
 	"github.com/tenire/loop-operator/test/testenv"
 )
@@ -145,7 +146,7 @@ func (h *harness) startOperator() {
 	}
 	if h.pollQueues > 0 {
 		r.Queues = &stream.Poller{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
-			CredentialsKey: CredentialsKey, Interval: h.pollQueues}
+			Interval: h.pollQueues}
 	}
 	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: 4}); err != nil { // as cmd/manager
 		h.t.Fatal(err)
@@ -295,7 +296,7 @@ func (h *harness) actOn(p *corev1.Pod) {
 	notReady := h.notReady[p.Name] || (h.holdImg != "" && p.Spec.Containers[0].Image == h.holdImg)
 	h.mu.Unlock()
 
-	_, asked := p.Annotations[loopsv1alpha1.AnnotationDrainRequested]
+	_, asked := p.Annotations[contract.AnnotationDrainRequested]
 	ready := corev1.ConditionTrue
 	if notReady || asked {
 		ready = corev1.ConditionFalse
@@ -305,7 +306,7 @@ func (h *harness) actOn(p *corev1.Pod) {
 	setPodCondition(want, corev1.PodScheduled, corev1.ConditionTrue, "")
 	setPodCondition(want, corev1.PodReady, ready, "")
 	if asked && !quiet {
-		setPodCondition(want, loopsv1alpha1.PodConditionDrained, corev1.ConditionTrue, loopsv1alpha1.DrainedReasonCompleted)
+		setPodCondition(want, contract.PodConditionDrained, corev1.ConditionTrue, contract.DrainedReasonCompleted)
 	}
 	if equalStatus(p, want) {
 		return
@@ -325,7 +326,7 @@ func setPodCondition(p *corev1.Pod, t corev1.PodConditionType, s corev1.Conditio
 		}
 	}
 	c := corev1.PodCondition{Type: t, Status: s, Reason: reason, LastTransitionTime: metav1.Now()}
-	if t == loopsv1alpha1.PodConditionDrained {
+	if t == contract.PodConditionDrained {
 		c.Message = "finished 0 tasks, handed back 0"
 	}
 	p.Status.Conditions = append(p.Status.Conditions, c)
@@ -364,7 +365,7 @@ func (h *harness) watch() *watcher {
 		h.t.Fatal(err)
 	}
 	record := func(p *corev1.Pod, deleted bool) {
-		_, asked := p.Annotations[loopsv1alpha1.AnnotationDrainRequested]
+		_, asked := p.Annotations[contract.AnnotationDrainRequested]
 		draining[p.Name] = !deleted && asked
 		serving[p.Name] = !deleted && !asked && p.DeletionTimestamp == nil
 		w.mu.Lock()
@@ -491,7 +492,7 @@ func podNames(pods []corev1.Pod) []string {
 func (h *harness) readyPods(name string) []string {
 	var out []string
 	for _, p := range h.pods(name) {
-		if _, asked := p.Annotations[loopsv1alpha1.AnnotationDrainRequested]; !asked && isReady(&p) {
+		if _, asked := p.Annotations[contract.AnnotationDrainRequested]; !asked && isReady(&p) {
 			out = append(out, p.Name)
 		}
 	}
@@ -545,11 +546,11 @@ func (c laggingClient) List(ctx context.Context, list client.ObjectList, opts ..
 		if young(p.CreationTimestamp.Time) {
 			continue
 		}
-		if v, asked := p.Annotations[loopsv1alpha1.AnnotationDrainRequested]; asked {
+		if v, asked := p.Annotations[contract.AnnotationDrainRequested]; asked {
 			if at, err := time.Parse(time.RFC3339, v); err == nil && young(at) {
 				p.Annotations = maps.Clone(p.Annotations)
-				delete(p.Annotations, loopsv1alpha1.AnnotationDrainRequested)
-				delete(p.Annotations, loopsv1alpha1.AnnotationDrainDeadline)
+				delete(p.Annotations, contract.AnnotationDrainRequested)
+				delete(p.Annotations, contract.AnnotationDrainDeadline)
 			}
 		}
 		shown = append(shown, p)

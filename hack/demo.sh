@@ -30,7 +30,7 @@ step "3/7 starting the local cluster (3 nodes run by the test-only node agent), 
 bin/localcluster down --dir "$dir" >/dev/null 2>&1 || true
 bin/localcluster up --detach --dir "$dir" --nodes 3 --crds config/crd/bases \
   --image "loop-worker=$root/bin/loop-worker" \
-  --process "manager=$root/bin/manager --leader-elect=false --metrics-bind-address=127.0.0.1:18080 --health-probe-bind-address=127.0.0.1:18081" >/dev/null
+  --process "manager=$root/bin/manager --leader-elect=false --metrics-secure=false --metrics-bind-address=127.0.0.1:18080 --health-probe-bind-address=127.0.0.1:18081" >/dev/null
 eval "$(bin/localcluster env --dir "$dir")" # KUBECONFIG and NATS_URL
 export PATH="$root/bin:$PATH"                # so that `kubectl loops` finds the plugin
 kubectl get nodes

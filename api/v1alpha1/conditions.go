@@ -134,4 +134,8 @@ const (
 	EventTasksMoved = "TasksMoved"
 	// EventQueueDeleted: the queue was deleted (deletionPolicy Delete).
 	EventQueueDeleted = "QueueDeleted"
+	// EventUnrequestedDrainReport: a pod reports Drained although nobody
+	// asked it to drain and it is not terminating; the report is ignored
+	// and the pod kept (Warning).
+	EventUnrequestedDrainReport = "UnrequestedDrainReport"
 )

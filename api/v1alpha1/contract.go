@@ -1,40 +1,27 @@
 package v1alpha1
 
 import (
-	"strings"
-
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// The names below are the contract between the operator and the worker
-// (see docs/design.md, "The drain contract"). Both sides import them from
-// here so that they cannot drift apart.
+// The names below are shared by the operator, the worker and the plugin
+// (labels, environment, ports); both sides import them from here so that
+// they cannot drift apart. The drain contract itself (annotations, the
+// Drained condition, how to read them) is package contract.
 const (
+	// MaxNameLength is the longest LoopDeployment name (the CRD rejects
+	// longer ones): its pods are named <name>-<5 random characters> by
+	// generateName, which truncates a longer prefix, and that name must
+	// stay a DNS label of at most 63 characters (it is the pod's hostname);
+	// the name is also the value of LabelName (at most 63).
+	MaxNameLength = 63 - len("-") - 5
+
 	// LabelName is set on every worker pod to the name of the
 	// LoopDeployment that owns it.
 	LabelName = "loops.tenire.io/name"
 	// LabelRevision is set on every worker pod to the hash of the pod
 	// template and loop settings it was created from.
 	LabelRevision = "loops.tenire.io/revision"
-
-	// AnnotationDrainRequested is set by the operator on a pod it wants to
-	// drain, to the RFC 3339 time of the request.
-	AnnotationDrainRequested = "loops.tenire.io/drain-requested"
-	// AnnotationDrainDeadline is set together with AnnotationDrainRequested
-	// to the RFC 3339 time by which the worker must have handed back every
-	// task it still holds.
-	AnnotationDrainDeadline = "loops.tenire.io/drain-deadline"
-
-	// PodConditionDrained is the pod condition a worker sets to True once
-	// it has stopped pulling and holds no task any more.
-	PodConditionDrained corev1.PodConditionType = "loops.tenire.io/Drained"
-	// DrainedReasonCompleted means every in-flight task finished before the
-	// deadline.
-	DrainedReasonCompleted = "Completed"
-	// DrainedReasonDeadlineExceeded means the deadline passed and the tasks
-	// still running were cancelled and handed back to the queue.
-	DrainedReasonDeadlineExceeded = "DeadlineExceeded"
 
 	// FinalizerDrain holds a LoopDeployment while its pods drain.
 	FinalizerDrain = "loops.tenire.io/drain"
@@ -80,19 +67,4 @@ type WorkerSettings struct {
 	// drainTimeout is spec.drain.timeout: how long a drain started by
 	// SIGTERM may take.
 	DrainTimeout metav1.Duration `json:"drainTimeout"`
-}
-
-// QueueNames returns the JetStream stream and the subject prefix of the
-// LoopDeployment namespace/name: spec.queue.nats.stream when set, otherwise
-// LOOP_<namespace>_<name>; subjects start with loops.<namespace>.<name>.
-// Characters that JetStream does not allow in names or subject tokens are
-// replaced by '_'.
-func QueueNames(namespace, name string, q NATSQueueSpec) (stream, subjectPrefix string) {
-	clean := strings.NewReplacer(".", "_", "*", "_", ">", "_", " ", "_", "/", "_", "\\", "_")
-	stream = q.Stream
-	if stream == "" {
-		stream = "LOOP_" + clean.Replace(namespace) + "_" + clean.Replace(name)
-	}
-	subjectPrefix = "loops." + clean.Replace(namespace) + "." + clean.Replace(name)
-	return stream, subjectPrefix
 }

@@ -233,6 +233,21 @@ func TestInvalidLoopDeploymentsAreRejectedWithMessagesThatSayWhatToFix(t *testin
 			want:   "queue.nats.url must be a NATS URL such as nats://nats.nats:4222",
 		},
 		{
+			name:   "a queue url with a user and password is rejected",
+			mutate: func(s map[string]any) { set(s, "queue.nats.url", "nats://worker:s3cret@nats.nats:4222") },
+			want:   "queue.nats.url must not carry credentials (user:password@ or token@): put them in a Secret and name it in queue.nats.credentialsSecretRef",
+		},
+		{
+			name:   "a queue url with a token is rejected",
+			mutate: func(s map[string]any) { set(s, "queue.nats.url", "tls://s3cr3tt0ken@nats.nats:4222") },
+			want:   "queue.nats.url must not carry credentials",
+		},
+		{
+			name:   "credentials in the second url of a list are rejected",
+			mutate: func(s map[string]any) { set(s, "queue.nats.url", "nats://a.nats:4222,nats://u:p@b.nats:4222") },
+			want:   "queue.nats.url must not carry credentials",
+		},
+		{
 			name:   "an unknown scheduling mode is rejected",
 			mutate: func(s map[string]any) { set(s, "loop.scheduling", "Random") },
 			want:   `spec.loop.scheduling: Unsupported value: "Random": supported values: "Weighted", "Strict"`,
@@ -319,5 +334,49 @@ func TestTypedLoopDeploymentIsAccepted(t *testing.T) {
 	}
 	if err := c.Create(t.Context(), ld); err != nil {
 		t.Fatalf("creating a typed LoopDeployment: %v", err)
+	}
+}
+
+// TestNamesAreShortEnoughForTheirPods: the CRD's limit on metadata.name is
+// MaxNameLength, so that the pods' names (<name>-<5 characters>) are DNS
+// labels and the name fits the loops.tenire.io/name label.
+func TestNamesAreShortEnoughForTheirPods(t *testing.T) {
+	c := newClient(t)
+	if got := loopsv1alpha1.MaxNameLength + len("-") + 5; got != 63 {
+		t.Fatalf("a pod name of the longest LoopDeployment is %d characters, want 63", got)
+	}
+	cases := []struct {
+		name   string
+		length int
+		want   string
+	}{
+		{"a name of the longest length is accepted", loopsv1alpha1.MaxNameLength, ""},
+		{"a name one character longer is rejected with what to fix", loopsv1alpha1.MaxNameLength + 1,
+			"metadata.name must be at most 57 characters"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u := valid(t, strings.Repeat("a", tc.length))
+			err := c.Create(t.Context(), u)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("rejected: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("got %v, want a rejection saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestQueueURLsWithoutCredentialsAreAccepted: the rule against
+// credentials in queue.nats.url leaves ordinary URLs and lists alone.
+func TestQueueURLsWithoutCredentialsAreAccepted(t *testing.T) {
+	c := newClient(t)
+	for i, url := range []string{"nats://nats.nats:4222", "tls://nats.nats:4222,tls://nats-2.nats:4222", "wss://nats.example.com/path@x"} {
+		u := valid(t, fmt.Sprintf("url-%d", i))
+		set(u.Object["spec"].(map[string]any), "queue.nats.url", url)
+		if err := c.Create(t.Context(), u); err != nil {
+			t.Errorf("%s was rejected: %v", url, err)
+		}
 	}
 }

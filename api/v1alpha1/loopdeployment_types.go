@@ -26,8 +26,8 @@ type LoopDeploymentSpec struct {
 	// named "worker", or the first container. The operator adds the pod's
 	// name and namespace, the loop settings (LOOP_SETTINGS) and the admin
 	// port 8081 ("admin"); unless set here, a readiness probe on /readyz, a
-	// liveness probe on /healthz, the service account tenire-loop-worker and
-	// a restricted security context. The termination grace period is at
+	// liveness probe on /healthz, the service account <name>-loop-worker and
+	// the restricted security context, field by field. The termination grace period is at
 	// least drain.timeout plus 30s.
 	// +required
 	Template corev1.PodTemplateSpec `json:"template"`
@@ -238,6 +238,7 @@ type NATSQueueSpec struct {
 	// url of the NATS server, e.g. nats://nats.nats:4222.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:XValidation:rule="self.matches('^(nats|tls|ws|wss)://[^\\\\s]+$')",message="queue.nats.url must be a NATS URL such as nats://nats.nats:4222"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('(^|,)[a-z]+://[^/@,]*@')",message="queue.nats.url must not carry credentials (user:password@ or token@): put them in a Secret and name it in queue.nats.credentialsSecretRef"
 	// +required
 	URL string `json:"url"`
 
@@ -394,6 +395,7 @@ type LoopDeploymentStatus struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
 // +kubebuilder:resource:shortName=ld,categories=tenire
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 57",message="metadata.name must be at most 57 characters: it is the value of the pods' loops.tenire.io/name label and the prefix of their names (<name>-<5 random characters>, a 63-character DNS label); choose a shorter name"
 // +kubebuilder:printcolumn:name="Desired",type=integer,JSONPath=`.spec.replicas`
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`
 // +kubebuilder:printcolumn:name="Available",type=integer,JSONPath=`.status.availableReplicas`

@@ -11,7 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
-	"github.com/tenire/loop-operator/controllers/policy"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 )
 
 // drainPoll is how often --wait looks at the pods.
@@ -94,14 +94,14 @@ func (d *drainOptions) run(ctx context.Context, o *options, args []string) error
 		if err != nil {
 			return err
 		}
-		if policy.Requested(p) {
+		if contract.DrainRequested(p) {
 			fmt.Fprintf(o.streams.Out, "pod/%s is already draining\n", p.Name)
 		} else {
 			patch := client.MergeFrom(p.DeepCopy())
 			if p.Annotations == nil {
 				p.Annotations = map[string]string{}
 			}
-			for key, value := range policy.DrainAnnotations(o.clock, timeout) {
+			for key, value := range contract.DrainAnnotations(o.clock.Now(), timeout) {
 				p.Annotations[key] = value
 			}
 			if err := k.client.Patch(ctx, p, patch); err != nil {
@@ -109,8 +109,8 @@ func (d *drainOptions) run(ctx context.Context, o *options, args []string) error
 			}
 			fmt.Fprintf(o.streams.Out, "pod/%s drain requested (deadline in %s)\n", p.Name, timeout)
 		}
-		if d := policy.DrainOf(p, o.clock, 0).Deadline; d.After(latest) {
-			latest = d
+		if r, _, _ := contract.ParseDrainRequest(p.Annotations); r.Deadline.After(latest) {
+			latest = r.Deadline
 		}
 	}
 	if !d.wait {
@@ -133,7 +133,7 @@ func (d *drainOptions) timeoutFor(ctx context.Context, k *kube, p *corev1.Pod) (
 		return 0, fmt.Errorf("reading the LoopDeployment of pod %q for its drain timeout (or give --timeout): %w", p.Name, err)
 	}
 	if ld.Spec.Drain.Timeout == nil {
-		return 5 * time.Minute, nil
+		return loopsv1alpha1.DefaultDrainTimeout, nil
 	}
 	return ld.Spec.Drain.Timeout.Duration, nil
 }
@@ -156,7 +156,7 @@ func waitDrained(ctx context.Context, o *options, k *kube, pods []corev1.Pod) er
 			case err != nil:
 				return fmt.Errorf("reading pod %q: %w", pods[i].Name, err)
 			default:
-				if c, ok := policy.Drained(&p); ok {
+				if c, ok := contract.Drained(&p); ok {
 					drained++
 					last = fmt.Sprintf("%s drained (%s: %s)", p.Name, c.Reason, c.Message)
 				}

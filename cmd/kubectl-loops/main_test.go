@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/test/natstest"
 	"github.com/tenire/loop-operator/test/testenv"
 	"github.com/tenire/loop-operator/worker/loop"
@@ -281,10 +282,10 @@ func TestDrainRequestsTheContractAndWaits(t *testing.T) {
 	if err := w.client.Get(ctx, client.ObjectKey{Namespace: "default", Name: "orders-a"}, &a); err != nil {
 		t.Fatal(err)
 	}
-	if got := a.Annotations[loopsv1alpha1.AnnotationDrainRequested]; got != "2026-11-27T10:00:00Z" {
+	if got := a.Annotations[contract.AnnotationDrainRequested]; got != "2026-11-27T10:00:00Z" {
 		t.Errorf("drain-requested = %q", got)
 	}
-	if got := a.Annotations[loopsv1alpha1.AnnotationDrainDeadline]; got != "2026-11-27T10:01:30Z" {
+	if got := a.Annotations[contract.AnnotationDrainDeadline]; got != "2026-11-27T10:01:30Z" {
 		t.Errorf("drain-deadline = %q", got)
 	}
 
@@ -322,10 +323,10 @@ func reportDrained(t *testing.T, c client.Client, name string) {
 		if err := c.Get(t.Context(), client.ObjectKey{Namespace: "default", Name: name}, &p); err != nil {
 			t.Fatal(err)
 		}
-		if _, ok := p.Annotations[loopsv1alpha1.AnnotationDrainRequested]; ok {
+		if _, ok := p.Annotations[contract.AnnotationDrainRequested]; ok {
 			p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{
-				Type: loopsv1alpha1.PodConditionDrained, Status: corev1.ConditionTrue,
-				Reason: loopsv1alpha1.DrainedReasonCompleted, Message: "finished 3, handed back 0", LastTransitionTime: metav1.Now(),
+				Type: contract.PodConditionDrained, Status: corev1.ConditionTrue,
+				Reason: contract.DrainedReasonCompleted, Message: "finished 3, handed back 0", LastTransitionTime: metav1.Now(),
 			})
 			if err := c.Status().Update(t.Context(), &p); err != nil {
 				t.Fatal(err)
@@ -348,11 +349,7 @@ func TestSubmitWaitReportsCompletionsAndFailures(t *testing.T) {
 	w := newWorld(t)
 	ld := w.loop("orders", w.natsURL)
 	names := queueNames(ld)
-	qc, err := queueConfig(ld)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := queue.Ensure(t.Context(), w.js, names, qc); err != nil {
+	if _, err := queue.Ensure(t.Context(), w.js, names, queueConfig(ld)); err != nil {
 		t.Fatal(err)
 	}
 

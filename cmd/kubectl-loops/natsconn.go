@@ -24,12 +24,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/worker/queue"
 )
-
-// credentialsKey is the key of the NATS credentials in the Secret named by
-// spec.queue.nats.credentialsSecretRef.
-const credentialsKey = "nats.creds"
 
 // loopQueue is a connection to one loop's queue.
 type loopQueue struct {
@@ -64,7 +61,8 @@ func (q *loopQueue) Close() {
 
 // queueNames returns the JetStream names of a LoopDeployment's queue.
 func queueNames(ld *loopsv1alpha1.LoopDeployment) queue.Names {
-	return queue.NewNames(loopsv1alpha1.QueueNames(ld.Namespace, ld.Name, ld.Spec.Queue.NATS))
+	q := contract.QueueOf(ld)
+	return queue.NewNames(q.Stream, q.SubjectPrefix)
 }
 
 // connectQueue connects to the NATS server of a LoopDeployment: --nats-url
@@ -138,15 +136,15 @@ func credentialsFile(ctx context.Context, k *kube, secretName string) (string, f
 	if err := k.client.Get(ctx, client.ObjectKey{Namespace: k.namespace, Name: secretName}, &secret); err != nil {
 		return "", nil, fmt.Errorf("reading the NATS credentials Secret %q: %w", secretName, err)
 	}
-	data, ok := secret.Data[credentialsKey]
+	data, ok := secret.Data[loopsv1alpha1.DefaultCredentialsKey]
 	if !ok {
-		return "", nil, fmt.Errorf("secret %q has no key %q with the NATS credentials", secretName, credentialsKey)
+		return "", nil, fmt.Errorf("secret %q has no key %q with the NATS credentials", secretName, loopsv1alpha1.DefaultCredentialsKey)
 	}
 	dir, err := os.MkdirTemp("", "kubectl-loops-")
 	if err != nil {
 		return "", nil, err
 	}
-	file := filepath.Join(dir, credentialsKey)
+	file := filepath.Join(dir, loopsv1alpha1.DefaultCredentialsKey)
 	if err := os.WriteFile(file, data, 0o600); err != nil {
 		_ = os.RemoveAll(dir)
 		return "", nil, err

@@ -22,7 +22,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
-	"github.com/tenire/loop-operator/controllers/policy"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 )
 
 // statusReport is what `kubectl loops status` shows, and its -o json|yaml.
@@ -190,19 +190,21 @@ func describePod(p *corev1.Pod, clk clock.PassiveClock) podReport {
 	for _, cs := range p.Status.ContainerStatuses {
 		pr.Restarts += cs.RestartCount
 	}
-	d := policy.DrainOf(p, clk, 0)
-	switch d.Phase {
-	case policy.DrainNotRequested:
-		pr.State = "running"
-		if p.DeletionTimestamp != nil {
-			pr.State = "terminating"
-		}
-	case policy.DrainDrained:
-		pr.State = fmt.Sprintf("drained (%s: %s)", d.Reason, d.Message)
-	case policy.DrainInvalid:
+	r, requested, err := contract.ParseDrainRequest(p.Annotations)
+	c, drained := contract.Drained(p)
+	switch {
+	case drained && !contract.HonoursDrained(p):
+		pr.State = fmt.Sprintf("running (reports Drained unasked, ignored: %s)", c.Message)
+	case drained:
+		pr.State = fmt.Sprintf("drained (%s: %s)", c.Reason, c.Message)
+	case requested && err != nil:
 		pr.State = "draining (unreadable drain annotations)"
+	case requested:
+		pr.State = fmt.Sprintf("draining for %s, deadline in %s", since(r.Requested, clk.Now()), until(r.Deadline, clk.Now()))
+	case p.DeletionTimestamp != nil:
+		pr.State = "terminating"
 	default:
-		pr.State = fmt.Sprintf("draining for %s, deadline in %s", since(d.Requested, clk.Now()), until(d.Deadline, clk.Now()))
+		pr.State = "running"
 	}
 	return pr
 }

@@ -15,9 +15,9 @@ import (
 	"github.com/spf13/cobra"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/worker/ledger"
 	"github.com/tenire/loop-operator/worker/queue"
-	"github.com/tenire/loop-operator/worker/settings"
 )
 
 // submitBatch is how many tasks are in flight to the server at once.
@@ -106,26 +106,13 @@ func (s *submitOptions) readPayload(args []string, stdin io.Reader) ([]byte, err
 }
 
 // priorities returns the priority classes of a LoopDeployment, highest first.
-func priorities(ld *loopsv1alpha1.LoopDeployment) []string {
-	if len(ld.Spec.Loop.Priorities) == 0 {
-		return []string{queue.DefaultPriority}
-	}
-	names := make([]string, 0, len(ld.Spec.Loop.Priorities))
-	for _, p := range ld.Spec.Loop.Priorities {
-		names = append(names, p.Name)
-	}
-	return names
-}
+func priorities(ld *loopsv1alpha1.LoopDeployment) []string { return contract.QueueOf(ld).Priorities }
 
 // queueConfig is the set-up of a LoopDeployment's streams and consumers,
-// the same that its workers ensure at start-up: it goes the workers' way,
-// from the LoopDeployment's settings through settings.Config.
-func queueConfig(ld *loopsv1alpha1.LoopDeployment) (queue.Config, error) {
-	c, err := settings.Config(loopsv1alpha1.WorkerSettings{Name: ld.Name, Namespace: ld.Namespace, Loop: ld.Spec.Loop, Queue: ld.Spec.Queue})
-	if err != nil {
-		return queue.Config{}, fmt.Errorf("loopdeployment %q: %w", ld.Name, err)
-	}
-	return c.QueueConfig(), nil
+// the same that its workers ensure at start-up (contract.QueueOf).
+func queueConfig(ld *loopsv1alpha1.LoopDeployment) queue.Config {
+	q := contract.QueueOf(ld)
+	return queue.Config{Priorities: q.Priorities, AckWait: q.AckWait, MaxAckPending: q.MaxAckPending, Replicas: q.Replicas}
 }
 
 func (s *submitOptions) run(cmd *cobra.Command, o *options, args []string) error {
@@ -161,11 +148,7 @@ func (s *submitOptions) run(cmd *cobra.Command, o *options, args []string) error
 	// The workers create the streams at start-up; creating them here too
 	// (idempotently, with the same settings) lets tasks wait for a loop
 	// that is scaled to zero or not started yet.
-	qc, err := queueConfig(ld)
-	if err != nil {
-		return err
-	}
-	if _, err := queue.Ensure(ctx, q.js, q.names, qc); err != nil {
+	if _, err := queue.Ensure(ctx, q.js, q.names, queueConfig(ld)); err != nil {
 		return fmt.Errorf("setting up the queue of %q: %w", ld.Name, err)
 	}
 	ids := taskIDs(s.id, s.count)
@@ -207,11 +190,11 @@ func (s *submitOptions) run(cmd *cobra.Command, o *options, args []string) error
 
 // openLedger follows the results of a loop that keeps them.
 func openLedger(ctx context.Context, q *loopQueue, ld *loopsv1alpha1.LoopDeployment) (*ledger.Ledger, error) {
-	retention := ld.Spec.Queue.NATS.ResultRetention
-	if retention == nil || retention.Duration <= 0 {
+	qs := contract.QueueOf(ld)
+	if qs.ResultRetention <= 0 {
 		return nil, fmt.Errorf("loopdeployment %q keeps no result records (spec.queue.nats.resultRetention is 0s), so waiting cannot tell completed tasks from lost ones", ld.Name)
 	}
-	if err := queue.EnsureResults(ctx, q.js, q.names, retention.Duration, int(ld.Spec.Queue.NATS.Replicas)); err != nil {
+	if err := queue.EnsureResults(ctx, q.js, q.names, qs.ResultRetention, qs.Replicas); err != nil {
 		return nil, err
 	}
 	return ledger.Open(ctx, q.js, q.names)

@@ -4,7 +4,8 @@
 //
 // Flags:
 //
-//	--metrics-bind-address     address of the metrics endpoint (default :8080; "0" disables it)
+//	--metrics-bind-address     address of the metrics endpoint (default :8443; "0" disables it)
+//	--metrics-secure           HTTPS with token authentication and authorisation (default true)
 //	--health-probe-bind-address address of /healthz and /readyz (default :8081)
 //	--leader-elect             run behind a leader election lease (default true)
 //	--leader-election-namespace namespace of the lease (default: the pod's namespace)

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
@@ -34,6 +35,7 @@ func main() {
 // options are the manager's flags.
 type options struct {
 	metricsAddr             string
+	metricsSecure           bool
 	probeAddr               string
 	leaderElect             bool
 	leaderElectionNamespace string
@@ -49,7 +51,8 @@ type options struct {
 func parseFlags(args []string) (*options, error) {
 	o := &options{zap: zap.Options{}}
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
-	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", `address of the Prometheus metrics endpoint; "0" disables it`)
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443", `address of the Prometheus metrics endpoint; "0" disables it`)
+	fs.BoolVar(&o.metricsSecure, "metrics-secure", true, "serve the metrics over HTTPS, to clients that authenticate with a token allowed to get /metrics (TokenReview and SubjectAccessReview); --metrics-secure=false serves plain HTTP to anyone")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz probes")
 	fs.BoolVar(&o.leaderElect, "leader-elect", true, "run behind a leader election lease, so that only one replica acts; --leader-elect=false to disable")
 	fs.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election lease (default: the namespace the manager runs in)")
@@ -78,6 +81,19 @@ func parseFlags(args []string) (*options, error) {
 	return o, nil
 }
 
+// metricsOptions serves the metrics as kubebuilder's scaffold does: by
+// default over HTTPS (a self-signed certificate unless one is given),
+// answering only clients whose bearer token the API server authenticates
+// (TokenReview) and authorises for GET /metrics (SubjectAccessReview; the
+// ClusterRole metrics-reader grants it).
+func metricsOptions(o *options) metricsserver.Options {
+	m := metricsserver.Options{BindAddress: o.metricsAddr, SecureServing: o.metricsSecure}
+	if o.metricsSecure {
+		m.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	return m
+}
+
 func newScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
@@ -100,7 +116,7 @@ func run(args []string) error {
 	cfg.QPS, cfg.Burst = float32(o.kubeAPIQPS), o.kubeAPIBurst
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        newScheme(),
-		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
+		Metrics:                       metricsOptions(o),
 		HealthProbeBindAddress:        o.probeAddr,
 		LeaderElection:                o.leaderElect,
 		LeaderElectionID:              leaderElectionID,
@@ -114,7 +130,7 @@ func run(args []string) error {
 	r := &controllers.LoopDeploymentReconciler{DrainGrace: o.drainGrace}
 	if o.manageQueues {
 		r.Queues = &stream.Poller{
-			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), CredentialsKey: controllers.CredentialsKey,
+			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
 			Interval: o.queuePollInterval, Log: ctrl.Log.WithName("queues"),
 		}
 	}
@@ -128,7 +144,7 @@ func run(args []string) error {
 		return fmt.Errorf("adding the readiness check: %w", err)
 	}
 
-	logger.Info("Starting the manager", "metricsAddress", o.metricsAddr, "probeAddress", o.probeAddr, "leaderElection", o.leaderElect)
+	logger.Info("Starting the manager", "metricsAddress", o.metricsAddr, "metricsSecure", o.metricsSecure, "probeAddress", o.probeAddr, "leaderElection", o.leaderElect)
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		return fmt.Errorf("running the manager: %w", err)
 	}

@@ -14,10 +14,18 @@ func TestParseFlags(t *testing.T) {
 		wantErr string
 	}{
 		{"no flags give leader election, the usual addresses and the default grace", nil, func(o *options) bool {
-			return o.leaderElect && o.metricsAddr == ":8080" && o.probeAddr == ":8081" && o.drainGrace == 15*time.Second && o.maxConcurrentReconciles == 4
+			return o.leaderElect && o.metricsAddr == ":8443" && o.metricsSecure && o.probeAddr == ":8081" && o.drainGrace == 15*time.Second && o.maxConcurrentReconciles == 4
 		}, ""},
 		{"leader election can be turned off", []string{"--leader-elect=false"}, func(o *options) bool { return !o.leaderElect }, ""},
 		{"the metrics endpoint can be disabled", []string{"--metrics-bind-address=0"}, func(o *options) bool { return o.metricsAddr == "0" }, ""},
+		{"plain HTTP metrics must be asked for", []string{"--metrics-secure=false", "--metrics-bind-address=127.0.0.1:8080"}, func(o *options) bool {
+			m := metricsOptions(o)
+			return !m.SecureServing && m.FilterProvider == nil && m.BindAddress == "127.0.0.1:8080"
+		}, ""},
+		{"secure metrics authenticate and authorise", nil, func(o *options) bool {
+			m := metricsOptions(o)
+			return m.SecureServing && m.FilterProvider != nil
+		}, ""},
 		{"the drain grace can be set", []string{"--drain-grace=1m"}, func(o *options) bool { return o.drainGrace == time.Minute }, ""},
 		{"the log level is a zap flag", []string{"--zap-log-level=debug"}, func(*options) bool { return true }, ""},
 		{"the client's rate limits can be set", []string{"--kube-api-qps=50", "--kube-api-burst=100"}, func(o *options) bool { return o.kubeAPIQPS == 50 && o.kubeAPIBurst == 100 }, ""},

@@ -6,65 +6,13 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 )
 
-// Autoscaling defaults, as the API documents them.
-const (
-	// DefaultScaleToZeroAfter is autoscaling.scaleToZeroAfter when unset.
-	DefaultScaleToZeroAfter = 5 * time.Minute
-	// DefaultScaleDownStabilization is the scale-down stabilization window
-	// when unset; scaling up has none.
-	DefaultScaleDownStabilization = 300 * time.Second
-	// Tolerance is the relative change of the recommendation below which
-	// the autoscaler keeps the current count, as an HPA does.
-	Tolerance = 0.1
-)
-
-// AutoscalingWithDefaults returns a copy of a with every unset field set to
-// its documented default.
-func AutoscalingWithDefaults(a loopsv1alpha1.AutoscalingSpec) loopsv1alpha1.AutoscalingSpec {
-	out := *a.DeepCopy()
-	if out.MinReplicas == nil {
-		out.MinReplicas = ptr.To[int32](1)
-	}
-	setDuration(&out.ScaleToZeroAfter, DefaultScaleToZeroAfter)
-	if out.Behavior == nil {
-		out.Behavior = &loopsv1alpha1.AutoscalingBehavior{}
-	}
-	b := out.Behavior
-	if b.ScaleUp == nil {
-		b.ScaleUp = &loopsv1alpha1.ScalingRules{}
-	}
-	if b.ScaleDown == nil {
-		b.ScaleDown = &loopsv1alpha1.ScalingRules{}
-	}
-	if b.ScaleUp.StabilizationWindowSeconds == nil {
-		b.ScaleUp.StabilizationWindowSeconds = ptr.To[int32](0)
-	}
-	if b.ScaleDown.StabilizationWindowSeconds == nil {
-		b.ScaleDown.StabilizationWindowSeconds = ptr.To(int32(DefaultScaleDownStabilization / time.Second))
-	}
-	for _, r := range []*loopsv1alpha1.ScalingRules{b.ScaleUp, b.ScaleDown} {
-		if r.SelectPolicy == nil {
-			r.SelectPolicy = ptr.To(loopsv1alpha1.SelectMax)
-		}
-	}
-	if len(b.ScaleUp.Policies) == 0 {
-		b.ScaleUp.Policies = []loopsv1alpha1.ScalingPolicy{
-			{Type: loopsv1alpha1.PercentScalingPolicy, Value: 100, PeriodSeconds: 15},
-			{Type: loopsv1alpha1.PodsScalingPolicy, Value: 4, PeriodSeconds: 15},
-		}
-	}
-	if len(b.ScaleDown.Policies) == 0 {
-		b.ScaleDown.Policies = []loopsv1alpha1.ScalingPolicy{
-			{Type: loopsv1alpha1.PercentScalingPolicy, Value: 100, PeriodSeconds: 15},
-		}
-	}
-	return out
-}
+// Tolerance is the relative change of the recommendation below which the
+// autoscaler keeps the current count, as an HPA does.
+const Tolerance = 0.1
 
 // Demand is the work a loop's queue holds at one instant.
 type Demand struct {

@@ -17,7 +17,7 @@ func TestAutoscale(t *testing.T) {
 		if mut != nil {
 			mut(&s)
 		}
-		return AutoscalingWithDefaults(s)
+		return loopsv1alpha1.AutoscalingWithDefaults(s)
 	}
 	minZero := func(s *loopsv1alpha1.AutoscalingSpec) { s.MinReplicas = ptr.To[int32](0) }
 	demand := func(pending, inFlight int64) *Demand { return &Demand{Pending: pending, InFlight: inFlight} }
@@ -145,7 +145,7 @@ func TestAutoscale(t *testing.T) {
 // for 20 minutes over a backlog that swings around 500 tasks (4 to 6 pods'
 // worth at 100 per replica) and counts the changes of the replica count.
 func TestABacklogHoveringAtTheThresholdDoesNotFlap(t *testing.T) {
-	spec := AutoscalingWithDefaults(loopsv1alpha1.AutoscalingSpec{MaxReplicas: 10, TargetBacklogPerReplica: ptr.To[int32](100)})
+	spec := loopsv1alpha1.AutoscalingWithDefaults(loopsv1alpha1.AutoscalingSpec{MaxReplicas: 10, TargetBacklogPerReplica: ptr.To[int32](100)})
 	start := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	current, changes, downs := int32(5), 0, 0
 	var recs []Recommendation

@@ -6,7 +6,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/clock"
 
-	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 )
 
 // DrainPhase is where one pod stands in the drain contract.
@@ -24,9 +24,14 @@ const (
 	// DrainTimedOut means the deadline plus the grace passed with no report; the
 	// pod is deleted anyway and the queue redelivers what it held.
 	DrainTimedOut DrainPhase = "TimedOut"
-	// DrainInvalid means the drain annotations are there but cannot be read (one
-	// is missing or is not an RFC 3339 time); the operator requests the
-	// drain again with fresh times.
+	// DrainUnrequested means the pod reports loops.tenire.io/Drained=True
+	// although nobody asked it to drain and it is not terminating. The
+	// contract fails closed: the report is ignored, the pod is not deleted
+	// and counts as serving; the operator records a warning.
+	DrainUnrequested DrainPhase = "Unrequested"
+	// DrainInvalid means the drain annotations are there but cannot be read
+	// (contract.ErrUnreadableDrainRequest); the operator requests the drain
+	// again with fresh times.
 	DrainInvalid DrainPhase = "Invalid"
 )
 
@@ -46,45 +51,34 @@ type Drain struct {
 	Reason, Message string
 }
 
-// Requested reports whether the pod carries a drain request, readable or
-// not; such a pod is draining and takes one of the maxConcurrent slots.
-func Requested(pod *corev1.Pod) bool {
-	_, a := pod.Annotations[loopsv1alpha1.AnnotationDrainRequested]
-	_, b := pod.Annotations[loopsv1alpha1.AnnotationDrainDeadline]
-	return a || b
-}
-
-// Drained returns the pod's Drained condition when it is True.
-func Drained(pod *corev1.Pod) (*corev1.PodCondition, bool) {
-	for i := range pod.Status.Conditions {
-		c := &pod.Status.Conditions[i]
-		if c.Type == loopsv1alpha1.PodConditionDrained && c.Status == corev1.ConditionTrue {
-			return c, true
-		}
-	}
-	return nil, false
-}
-
 // DrainOf returns the state of pod's drain at clk's now. grace is how long
 // after the deadline the operator still waits for the worker's report.
 //
-// A pod that reports Drained is drained whether or not it was asked (a
-// worker drained by SIGTERM holds no task either).
+// A Drained report is honoured only on a pod that was asked to drain (the
+// annotations are there, readable or not) or that is terminating (its
+// worker drains on SIGTERM); on any other pod it is DrainUnrequested, so
+// that a worker, or anyone allowed to patch pods/status, cannot make the
+// operator delete a pod it did not choose, outside the drain budget.
 func DrainOf(pod *corev1.Pod, clk clock.PassiveClock, grace time.Duration) Drain {
 	var d Drain
-	if c, ok := Drained(pod); ok {
+	r, requested, err := contract.ParseDrainRequest(pod.Annotations)
+	if c, ok := contract.Drained(pod); ok {
+		if !contract.HonoursDrained(pod) {
+			return Drain{Phase: DrainUnrequested, Reason: c.Reason, Message: c.Message}
+		}
 		d.Phase, d.Reason, d.Message = DrainDrained, c.Reason, c.Message
-		d.Requested, d.Deadline = readAnnotations(pod)
+		d.Requested, d.Deadline = r.Requested, r.Deadline
 		return d
 	}
-	if !Requested(pod) {
+	if !requested {
 		d.Phase = DrainNotRequested
 		return d
 	}
-	d.Requested, d.Deadline = readAnnotations(pod)
-	if d.Requested.IsZero() || d.Deadline.IsZero() {
+	if err != nil {
+		// contract.ErrUnreadableDrainRequest: the operator asks again.
 		return Drain{Phase: DrainInvalid}
 	}
+	d.Requested, d.Deadline = r.Requested, r.Deadline
 	d.GiveUpAt = d.Deadline.Add(grace)
 	if clk.Now().After(d.GiveUpAt) {
 		d.Phase = DrainTimedOut
@@ -92,39 +86,4 @@ func DrainOf(pod *corev1.Pod, clk clock.PassiveClock, grace time.Duration) Drain
 		d.Phase = DrainInProgress
 	}
 	return d
-}
-
-// readAnnotations parses both drain annotations; a missing or malformed
-// one is the zero time.
-func readAnnotations(pod *corev1.Pod) (requested, deadline time.Time) {
-	parse := func(key string) time.Time {
-		v, ok := pod.Annotations[key]
-		if !ok {
-			return time.Time{}
-		}
-		t, err := time.Parse(time.RFC3339, v)
-		if err != nil {
-			return time.Time{}
-		}
-		return t
-	}
-	return parse(loopsv1alpha1.AnnotationDrainRequested), parse(loopsv1alpha1.AnnotationDrainDeadline)
-}
-
-// DrainAnnotations returns the two annotations that ask a pod to drain at
-// clk's now with the given timeout, as RFC 3339 times in UTC: the request
-// with its fraction of a second (the drain-duration metric is measured
-// from it), the deadline rounded up to the next second so that it is never
-// earlier than now plus timeout. Readers parse both with time.RFC3339,
-// which accepts a fraction.
-func DrainAnnotations(clk clock.PassiveClock, timeout time.Duration) map[string]string {
-	now := clk.Now().UTC()
-	deadline := now.Add(timeout)
-	if t := deadline.Truncate(time.Second); !t.Equal(deadline) {
-		deadline = t.Add(time.Second)
-	}
-	return map[string]string{
-		loopsv1alpha1.AnnotationDrainRequested: now.Format(time.RFC3339Nano),
-		loopsv1alpha1.AnnotationDrainDeadline:  deadline.Format(time.RFC3339),
-	}
 }

@@ -8,7 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 
-	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 )
 
 var t0 = time.Date(2026, 11, 27, 6, 0, 0, 0, time.UTC)
@@ -22,13 +22,18 @@ func podWith(annotations map[string]string, conds ...corev1.PodCondition) *corev
 
 func asked(requested, deadline time.Time) map[string]string {
 	return map[string]string{
-		loopsv1alpha1.AnnotationDrainRequested: requested.Format(time.RFC3339),
-		loopsv1alpha1.AnnotationDrainDeadline:  deadline.Format(time.RFC3339),
+		contract.AnnotationDrainRequested: requested.Format(time.RFC3339),
+		contract.AnnotationDrainDeadline:  deadline.Format(time.RFC3339),
 	}
 }
 
+func terminating(p *corev1.Pod) *corev1.Pod {
+	p.DeletionTimestamp = &metav1.Time{Time: t0}
+	return p
+}
+
 func drained(status corev1.ConditionStatus, reason string) corev1.PodCondition {
-	return corev1.PodCondition{Type: loopsv1alpha1.PodConditionDrained, Status: status, Reason: reason, Message: "finished 3, handed back 0"}
+	return corev1.PodCondition{Type: contract.PodConditionDrained, Status: status, Reason: reason, Message: "finished 3, handed back 0"}
 }
 
 func TestDrainOf(t *testing.T) {
@@ -47,17 +52,25 @@ func TestDrainOf(t *testing.T) {
 		{"a pod past its deadline and the grace has timed out",
 			podWith(asked(t0, t0.Add(time.Minute))), t0.Add(time.Minute + grace + time.Second), DrainTimedOut},
 		{"a pod that reports Drained is drained",
-			podWith(asked(t0, t0.Add(time.Minute)), drained(corev1.ConditionTrue, loopsv1alpha1.DrainedReasonCompleted)), t0.Add(time.Second), DrainDrained},
+			podWith(asked(t0, t0.Add(time.Minute)), drained(corev1.ConditionTrue, contract.DrainedReasonCompleted)), t0.Add(time.Second), DrainDrained},
 		{"a pod that reports Drained after its deadline is drained, not timed out",
-			podWith(asked(t0, t0.Add(time.Minute)), drained(corev1.ConditionTrue, loopsv1alpha1.DrainedReasonDeadlineExceeded)), t0.Add(time.Hour), DrainDrained},
+			podWith(asked(t0, t0.Add(time.Minute)), drained(corev1.ConditionTrue, contract.DrainedReasonDeadlineExceeded)), t0.Add(time.Hour), DrainDrained},
 		{"a Drained condition that is False does not count",
 			podWith(asked(t0, t0.Add(time.Minute)), drained(corev1.ConditionFalse, "")), t0.Add(time.Second), DrainInProgress},
-		{"a pod that reports Drained without being asked is drained",
-			podWith(nil, drained(corev1.ConditionTrue, loopsv1alpha1.DrainedReasonCompleted)), t0, DrainDrained},
+		{"a pod that reports Drained without being asked is ignored",
+			podWith(nil, drained(corev1.ConditionTrue, contract.DrainedReasonCompleted)), t0, DrainUnrequested},
+		{"a terminating pod that reports Drained without being asked is drained",
+			terminating(podWith(nil, drained(corev1.ConditionTrue, contract.DrainedReasonCompleted))), t0, DrainDrained},
+		{"a pod with an unreadable request that reports Drained is drained",
+			podWith(map[string]string{contract.AnnotationDrainDeadline: "soon"}, drained(corev1.ConditionTrue, contract.DrainedReasonCompleted)), t0, DrainDrained},
+		{"a pod with other annotations that reports Drained is ignored",
+			podWith(map[string]string{"example.com/drain": "yes"}, drained(corev1.ConditionTrue, contract.DrainedReasonCompleted)), t0, DrainUnrequested},
+		{"a fresh request as the operator writes it is in progress",
+			podWith(contract.DrainAnnotations(t0.Add(300*time.Millisecond), time.Minute-time.Second)), t0.Add(time.Second), DrainInProgress},
 		{"a request without a deadline is invalid",
-			podWith(map[string]string{loopsv1alpha1.AnnotationDrainRequested: t0.Format(time.RFC3339)}), t0, DrainInvalid},
+			podWith(map[string]string{contract.AnnotationDrainRequested: t0.Format(time.RFC3339)}), t0, DrainInvalid},
 		{"a deadline that is not an RFC 3339 time is invalid",
-			podWith(map[string]string{loopsv1alpha1.AnnotationDrainRequested: t0.Format(time.RFC3339), loopsv1alpha1.AnnotationDrainDeadline: "in five minutes"}), t0, DrainInvalid},
+			podWith(map[string]string{contract.AnnotationDrainRequested: t0.Format(time.RFC3339), contract.AnnotationDrainDeadline: "in five minutes"}), t0, DrainInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -67,35 +80,6 @@ func TestDrainOf(t *testing.T) {
 			}
 			if got.Phase == DrainInProgress && !got.GiveUpAt.Equal(t0.Add(time.Minute+grace)) {
 				t.Errorf("give up at %s, want deadline plus grace", got.GiveUpAt)
-			}
-		})
-	}
-}
-
-func TestDrainAnnotations(t *testing.T) {
-	tests := []struct {
-		name         string
-		now          time.Time
-		timeout      time.Duration
-		wantDeadline time.Time
-	}{
-		{"a whole-second time gives the exact deadline", t0, 5 * time.Minute, t0.Add(5 * time.Minute)},
-		{"a fractional time rounds the deadline up, never earlier than asked",
-			t0.Add(300 * time.Millisecond), 2 * time.Second, t0.Add(3 * time.Second)},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			a := DrainAnnotations(clocktesting.NewFakePassiveClock(tt.now), tt.timeout)
-			if a[loopsv1alpha1.AnnotationDrainDeadline] != tt.wantDeadline.Format(time.RFC3339) {
-				t.Errorf("deadline = %s, want %s", a[loopsv1alpha1.AnnotationDrainDeadline], tt.wantDeadline.Format(time.RFC3339))
-			}
-			requested, _ := readAnnotations(podWith(a))
-			if !requested.Equal(tt.now) {
-				t.Errorf("the request reads back as %s, want %s to the nanosecond", requested, tt.now)
-			}
-			d := DrainOf(podWith(a), clocktesting.NewFakePassiveClock(tt.now), 0)
-			if d.Phase != DrainInProgress {
-				t.Errorf("a fresh request reads back as %s", d.Phase)
 			}
 		})
 	}

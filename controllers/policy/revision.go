@@ -31,7 +31,7 @@ const RevisionLength = 10
 // give the same pods have the same revision; any change to what a pod runs
 // gives a new one, which starts a rolling update.
 func Revision(spec loopsv1alpha1.LoopDeploymentSpec) (string, error) {
-	spec = WithDefaults(spec)
+	spec = loopsv1alpha1.WithDefaults(spec)
 	in := revisionInput{
 		Template:     spec.Template,
 		Loop:         spec.Loop,

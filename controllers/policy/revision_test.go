@@ -36,7 +36,7 @@ func TestRevision(t *testing.T) {
 			s.UpdateStrategy.MaxSurge = ptr.To(intstr.FromInt32(0))
 		}, true},
 		{"spelling out the defaults keeps the revision", func(s *loopsv1alpha1.LoopDeploymentSpec) {
-			s.Drain.Timeout = &metav1.Duration{Duration: DefaultDrainTimeout}
+			s.Drain.Timeout = &metav1.Duration{Duration: loopsv1alpha1.DefaultDrainTimeout}
 			s.Loop.Priorities = []loopsv1alpha1.PriorityClass{{Name: "default", Weight: 1}}
 			s.Queue.NATS.AckWait = &metav1.Duration{Duration: 30 * time.Second}
 			s.Queue.NATS.ResultRetention = &metav1.Duration{Duration: time.Hour}
@@ -72,21 +72,5 @@ func TestRevision(t *testing.T) {
 				t.Errorf("revision %q, base %q, want same=%v", got, base, tt.same)
 			}
 		})
-	}
-}
-
-func TestWithDefaultsKeepsWhatIsSet(t *testing.T) {
-	spec := baseSpec()
-	spec.Loop.Pool.MinWorkers = ptr.To[int32](0)
-	spec.UpdateStrategy.MaxSurge = ptr.To(intstr.FromInt32(0))
-	got := WithDefaults(spec)
-	if *got.Loop.Pool.MinWorkers != 0 || got.UpdateStrategy.MaxSurge.IntValue() != 0 {
-		t.Errorf("explicit zeros were replaced: minWorkers %d, maxSurge %s", *got.Loop.Pool.MinWorkers, got.UpdateStrategy.MaxSurge.String())
-	}
-	if got.Loop.Pool.MaxWorkers != 16 || got.Drain.Timeout.Duration != DefaultDrainTimeout || got.Drain.MaxConcurrent.String() != "25%" {
-		t.Errorf("defaults not applied: %+v", got)
-	}
-	if spec.Loop.Pool.MaxWorkers != 0 {
-		t.Error("WithDefaults changed its argument")
 	}
 }

@@ -20,7 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
-	"github.com/tenire/loop-operator/controllers/policy"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/worker/queue"
 )
 
@@ -69,8 +69,6 @@ type Poller struct {
 	// APIReader reads credentials Secrets straight from the API server
 	// (the cache holds no Secrets), only when a connection is dialled.
 	APIReader client.Reader
-	// CredentialsKey is the key of the credentials Secret.
-	CredentialsKey string
 	// Interval, Timeout and Parallel default to DefaultInterval,
 	// DefaultTimeout and DefaultParallel.
 	Interval, Timeout time.Duration
@@ -247,8 +245,8 @@ func changedByAFifth(a, b int64) bool {
 
 // poll does the work of Poll.
 func (p *Poller) poll(ctx context.Context, ld *loopsv1alpha1.LoopDeployment) Observation {
-	spec := policy.WithDefaults(ld.Spec)
-	t := targetOf(ld, spec)
+	url := ld.Spec.Queue.NATS.URL
+	t := targetOf(ld)
 	o := Observation{Stream: t.names.Stream}
 	fail := func(reason string, err error) Observation {
 		o.Ready, o.Reason, o.Message = false, reason, err.Error()
@@ -258,7 +256,7 @@ func (p *Poller) poll(ctx context.Context, ld *loopsv1alpha1.LoopDeployment) Obs
 	if err != nil {
 		return fail(loopsv1alpha1.ReasonQueueUnauthorized, err)
 	}
-	js, err := p.conns.get(spec.Queue.NATS.URL, creds)
+	js, err := p.conns.get(url, creds)
 	if err != nil {
 		return fail(classify(err), err)
 	}
@@ -268,7 +266,7 @@ func (p *Poller) poll(ctx context.Context, ld *loopsv1alpha1.LoopDeployment) Obs
 	failJS := func(err error) Observation {
 		reason := classify(err)
 		if reason == loopsv1alpha1.ReasonQueueUnauthorized {
-			p.conns.drop(spec.Queue.NATS.URL, creds)
+			p.conns.drop(url, creds)
 		}
 		return fail(reason, err)
 	}
@@ -349,13 +347,13 @@ func (p *Poller) Delete(ctx context.Context, ld *loopsv1alpha1.LoopDeployment) e
 	p.init()
 	ctx, cancel := withTimeout(ctx, p.Timeout)
 	defer cancel()
-	spec := policy.WithDefaults(ld.Spec)
-	t := targetOf(ld, spec)
+	url := ld.Spec.Queue.NATS.URL
+	t := targetOf(ld)
 	creds, err := p.credentials(ctx, ld)
 	if err != nil {
 		return err
 	}
-	js, err := p.conns.get(spec.Queue.NATS.URL, creds)
+	js, err := p.conns.get(url, creds)
 	if err != nil {
 		return err
 	}
@@ -393,9 +391,9 @@ func (p *Poller) credentials(ctx context.Context, ld *loopsv1alpha1.LoopDeployme
 		}
 		return nil, fmt.Errorf("reading the credentials Secret %s: %w", ref.Name, err)
 	}
-	creds := sec.Data[p.CredentialsKey]
+	creds := sec.Data[loopsv1alpha1.DefaultCredentialsKey]
 	if len(creds) == 0 {
-		return nil, fmt.Errorf("the credentials Secret %s has no key %q", ref.Name, p.CredentialsKey)
+		return nil, fmt.Errorf("the credentials Secret %s has no key %q", ref.Name, loopsv1alpha1.DefaultCredentialsKey)
 	}
 	return creds, nil
 }
@@ -406,20 +404,16 @@ type target struct {
 	config queue.Config
 }
 
-func targetOf(ld *loopsv1alpha1.LoopDeployment, spec loopsv1alpha1.LoopDeploymentSpec) target {
-	q := spec.Queue.NATS
-	priorities := make([]string, len(spec.Loop.Priorities))
-	for i, pc := range spec.Loop.Priorities {
-		priorities[i] = pc.Name
-	}
+func targetOf(ld *loopsv1alpha1.LoopDeployment) target {
+	q := contract.QueueOf(ld)
 	return target{
-		names: queue.NewNames(loopsv1alpha1.QueueNames(ld.Namespace, ld.Name, q)),
+		names: queue.NewNames(q.Stream, q.SubjectPrefix),
 		config: queue.Config{
-			Priorities:      priorities,
-			AckWait:         q.AckWait.Duration,
-			MaxAckPending:   int(q.MaxAckPending),
-			Replicas:        int(q.Replicas),
-			ResultRetention: q.ResultRetention.Duration,
+			Priorities:      q.Priorities,
+			AckWait:         q.AckWait,
+			MaxAckPending:   q.MaxAckPending,
+			Replicas:        q.Replicas,
+			ResultRetention: q.ResultRetention,
 			Owner:           &queue.Owner{Namespace: ld.Namespace, Name: ld.Name, UID: string(ld.UID)},
 		},
 	}

@@ -18,7 +18,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
-	"github.com/tenire/loop-operator/controllers/policy"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/test/benchresult"
 	"github.com/tenire/loop-operator/worker/queue"
 )
@@ -156,9 +156,9 @@ func (l *loop) drainSample(round int, victim string, pt podTimes, scaledAt time.
 	if pt.drained.IsZero() {
 		t.Fatalf("round %d: pod %s is gone but was never seen Drained", round, victim)
 	}
-	if pt.drainedReason != loopsv1alpha1.DrainedReasonCompleted {
+	if pt.drainedReason != contract.DrainedReasonCompleted {
 		t.Fatalf("round %d: pod %s drained with reason %q (%s); want %s, every task finishing",
-			round, victim, pt.drainedReason, pt.drainedMessage, loopsv1alpha1.DrainedReasonCompleted)
+			round, victim, pt.drainedReason, pt.drainedMessage, contract.DrainedReasonCompleted)
 	}
 	m := drainReportPattern.FindStringSubmatch(pt.drainedMessage)
 	if m == nil {
@@ -261,7 +261,7 @@ func (l *loop) waitFullPools(n int) map[string]int {
 	eventually(l.t, time.Minute, fmt.Sprintf("%d pods each holding %d sleep tasks", benchDrainReplicas, n), func() (bool, error) {
 		clear(held)
 		for _, p := range l.pods() {
-			if p.DeletionTimestamp != nil || policy.Requested(&p) || !podReady(&p) {
+			if p.DeletionTimestamp != nil || contract.DrainRequested(&p) || !podReady(&p) {
 				continue
 			}
 			st, err := l.workerStatus(p.Name)
@@ -324,11 +324,11 @@ func (d *drainTimes) seen(p *corev1.Pod, now time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	pt := d.pod(p.Name)
-	if pt.requested.IsZero() && policy.Requested(p) {
+	if pt.requested.IsZero() && contract.DrainRequested(p) {
 		pt.requested = now
-		pt.annotated, _ = time.Parse(time.RFC3339, p.Annotations[loopsv1alpha1.AnnotationDrainRequested])
+		pt.annotated, _ = time.Parse(time.RFC3339, p.Annotations[contract.AnnotationDrainRequested])
 	}
-	if c, ok := policy.Drained(p); ok && pt.drained.IsZero() {
+	if c, ok := contract.Drained(p); ok && pt.drained.IsZero() {
 		pt.drained, pt.drainedReason, pt.drainedMessage = now, c.Reason, c.Message
 	}
 	if pt.deleting.IsZero() && p.DeletionTimestamp != nil {

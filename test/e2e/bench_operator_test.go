@@ -35,7 +35,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
-	"github.com/tenire/loop-operator/controllers/policy"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
+	"github.com/tenire/loop-operator/controllers"
 	"github.com/tenire/loop-operator/test/benchresult"
 	"github.com/tenire/loop-operator/test/localcluster"
 	workerloop "github.com/tenire/loop-operator/worker/loop"
@@ -389,7 +390,7 @@ func benchOpRound(t *testing.T, round, n int, writes *benchOpWrites) benchresult
 		eventually(t, time.Minute, s.name+" reconciled at 0 replicas", func() (bool, error) { return s.statusSays(ctx, 0) })
 	}
 	eventually(t, time.Minute, "the worker service account", func() (bool, error) {
-		err := env.Client.Get(ctx, clientKey(ns, "tenire-loop-worker"), &corev1.ServiceAccount{})
+		err := env.Client.Get(ctx, clientKey(ns, controllers.WorkerServiceAccountName(benchOpLD)), &corev1.ServiceAccount{})
 		return err == nil, err
 	})
 
@@ -593,7 +594,7 @@ func (tr *benchOpTracker) seen(p *corev1.Pod) {
 	if benchOpSideOf(p) != benchOpSideLD {
 		return
 	}
-	_, drained := policy.Drained(p)
+	_, drained := contract.Drained(p)
 	switch {
 	case drained:
 		tr.drained[p.Name] = true
@@ -603,7 +604,7 @@ func (tr *benchOpTracker) seen(p *corev1.Pod) {
 	if p.DeletionTimestamp != nil && !drained {
 		tr.violations = append(tr.violations, fmt.Sprintf("pod %s was deleted before it reported Drained", p.Name))
 	}
-	if policy.Requested(p) && !drained && p.DeletionTimestamp == nil && !tr.reported[p.Name] {
+	if contract.DrainRequested(p) && !drained && p.DeletionTimestamp == nil && !tr.reported[p.Name] {
 		tr.reported[p.Name] = true
 		tr.wg.Add(1)
 		go tr.reportDrained(p.Name, time.Now())
@@ -630,7 +631,7 @@ func (tr *benchOpTracker) gone(p *corev1.Pod) {
 	defer tr.notify()
 	delete(tr.pods, p.Name)
 	if benchOpSideOf(p) == benchOpSideLD && !tr.drained[p.Name] {
-		if _, ok := policy.Drained(p); !ok {
+		if _, ok := contract.Drained(p); !ok {
 			tr.violations = append(tr.violations, fmt.Sprintf("pod %s was deleted before it reported Drained", p.Name))
 		}
 	}
@@ -685,7 +686,7 @@ func (tr *benchOpTracker) describe() string {
 		if p.DeletionTimestamp != nil {
 			key += "+deleting"
 		}
-		if policy.Requested(p) {
+		if contract.DrainRequested(p) {
 			key += "+drain-requested"
 		}
 		phases[benchOpSideOf(p)+"/"+key]++

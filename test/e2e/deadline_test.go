@@ -14,6 +14,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 )
 
 // Scenario 8: a drain deadline shorter than a task. The pod running a
@@ -54,8 +55,8 @@ func TestATaskLongerThanTheDrainDeadlineIsHandedBackAndResumesFromItsCheckpoint(
 		t.Fatal(err)
 	}
 	t.Logf("pod %s drained and was deleted; the task's checkpoint is %q of %d", first, cp, to)
-	if reason, _ := watch.drainedReason(first); reason != loopsv1alpha1.DrainedReasonDeadlineExceeded {
-		t.Errorf("pod %s reported Drained with reason %q, want %s", first, reason, loopsv1alpha1.DrainedReasonDeadlineExceeded)
+	if reason, _ := watch.drainedReason(first); reason != contract.DrainedReasonDeadlineExceeded {
+		t.Errorf("pod %s reported Drained with reason %q, want %s", first, reason, contract.DrainedReasonDeadlineExceeded)
 	}
 
 	l.waitAllAccounted(2 * time.Minute)

@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 )
 
 // Scenario 3: deleting a LoopDeployment while tasks run drains every pod
@@ -64,8 +65,8 @@ func TestDeletingTheLoopDeploymentUnderLoadDrainsEveryPodFirstAndKeepsTheQueue(t
 		t.Errorf("%d pods were deleted; want %d", n, replicas)
 	}
 	for _, name := range watch.deleted {
-		if r, ok := watch.drainedReason(name); !ok || r != loopsv1alpha1.DrainedReasonCompleted {
-			t.Errorf("pod %s was deleted with Drained reason %q (reported: %v), want %s", name, r, ok, loopsv1alpha1.DrainedReasonCompleted)
+		if r, ok := watch.drainedReason(name); !ok || r != contract.DrainedReasonCompleted {
+			t.Errorf("pod %s was deleted with Drained reason %q (reported: %v), want %s", name, r, ok, contract.DrainedReasonCompleted)
 		}
 	}
 

@@ -29,7 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
-	"github.com/tenire/loop-operator/controllers/policy"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/worker/checkpoint"
 	"github.com/tenire/loop-operator/worker/ledger"
 	workerloop "github.com/tenire/loop-operator/worker/loop"
@@ -71,7 +71,7 @@ func newLoop(t *testing.T, name string, replicas int32, edit func(*loopsv1alpha1
 	if l.js, err = jetstream.New(nc); err != nil {
 		t.Fatal(err)
 	}
-	l.names = queue.NewNames(loopsv1alpha1.QueueNames(l.ns, name, ld.Spec.Queue.NATS))
+	l.names = queue.NewNames(contract.QueueNames(l.ns, name, ld.Spec.Queue.NATS))
 	if l.book, err = ledger.Open(ctx, l.js, l.names); err != nil {
 		t.Fatalf("opening the ledger (the workers create the streams): %v", err)
 	}
@@ -318,7 +318,7 @@ func (l *loop) watchPods(max int) *podWatch {
 func (w *podWatch) seen(p *corev1.Pod) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if c, ok := policy.Drained(p); ok {
+	if c, ok := contract.Drained(p); ok {
 		w.drained[p.Name] = true
 		w.reasons[p.Name] = c.Reason
 	}
@@ -328,13 +328,13 @@ func (w *podWatch) seen(p *corev1.Pod) {
 		delete(w.serving, p.Name)
 	}
 	w.noteServing()
-	if policy.Requested(p) && !w.drained[p.Name] && p.DeletionTimestamp == nil {
+	if contract.DrainRequested(p) && !w.drained[p.Name] && p.DeletionTimestamp == nil {
 		w.draining[p.Name] = true
 	} else {
 		delete(w.draining, p.Name)
 	}
 	w.maxDraining = max(w.maxDraining, len(w.draining))
-	if p.DeletionTimestamp != nil && policy.Requested(p) && !w.drained[p.Name] && !w.allowUndrained {
+	if p.DeletionTimestamp != nil && contract.DrainRequested(p) && !w.drained[p.Name] && !w.allowUndrained {
 		w.violations = append(w.violations, fmt.Sprintf("pod %s was deleted before it reported Drained", p.Name))
 	}
 }
@@ -463,7 +463,7 @@ func (l *loop) busyPod(kind string) (string, int) {
 	eventually(l.t, time.Minute, "a pod holding a "+kind+" task", func() (bool, error) {
 		var lastErr error
 		for _, p := range l.pods() {
-			if p.DeletionTimestamp != nil || policy.Requested(&p) || !podReady(&p) {
+			if p.DeletionTimestamp != nil || contract.DrainRequested(&p) || !podReady(&p) {
 				continue
 			}
 			st, err := l.workerStatus(p.Name)

@@ -9,7 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
-	"github.com/tenire/loop-operator/controllers/policy"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 )
 
 // Scenario 6: the manager killed while pods drain, and started again,
@@ -36,7 +36,7 @@ func TestTheManagerKilledMidDrainFinishesTheDrainOnceItIsBack(t *testing.T) {
 	eventually(t, time.Minute, "a pod asked to drain", func() (bool, error) {
 		draining = draining[:0]
 		for _, p := range l.pods() {
-			if policy.Requested(&p) {
+			if contract.DrainRequested(&p) {
 				draining = append(draining, p.Name)
 			}
 		}
@@ -50,7 +50,7 @@ func TestTheManagerKilledMidDrainFinishesTheDrainOnceItIsBack(t *testing.T) {
 	// With no manager, a pod that reports Drained stays: nobody deletes it.
 	eventually(t, time.Minute, "a draining pod to report Drained", func() (bool, error) {
 		for _, p := range l.pods() {
-			if _, ok := policy.Drained(&p); ok {
+			if _, ok := contract.Drained(&p); ok {
 				t.Logf("pod %s reported Drained and waits for the manager", p.Name)
 				return true, nil
 			}

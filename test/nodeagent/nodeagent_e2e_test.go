@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/test/localcluster"
 	"github.com/tenire/loop-operator/test/nodeagent"
 )
@@ -308,8 +309,13 @@ func TestNodeAgent(t *testing.T) {
 	})
 
 	t.Run("foreign conditions survive, kill -9 restarts the process", func(t *testing.T) {
-		patch := `{"status":{"conditions":[{"type":"loops.tenire.io/Drained","status":"False","reason":"NotRequested","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}`
-		if _, err := cs.CoreV1().Pods(e.ns).Patch(ctx, "p1", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}, "status"); err != nil {
+		patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.PodCondition{{
+			Type: contract.PodConditionDrained, Status: corev1.ConditionFalse, Reason: "NotRequested", LastTransitionTime: metav1.Now(),
+		}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cs.CoreV1().Pods(e.ns).Patch(ctx, "p1", types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
 			t.Fatal(err)
 		}
 		before, _ := agent.Process(e.ns, "p1")
@@ -327,7 +333,7 @@ func TestNodeAgent(t *testing.T) {
 		if after.PID == before.PID || after.RestartCount != 1 {
 			t.Errorf("process before %+v after %+v", before, after)
 		}
-		if _, ok := findCond(pod, "loops.tenire.io/Drained"); !ok {
+		if _, ok := findCond(pod, contract.PodConditionDrained); !ok {
 			t.Errorf("the worker's condition was dropped: %v", pod.Status.Conditions)
 		}
 	})

@@ -8,6 +8,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 )
 
 func TestExpand(t *testing.T) {
@@ -97,7 +99,7 @@ func TestFillStatusKeepsForeignConditions(t *testing.T) {
 	r.ready = true
 	r.everStarted = true
 	r.state = corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}
-	drained := corev1.PodCondition{Type: "loops.tenire.io/Drained", Status: corev1.ConditionTrue, Reason: "Completed"}
+	drained := corev1.PodCondition{Type: contract.PodConditionDrained, Status: corev1.ConditionTrue, Reason: contract.DrainedReasonCompleted}
 	pod := &corev1.Pod{
 		Spec: corev1.PodSpec{
 			Containers:     []corev1.Container{{Name: "sidecar", Image: "x"}, r.container},
@@ -111,7 +113,7 @@ func TestFillStatusKeepsForeignConditions(t *testing.T) {
 		c, _ := findCondition(pod.Status.Conditions, t)
 		return c
 	}
-	if c := cond("loops.tenire.io/Drained"); c != drained {
+	if c := cond(contract.PodConditionDrained); c != drained {
 		t.Errorf("Drained changed: %+v", c)
 	}
 	if c := cond(corev1.PodScheduled); c.Reason != "bySched" {

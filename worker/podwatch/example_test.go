@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/worker/podwatch"
 )
 
@@ -12,8 +12,8 @@ import (
 func ExampleDrainDeadline() {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	deadline, requested := podwatch.DrainDeadline(map[string]string{
-		loopsv1alpha1.AnnotationDrainRequested: "2026-01-01T12:00:00Z",
-		loopsv1alpha1.AnnotationDrainDeadline:  "2026-01-01T12:05:00Z",
+		contract.AnnotationDrainRequested: "2026-01-01T12:00:00Z",
+		contract.AnnotationDrainDeadline:  "2026-01-01T12:05:00Z",
 	}, now, time.Minute)
 	fmt.Println(requested, deadline.Format(time.RFC3339))
 	// Output: true 2026-01-01T12:05:00Z

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/worker/loop"
 )
 
@@ -32,7 +33,8 @@ type Watcher struct {
 	// Log receives the watch's progress. Default logr.Discard().
 	Log logr.Logger
 	// FallbackTimeout is the drain timeout used when the deadline
-	// annotation is missing or unreadable. Default 5m.
+	// annotation is missing or unreadable. Default
+	// v1alpha1.DefaultDrainTimeout.
 	FallbackTimeout time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
@@ -46,7 +48,7 @@ var (
 // New returns a watcher of the Pod namespace/name.
 func New(client kubernetes.Interface, namespace, name string) *Watcher {
 	return &Watcher{client: client, namespace: namespace, name: name,
-		Log: logr.Discard(), FallbackTimeout: 5 * time.Minute, Now: time.Now}
+		Log: logr.Discard(), FallbackTimeout: loopsv1alpha1.DefaultDrainTimeout, Now: time.Now}
 }
 
 // ErrNotInPod is returned by FromEnvironment when POD_NAME is not set.
@@ -79,19 +81,18 @@ func FromEnvironment(getenv func(string) string, cfg *rest.Config) (*Watcher, er
 }
 
 // DrainDeadline reads the drain annotations. It reports whether a drain is
-// requested and its deadline; a missing or unreadable deadline becomes
-// now+fallback.
+// requested and its deadline. A request that cannot be read is still a
+// request, drained at once towards contract.DrainRequest.FallbackDeadline
+// with fallback as the timeout (the rule is contract.ErrUnreadableDrainRequest's).
 func DrainDeadline(annotations map[string]string, now time.Time, fallback time.Duration) (deadline time.Time, requested bool) {
-	if _, ok := annotations[loopsv1alpha1.AnnotationDrainRequested]; !ok {
-		if _, ok := annotations[loopsv1alpha1.AnnotationDrainDeadline]; !ok {
-			return time.Time{}, false
-		}
+	r, requested, err := contract.ParseDrainRequest(annotations)
+	switch {
+	case !requested:
+		return time.Time{}, false
+	case err != nil:
+		return r.FallbackDeadline(now, fallback), true
 	}
-	d, err := time.Parse(time.RFC3339, annotations[loopsv1alpha1.AnnotationDrainDeadline])
-	if err != nil {
-		return now.Add(fallback), true
-	}
-	return d, true
+	return r.Deadline, true
 }
 
 // DrainRequested reads the pod once and reports whether it carries the
@@ -179,20 +180,9 @@ func (w *Watcher) watchOnce(ctx context.Context, pods podClient) (time.Time, boo
 // reason Completed or DeadlineExceeded and the report's message, through a
 // strategic merge patch of pods/status.
 func (w *Watcher) ReportDrained(ctx context.Context, r loop.DrainReport) error {
-	reason := loopsv1alpha1.DrainedReasonCompleted
-	if r.DeadlineExceeded {
-		reason = loopsv1alpha1.DrainedReasonDeadlineExceeded
-	}
+	cond := contract.DrainedCondition(r.DeadlineExceeded, r.Message(), w.Now())
 	patch, err := json.Marshal(map[string]any{
-		"status": map[string]any{
-			"conditions": []corev1.PodCondition{{
-				Type:               loopsv1alpha1.PodConditionDrained,
-				Status:             corev1.ConditionTrue,
-				Reason:             reason,
-				Message:            r.Message(),
-				LastTransitionTime: metav1.NewTime(w.Now()),
-			}},
-		},
+		"status": map[string]any{"conditions": []corev1.PodCondition{cond}},
 	})
 	if err != nil {
 		return fmt.Errorf("podwatch: %w", err)
@@ -200,8 +190,8 @@ func (w *Watcher) ReportDrained(ctx context.Context, r loop.DrainReport) error {
 	_, err = w.client.CoreV1().Pods(w.namespace).Patch(ctx, w.name, types.StrategicMergePatchType, patch,
 		metav1.PatchOptions{FieldManager: FieldManager}, "status")
 	if err != nil {
-		return fmt.Errorf("podwatch: set condition %s on pod %s/%s: %w", loopsv1alpha1.PodConditionDrained, w.namespace, w.name, err)
+		return fmt.Errorf("podwatch: set condition %s on pod %s/%s: %w", contract.PodConditionDrained, w.namespace, w.name, err)
 	}
-	w.Log.Info("reported the drain on the pod", "pod", w.name, "reason", reason, "message", r.Message())
+	w.Log.Info("reported the drain on the pod", "pod", w.name, "reason", cond.Reason, "message", r.Message())
 	return nil
 }

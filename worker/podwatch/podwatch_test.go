@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/test/natstest"
 	"github.com/tenire/loop-operator/test/testenv"
 	"github.com/tenire/loop-operator/worker/loop"
@@ -37,16 +38,19 @@ func TestDrainDeadline(t *testing.T) {
 	}{
 		{"a pod without annotations is not asked to drain", nil, false, time.Time{}},
 		{"both annotations give the annotated deadline", map[string]string{
-			loopsv1alpha1.AnnotationDrainRequested: now.Format(time.RFC3339),
-			loopsv1alpha1.AnnotationDrainDeadline:  now.Add(time.Minute).Format(time.RFC3339),
+			contract.AnnotationDrainRequested: now.Format(time.RFC3339),
+			contract.AnnotationDrainDeadline:  now.Add(time.Minute).Format(time.RFC3339),
 		}, true, now.Add(time.Minute)},
 		{"a request without a deadline gets the fallback timeout", map[string]string{
-			loopsv1alpha1.AnnotationDrainRequested: now.Format(time.RFC3339),
+			contract.AnnotationDrainRequested: now.Format(time.RFC3339),
 		}, true, now.Add(5 * time.Minute)},
 		{"an unreadable deadline gets the fallback timeout", map[string]string{
-			loopsv1alpha1.AnnotationDrainRequested: now.Format(time.RFC3339),
-			loopsv1alpha1.AnnotationDrainDeadline:  "soon",
+			contract.AnnotationDrainRequested: now.Format(time.RFC3339),
+			contract.AnnotationDrainDeadline:  "soon",
 		}, true, now.Add(5 * time.Minute)},
+		{"a deadline without a request keeps the annotated deadline", map[string]string{
+			contract.AnnotationDrainDeadline: now.Add(time.Minute).Format(time.RFC3339),
+		}, true, now.Add(time.Minute)},
 		{"other annotations do not request a drain", map[string]string{"a": "b"}, false, time.Time{}},
 	}
 	for _, tt := range tests {
@@ -80,8 +84,8 @@ func newPod(t *testing.T, client kubernetes.Interface, name string, annotations 
 func annotate(t *testing.T, client kubernetes.Interface, name string, deadline time.Time) {
 	t.Helper()
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
-		loopsv1alpha1.AnnotationDrainRequested: time.Now().UTC().Format(time.RFC3339),
-		loopsv1alpha1.AnnotationDrainDeadline:  deadline.UTC().Format(time.RFC3339),
+		contract.AnnotationDrainRequested: time.Now().UTC().Format(time.RFC3339),
+		contract.AnnotationDrainDeadline:  deadline.UTC().Format(time.RFC3339),
 	}}})
 	if _, err := client.CoreV1().Pods("default").Patch(t.Context(), name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
@@ -95,7 +99,7 @@ func drainedCondition(t *testing.T, client kubernetes.Interface, name string) *c
 		t.Fatal(err)
 	}
 	for i, c := range pod.Status.Conditions {
-		if c.Type == loopsv1alpha1.PodConditionDrained {
+		if c.Type == contract.PodConditionDrained {
 			return &pod.Status.Conditions[i]
 		}
 	}
@@ -114,8 +118,8 @@ func TestAgainstAPIServer(t *testing.T) {
 	t.Run("a drain requested before the watch starts is seen at once", func(t *testing.T) {
 		deadline := time.Now().Add(time.Minute).Truncate(time.Second)
 		newPod(t, client, "pre-annotated", map[string]string{
-			loopsv1alpha1.AnnotationDrainRequested: time.Now().UTC().Format(time.RFC3339),
-			loopsv1alpha1.AnnotationDrainDeadline:  deadline.UTC().Format(time.RFC3339),
+			contract.AnnotationDrainRequested: time.Now().UTC().Format(time.RFC3339),
+			contract.AnnotationDrainDeadline:  deadline.UTC().Format(time.RFC3339),
 		})
 		got, err := podwatch.New(client, "default", "pre-annotated").WaitForDrain(t.Context())
 		if err != nil || !got.Equal(deadline) {
@@ -173,8 +177,8 @@ func TestAgainstAPIServer(t *testing.T) {
 
 	t.Run("a worker that starts in a pod already asked to drain pulls nothing", func(t *testing.T) {
 		newPod(t, client, "restarted", map[string]string{
-			loopsv1alpha1.AnnotationDrainRequested: time.Now().UTC().Format(time.RFC3339),
-			loopsv1alpha1.AnnotationDrainDeadline:  time.Now().Add(time.Minute).UTC().Format(time.RFC3339),
+			contract.AnnotationDrainRequested: time.Now().UTC().Format(time.RFC3339),
+			contract.AnnotationDrainDeadline:  time.Now().Add(time.Minute).UTC().Format(time.RFC3339),
 		})
 		srv := natstest.Start(t)
 		_, js := srv.Connect()
@@ -218,7 +222,7 @@ func TestAgainstAPIServer(t *testing.T) {
 				t.Fatal("the pod never got the Drained condition")
 			}
 		}
-		if cond.Reason != loopsv1alpha1.DrainedReasonCompleted || !strings.Contains(cond.Message, "0 finished, 0 handed back") {
+		if cond.Reason != contract.DrainedReasonCompleted || !strings.Contains(cond.Message, "0 finished, 0 handed back") {
 			t.Errorf("condition = %s %q, want Completed with nothing finished or handed back", cond.Reason, cond.Message)
 		}
 		info, err := cons[0].Info(t.Context())
@@ -240,9 +244,9 @@ func TestAgainstAPIServer(t *testing.T) {
 		wantMsg    string
 	}{
 		{"a loop asked to drain finishes its running task and reports Completed", "drain-completed",
-			time.Minute, loopsv1alpha1.DrainedReasonCompleted, "1 finished, 0 handed back"},
+			time.Minute, contract.DrainedReasonCompleted, "1 finished, 0 handed back"},
 		{"a loop whose task outlives the deadline hands it back and reports DeadlineExceeded", "drain-exceeded",
-			2 * time.Second, loopsv1alpha1.DrainedReasonDeadlineExceeded, "0 finished, 1 handed back"},
+			2 * time.Second, contract.DrainedReasonDeadlineExceeded, "0 finished, 1 handed back"},
 	}
 	for _, tc := range loopCases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -298,7 +302,7 @@ func TestAgainstAPIServer(t *testing.T) {
 					t.Fatal("the loop did not start draining after the annotation")
 				}
 			}
-			if tc.wantReason == loopsv1alpha1.DrainedReasonCompleted {
+			if tc.wantReason == contract.DrainedReasonCompleted {
 				close(release)
 			}
 			var cond *corev1.PodCondition

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/worker/loop"
 	"github.com/tenire/loop-operator/worker/pool"
 	"github.com/tenire/loop-operator/worker/queue"
@@ -61,7 +62,7 @@ func Config(s loopsv1alpha1.WorkerSettings) (loop.Config, error) {
 		if s.Name == "" || s.Namespace == "" {
 			errs = append(errs, errors.New("stream and subjectPrefix, or name and namespace, are required"))
 		}
-		dStream, dPrefix := loopsv1alpha1.QueueNames(s.Namespace, s.Name, s.Queue.NATS)
+		dStream, dPrefix := contract.QueueNames(s.Namespace, s.Name, s.Queue.NATS)
 		if stream == "" {
 			stream = dStream
 		}
