@@ -120,6 +120,9 @@ func (r *LoopDeploymentReconciler) SetupWithManager(mgr ctrl.Manager, options co
 	r.expectations = newExpectations(r.Clock)
 	b := ctrl.NewControllerManagedBy(mgr)
 	if r.Queues != nil {
+		if r.Queues.Recorder == nil {
+			r.Queues.Recorder = r.Recorder
+		}
 		if err := mgr.Add(r.Queues); err != nil {
 			return fmt.Errorf("adding the queue poller: %w", err)
 		}
@@ -185,11 +188,11 @@ func (r *LoopDeploymentReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		return ctrl.Result{}, err
 	}
 
+	before := ld.Status.DeepCopy() // the phases may set status fields too (queue, autoscaling)
 	defer func() {
 		if s.released {
 			return // the object is gone or going; nothing to report on
 		}
-		before := ld.Status.DeepCopy()
 		r.computeStatus(s)
 		if equality.Semantic.DeepEqual(*before, ld.Status) {
 			return

@@ -27,14 +27,16 @@ const (
 
 // reconcileQueue records the Poller's latest observation of the queue:
 // the QueueReady condition (an event when it changes), status.queue when
-// a figure changed materially (policy.QueueStatusDue), and an event for
-// tasks moved from a removed priority class or a renamed stream. It never
-// talks to NATS itself.
+// a figure changed materially (policy.QueueStatusDue). The poller records
+// the moves of tasks itself. It never talks to NATS.
 func (r *LoopDeploymentReconciler) reconcileQueue(_ context.Context, s *scope) (ctrl.Result, error) {
 	if r.Queues == nil {
 		return ctrl.Result{}, nil
 	}
 	o, ok := r.Queues.Observation(s.ld.UID)
+	if !ok || o.Generation != s.ld.Generation {
+		r.Queues.Kick(s.key) // a new LD's workers wait for their queue; a changed spec may change it
+	}
 	if !ok {
 		setCondition(s, loopsv1alpha1.ConditionQueueReady, false, "Pending", "the operator has not polled the queue yet")
 		return ctrl.Result{}, nil
@@ -49,10 +51,6 @@ func (r *LoopDeploymentReconciler) reconcileQueue(_ context.Context, s *scope) (
 		} else {
 			r.Recorder.Eventf(s.ld, nil, corev1.EventTypeWarning, loopsv1alpha1.EventQueueNotReady, actionProvision, "%s: %s", o.Reason, o.Message)
 		}
-	}
-	if o.Moved > 0 {
-		r.Recorder.Eventf(s.ld, nil, corev1.EventTypeNormal, loopsv1alpha1.EventTasksMoved, actionProvision,
-			"Moved %d tasks (%s)", o.Moved, o.Message)
 	}
 	if !o.Ready {
 		return ctrl.Result{}, nil // keep the last figures read
@@ -185,17 +183,23 @@ func (r *LoopDeploymentReconciler) reconcileAutoscaling(ctx context.Context, s *
 			r.Recorder.Eventf(s.ld, nil, corev1.EventTypeWarning, loopsv1alpha1.EventAutoscalingHeld, actionScale, "%s", d.Reason)
 		}
 		h.held = true
-		setCondition(s, loopsv1alpha1.ConditionScalingActive, false, loopsv1alpha1.ReasonBacklogUnavailable, "%s", d.Reason)
+		setCondition(s, loopsv1alpha1.ConditionScalingActive, false, loopsv1alpha1.ReasonBacklogUnavailable,
+			"the queue cannot be read (see QueueReady); holding %d replicas", in.Current)
 		s.ld.Status.Autoscaling = st
 		return ctrl.Result{}, nil
 	}
 	h.held = false
 	h.recs = append(h.recs, policy.Recommendation{At: s.now, Replicas: d.Recommendation})
-	setCondition(s, loopsv1alpha1.ConditionScalingActive, true, loopsv1alpha1.ReasonAutoscaling, "%s", d.Reason)
+	// A stable message: the figures of each decision go to events, so that
+	// the condition does not rewrite the status at every poll.
+	setCondition(s, loopsv1alpha1.ConditionScalingActive, true, loopsv1alpha1.ReasonAutoscaling,
+		"replicas follow the backlog between %d and %d", *in.Spec.MinReplicas, in.Spec.MaxReplicas)
 	if d.Replicas != in.Current {
 		before := s.ld.DeepCopy()
 		s.ld.Spec.Replicas = &d.Replicas
-		if err := r.Client.Patch(ctx, s.ld, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+		// Only spec.replicas is sent: a concurrent edit of other fields is
+		// kept; a concurrent kubectl scale is overwritten, as documented.
+		if err := r.Client.Patch(ctx, s.ld, client.MergeFrom(before)); err != nil {
 			s.ld.Spec.Replicas = before.Spec.Replicas
 			return ctrl.Result{}, fmt.Errorf("setting replicas to %d: %w", d.Replicas, err)
 		}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	"github.com/onsi/gomega"
 	"go.uber.org/goleak"
 	corev1 "k8s.io/api/core/v1"
@@ -145,8 +146,8 @@ func (h *harness) startOperator() {
 		r.Client = laggingClient{Client: mgr.GetClient(), lag: h.lag}
 	}
 	if h.pollQueues > 0 {
-		r.Queues = &stream.Poller{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
-			Interval: h.pollQueues}
+		r.Queues = &stream.Poller{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Interval: h.pollQueues,
+			Log: funcr.New(func(prefix, args string) { h.t.Log(prefix, args) }, funcr.Options{Verbosity: 1})}
 	}
 	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: 4}); err != nil { // as cmd/manager
 		h.t.Fatal(err)

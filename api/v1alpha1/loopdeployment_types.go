@@ -379,12 +379,12 @@ type LoopDeploymentStatus struct {
 
 	// queue is the queue's backlog as last recorded.
 	// +optional
-	Queue *QueueStatus `json:"queue,omitempty"`
+	Queue *QueueStatus `json:"queue"`
 
 	// autoscaling is what the autoscaler last decided, when
 	// spec.autoscaling is set.
 	// +optional
-	Autoscaling *AutoscalingStatus `json:"autoscaling,omitempty"`
+	Autoscaling *AutoscalingStatus `json:"autoscaling"`
 }
 
 // LoopDeployment runs a distributed task loop: a set of worker pods that

@@ -169,9 +169,11 @@ type QueueStatus struct {
 	// +optional
 	DeadLetters int64 `json:"deadLetters"`
 	// oldestTaskTime is when the oldest unfinished task was submitted;
-	// unset when the queue is empty.
+	// unset when the queue is empty. (No omitempty here and below: the
+	// status is written as a whole with a JSON merge patch, where only an
+	// explicit null clears a field; the API server prunes the nulls.)
 	// +optional
-	OldestTaskTime *metav1.Time `json:"oldestTaskTime,omitempty"`
+	OldestTaskTime *metav1.Time `json:"oldestTaskTime"`
 	// priorities holds the figures per priority class, then those of
 	// retiring consumers (classes removed from spec.loop.priorities whose
 	// tasks are being moved to the last listed class).
@@ -182,7 +184,7 @@ type QueueStatus struct {
 	// retiringStream is the previous stream of a loop whose stream was
 	// renamed, while its tasks are being moved to the new one.
 	// +optional
-	RetiringStream string `json:"retiringStream,omitempty"`
+	RetiringStream string `json:"retiringStream"`
 	// observedTime is when these figures were read.
 	// +optional
 	ObservedTime *metav1.Time `json:"observedTime,omitempty"`

@@ -25,6 +25,7 @@ import (
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/api/v1alpha1/contract"
+	"github.com/tenire/loop-operator/controllers/stream"
 	"github.com/tenire/loop-operator/test/natstest"
 	"github.com/tenire/loop-operator/test/testenv"
 	"github.com/tenire/loop-operator/worker/loop"
@@ -107,7 +108,19 @@ func (w *world) loop(name, url string) *loopsv1alpha1.LoopDeployment {
 	if err := w.client.Create(w.t.Context(), ld); err != nil {
 		w.t.Fatal(err)
 	}
+	if url == w.natsURL {
+		w.provision(ld)
+	}
 	return ld
+}
+
+// provision creates the queue of ld as the operator does.
+func (w *world) provision(ld *loopsv1alpha1.LoopDeployment) {
+	w.t.Helper()
+	names, cfg := stream.Layout(ld)
+	if _, err := queue.Ensure(w.t.Context(), w.js, names, cfg); err != nil {
+		w.t.Fatal(err)
+	}
 }
 
 func (w *world) status(name string) statusReport {
@@ -349,9 +362,6 @@ func TestSubmitWaitReportsCompletionsAndFailures(t *testing.T) {
 	w := newWorld(t)
 	ld := w.loop("orders", w.natsURL)
 	names := queueNames(ld)
-	if _, err := queue.Ensure(t.Context(), w.js, names, queueConfig(ld)); err != nil {
-		t.Fatal(err)
-	}
 
 	// A worker: tasks complete, except w-3, which fails for good.
 	worked := make(chan error, 1)

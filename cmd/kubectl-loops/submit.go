@@ -108,12 +108,9 @@ func (s *submitOptions) readPayload(args []string, stdin io.Reader) ([]byte, err
 // priorities returns the priority classes of a LoopDeployment, highest first.
 func priorities(ld *loopsv1alpha1.LoopDeployment) []string { return contract.QueueOf(ld).Priorities }
 
-// queueConfig is the set-up of a LoopDeployment's streams and consumers,
-// the same that its workers ensure at start-up (contract.QueueOf).
-func queueConfig(ld *loopsv1alpha1.LoopDeployment) queue.Config {
-	q := contract.QueueOf(ld)
-	return queue.Config{Priorities: q.Priorities, AckWait: q.AckWait, MaxAckPending: q.MaxAckPending, Replicas: q.Replicas}
-}
+// queueWait is how long submit waits for the operator to provision a
+// queue that does not exist yet (a LoopDeployment just created).
+const queueWait = 30 * time.Second
 
 func (s *submitOptions) run(cmd *cobra.Command, o *options, args []string) error {
 	ctx := cmd.Context()
@@ -145,11 +142,17 @@ func (s *submitOptions) run(cmd *cobra.Command, o *options, args []string) error
 		return err
 	}
 	defer q.Close()
-	// The workers create the streams at start-up; creating them here too
-	// (idempotently, with the same settings) lets tasks wait for a loop
-	// that is scaled to zero or not started yet.
-	if _, err := queue.Ensure(ctx, q.js, q.names, queueConfig(ld)); err != nil {
-		return fmt.Errorf("setting up the queue of %q: %w", ld.Name, err)
+	// The operator provisions the queue; submit only binds to it, waiting
+	// a little for a LoopDeployment created a moment ago. Tasks wait in
+	// the queue for a loop that is scaled to zero or not started yet.
+	qs := contract.QueueOf(ld)
+	bindCtx, cancelBind := context.WithTimeout(ctx, queueWait)
+	_, err = queue.AwaitBind(bindCtx, q.js, q.names, qs.Priorities, 0, time.Second, func(err error) {
+		fmt.Fprintf(o.streams.ErrOut, "waiting for the operator to provision the queue of %q: %v\n", ld.Name, err)
+	})
+	cancelBind()
+	if err != nil {
+		return fmt.Errorf("the queue of loopdeployment %q is not ready (see its QueueReady condition): %w", ld.Name, err)
 	}
 	ids := taskIDs(s.id, s.count)
 	var book *ledger.Ledger
@@ -194,8 +197,8 @@ func openLedger(ctx context.Context, q *loopQueue, ld *loopsv1alpha1.LoopDeploym
 	if qs.ResultRetention <= 0 {
 		return nil, fmt.Errorf("loopdeployment %q keeps no result records (spec.queue.nats.resultRetention is 0s), so waiting cannot tell completed tasks from lost ones", ld.Name)
 	}
-	if err := queue.EnsureResults(ctx, q.js, q.names, qs.ResultRetention, qs.Replicas); err != nil {
-		return nil, err
+	if _, err := q.js.Stream(ctx, q.names.ResultStream()); err != nil {
+		return nil, fmt.Errorf("the result stream %s of loopdeployment %q (provisioned by the operator): %w", q.names.ResultStream(), ld.Name, err)
 	}
 	return ledger.Open(ctx, q.js, q.names)
 }

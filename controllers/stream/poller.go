@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -77,9 +78,12 @@ type Poller struct {
 	Clock clock.WithTicker
 	// Log receives the poller's logs.
 	Log logr.Logger
+	// Recorder records the TasksMoved events of the moves it makes.
+	Recorder events.EventRecorder
 
 	once    sync.Once
 	wake    chan event.GenericEvent
+	kick    chan types.NamespacedName
 	conns   conns
 	mu      sync.Mutex
 	obs     map[types.UID]Observation
@@ -104,6 +108,7 @@ func (p *Poller) init() {
 			p.Log = logr.Discard()
 		}
 		p.wake = make(chan event.GenericEvent, 1024)
+		p.kick = make(chan types.NamespacedName, 1024)
 		p.obs = map[types.UID]Observation{}
 		p.workers = map[types.UID]*workers{}
 		p.conns.timeout = p.Timeout
@@ -133,13 +138,31 @@ func (p *Poller) Start(ctx context.Context) error {
 	defer p.conns.closeAll()
 	t := p.Clock.NewTicker(p.Interval)
 	defer t.Stop()
+	p.PollAll(ctx)
 	for {
-		p.PollAll(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C():
+			p.PollAll(ctx)
+		case key := <-p.kick:
+			ld := &loopsv1alpha1.LoopDeployment{}
+			if err := p.Client.Get(ctx, key, ld); err == nil && ld.DeletionTimestamp.IsZero() {
+				p.Poll(ctx, ld)
+			}
 		}
+	}
+}
+
+// Kick asks for a poll of one LoopDeployment now, outside the round: for a
+// new LoopDeployment (its workers wait for the queue) or a changed spec
+// (a priority class or the stream renamed). It never blocks; a kick that
+// finds the queue of kicks full is dropped, and the next round polls.
+func (p *Poller) Kick(key types.NamespacedName) {
+	p.init()
+	select {
+	case p.kick <- key:
+	default:
 	}
 }
 
@@ -200,6 +223,8 @@ func (p *Poller) Poll(ctx context.Context, ld *loopsv1alpha1.LoopDeployment) Obs
 	p.obs[ld.UID] = o
 	p.mu.Unlock()
 	record(ld, o, p.Clock.Since(start))
+	p.Log.V(1).Info("polled the queue", "loopdeployment", client.ObjectKeyFromObject(ld), "ready", o.Ready,
+		"stream", o.Stream, "retiringStream", o.RetiringStream, "moved", o.Moved, "reason", o.Reason, "message", o.Message)
 	if !o.Ready {
 		p.Log.Info("queue not ready", "loopdeployment", client.ObjectKeyFromObject(ld), "reason", o.Reason, "message", o.Message)
 	}
@@ -274,10 +299,11 @@ func (p *Poller) poll(ctx context.Context, ld *loopsv1alpha1.LoopDeployment) Obs
 	// A renamed stream first gives up the task subjects.
 	var oldConsumers []string
 	if old := previousStream(ld, t.names.Stream); old != "" {
-		if oldConsumers, err = queue.RetireStream(ctx, js, old, t.config.Owner); err != nil {
+		var exists bool
+		if oldConsumers, exists, err = queue.RetireStream(ctx, js, old, t.config.Owner); err != nil {
 			return failJS(err)
 		}
-		if oldConsumers != nil {
+		if exists {
 			o.RetiringStream = old
 		}
 	}
@@ -324,6 +350,10 @@ func (p *Poller) poll(ctx context.Context, ld *loopsv1alpha1.LoopDeployment) Obs
 		}
 	}
 	if o.Moved > 0 {
+		if p.Recorder != nil {
+			p.Recorder.Eventf(ld, nil, corev1.EventTypeNormal, loopsv1alpha1.EventTasksMoved, "Move",
+				"Moved %d tasks to stream %s, priority %s", o.Moved, t.names.Stream, last)
+		}
 		if b, err = queue.Observe(ctx, js, t.names, t.config.Priorities); err != nil {
 			return failJS(err)
 		}
@@ -405,17 +435,22 @@ type target struct {
 }
 
 func targetOf(ld *loopsv1alpha1.LoopDeployment) target {
+	n, c := Layout(ld)
+	return target{names: n, config: c}
+}
+
+// Layout is the queue the operator provisions for ld: its names and the
+// set-up queue.Ensure gets, owner included (contract.QueueOf, the API's
+// defaults applied).
+func Layout(ld *loopsv1alpha1.LoopDeployment) (queue.Names, queue.Config) {
 	q := contract.QueueOf(ld)
-	return target{
-		names: queue.NewNames(q.Stream, q.SubjectPrefix),
-		config: queue.Config{
-			Priorities:      q.Priorities,
-			AckWait:         q.AckWait,
-			MaxAckPending:   q.MaxAckPending,
-			Replicas:        q.Replicas,
-			ResultRetention: q.ResultRetention,
-			Owner:           &queue.Owner{Namespace: ld.Namespace, Name: ld.Name, UID: string(ld.UID)},
-		},
+	return queue.NewNames(q.Stream, q.SubjectPrefix), queue.Config{
+		Priorities:      q.Priorities,
+		AckWait:         q.AckWait,
+		MaxAckPending:   q.MaxAckPending,
+		Replicas:        q.Replicas,
+		ResultRetention: q.ResultRetention,
+		Owner:           &queue.Owner{Namespace: ld.Namespace, Name: ld.Name, UID: string(ld.UID)},
 	}
 }
 

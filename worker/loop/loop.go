@@ -271,31 +271,18 @@ func (l *Loop) bindQueue(ctx context.Context) ([]jetstream.Consumer, error) {
 		return consumers, nil
 	}
 	defer l.waitingFor.Store(nil)
-	pause := 100 * time.Millisecond
-	for {
-		consumers, err := queue.Bind(ctx, l.js, l.names, l.priorityNames(), l.cfg.ResultRetention)
-		if err == nil {
-			if l.waitingFor.Load() != nil {
-				l.log.Info("the queue is provisioned; bound to it")
-			}
-			return consumers, nil
-		}
-		if !errors.Is(err, queue.ErrNotProvisioned) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
-			return nil, fmt.Errorf("loop: %w", err)
-		}
+	consumers, err := queue.AwaitBind(ctx, l.js, l.names, l.priorityNames(), l.cfg.ResultRetention, l.cfg.QueueWait, func(err error) {
 		why := "waiting for the queue: " + err.Error()
-		if prev := l.waitingFor.Swap(&why); prev == nil || *prev != why {
-			l.log.Info("waiting for the operator to provision the queue; not ready until then", "reason", err.Error())
-		}
-		t := time.NewTimer(pause)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, fmt.Errorf("loop: %s: %w", why, ctx.Err())
-		case <-t.C:
-		}
-		pause = min(2*pause, l.cfg.QueueWait)
+		l.waitingFor.Store(&why)
+		l.log.Info("waiting for the operator to provision the queue; not ready until then", "reason", err.Error())
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loop: %w", err)
 	}
+	if l.waitingFor.Load() != nil {
+		l.log.Info("the queue is provisioned; bound to it")
+	}
+	return consumers, nil
 }
 
 func (l *Loop) startPool() error {

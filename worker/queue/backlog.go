@@ -186,36 +186,36 @@ func Retire(ctx context.Context, js jetstream.JetStream, fromStream string, n Na
 // the tasks into the new stream. It returns the names of the old stream's
 // consumers; the caller deletes the old stream (DeleteStream) once Retire
 // reports every one of them gone. owner, when set, must match the old
-// stream's recorded owner, or nothing is touched.
-func RetireStream(ctx context.Context, js jetstream.JetStream, old string, owner *Owner) ([]string, error) {
+// stream's recorded owner, or nothing is touched. exists is false when
+// the old stream is gone already.
+func RetireStream(ctx context.Context, js jetstream.JetStream, old string, owner *Owner) (consumers []string, exists bool, err error) {
 	// The siblings hold the dead-letter and result subjects, which the new
 	// stream's siblings take over; their messages stay where they are.
 	oldNames := NewNames(old, "")
 	for _, sibling := range []string{oldNames.DeadStream, oldNames.ResultStream()} {
 		if err := resubject(ctx, js, sibling, owner); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 	s, err := js.Stream(ctx, old)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, nil
+		return nil, false, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("queue: read stream %s: %w", old, err)
+		return nil, false, fmt.Errorf("queue: read stream %s: %w", old, err)
 	}
 	if err := resubject(ctx, js, old, owner); err != nil {
-		return nil, err
+		return nil, true, err
 	}
-	var consumers []string
 	names := s.ConsumerNames(ctx)
 	for name := range names.Name() {
 		consumers = append(consumers, name)
 	}
 	if err := names.Err(); err != nil {
-		return nil, fmt.Errorf("queue: list the consumers of %s: %w", old, err)
+		return nil, true, fmt.Errorf("queue: list the consumers of %s: %w", old, err)
 	}
 	slices.Sort(consumers)
-	return consumers, nil
+	return consumers, true, nil
 }
 
 // resubject moves a stream onto the single subject <name>.retired.

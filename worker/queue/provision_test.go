@@ -181,9 +181,9 @@ func TestARenamedStreamHandsEveryTaskToTheNewOne(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	consumers, err := queue.RetireStream(t.Context(), js, "OLD", owner)
-	if err != nil {
-		t.Fatal(err)
+	consumers, exists, err := queue.RetireStream(t.Context(), js, "OLD", owner)
+	if err != nil || !exists {
+		t.Fatalf("RetireStream: exists %v, %v", exists, err)
 	}
 	renamed := queue.NewNames("NEW", "loops.ns.demo")
 	if _, err := queue.Ensure(t.Context(), js, renamed, queue.Config{Owner: owner, Priorities: []string{"high"}}); err != nil {

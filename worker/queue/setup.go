@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -254,4 +255,35 @@ func metadataHolds(have, want map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// AwaitBind calls Bind until the queue is provisioned or ctx ends, pausing
+// between tries from 100ms up to maxPause; each time what is missing
+// changes it calls waiting with Bind's error (nil means not to report).
+// Any error other than ErrNotProvisioned (or a timeout of the server's
+// answer) ends it at once.
+func AwaitBind(ctx context.Context, js jetstream.JetStream, n Names, priorities []string, resultRetention, maxPause time.Duration, waiting func(error)) ([]jetstream.Consumer, error) {
+	pause := 100 * time.Millisecond
+	last := ""
+	for {
+		consumers, err := Bind(ctx, js, n, priorities, resultRetention)
+		if err == nil {
+			return consumers, nil
+		}
+		if !errors.Is(err, ErrNotProvisioned) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+			return nil, err
+		}
+		if waiting != nil && err.Error() != last {
+			waiting(err)
+		}
+		last = err.Error()
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("waiting for the queue (%s): %w", last, ctx.Err())
+		case <-t.C:
+		}
+		pause = min(2*pause, max(maxPause, 100*time.Millisecond))
+	}
 }
