@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
@@ -172,5 +173,43 @@ func TestABacklogHoveringAtTheThresholdDoesNotFlap(t *testing.T) {
 	// would need 300s of lower recommendations, which never come.
 	if changes > 1 || downs > 0 {
 		t.Errorf("the count changed %d times (%d down) over 20 minutes of a hovering backlog, want at most one step up", changes, downs)
+	}
+}
+
+func TestQueueStatusDue(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	status := func(pending, inFlight int64, age time.Duration, prios ...string) *loopsv1alpha1.QueueStatus {
+		q := &loopsv1alpha1.QueueStatus{Stream: "S", Pending: pending, InFlight: inFlight, ObservedTime: &metav1.Time{Time: now.Add(-age)}}
+		for _, p := range prios {
+			q.Priorities = append(q.Priorities, loopsv1alpha1.PriorityQueueStatus{Name: p})
+		}
+		return q
+	}
+	tests := []struct {
+		name       string
+		prev, next *loopsv1alpha1.QueueStatus
+		want       bool
+	}{
+		{"the first figures are written", nil, status(0, 0, 0, "a"), true},
+		{"an unchanged backlog is never rewritten, however old", status(500, 8, time.Hour, "a"), status(500, 8, 0, "a"), false},
+		{"a queue getting its first task is written at once", status(0, 0, time.Second, "a"), status(1, 0, 0, "a"), true},
+		{"a queue going empty is written at once", status(3, 1, time.Second, "a"), status(0, 0, 0, "a"), true},
+		{"a priority class appearing is written at once", status(5, 0, time.Second, "a"), status(5, 0, 0, "a", "b"), true},
+		{"a backlog that moved by half waits 30s since the last write", status(1000, 0, 10*time.Second, "a"), status(500, 0, 0, "a"), false},
+		{"a backlog that moved by half is written after 30s", status(1000, 0, 31*time.Second, "a"), status(500, 0, 0, "a"), true},
+		{"a small drift waits a minute", status(1000, 0, 45*time.Second, "a"), status(990, 0, 0, "a"), false},
+		{"a small drift is written after a minute", status(1000, 0, 61*time.Second, "a"), status(990, 0, 0, "a"), true},
+		{"new dead letters are written at once", status(5, 0, time.Second, "a"), func() *loopsv1alpha1.QueueStatus {
+			q := status(5, 0, 0, "a")
+			q.DeadLetters = 1
+			return q
+		}(), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := QueueStatusDue(tt.prev, tt.next, now); got != tt.want {
+				t.Errorf("QueueStatusDue = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }
