@@ -487,6 +487,7 @@ type result struct {
 	ID            string
 	Worker        string
 	Attempts      int
+	Deliveries    int // the server's delivery count: above 1 after a hand-back or a crash
 	Duration      time.Duration
 	Start, Finish time.Time
 }
@@ -525,11 +526,12 @@ func (l *loop) results() []result {
 			seq = md.Sequence.Stream
 			h := m.Headers()
 			attempts, _ := strconv.Atoi(h.Get(queue.HeaderAttempts))
+			deliveries, _ := strconv.Atoi(h.Get(queue.HeaderDeliveries))
 			took, err := time.ParseDuration(h.Get(queue.HeaderDuration))
 			if err != nil {
 				l.t.Fatalf("result record %d: %s %q: %v", seq, queue.HeaderDuration, h.Get(queue.HeaderDuration), err)
 			}
-			out = append(out, result{ID: h.Get(queue.HeaderTaskID), Worker: h.Get(queue.HeaderWorker), Attempts: attempts, Duration: took,
+			out = append(out, result{ID: h.Get(queue.HeaderTaskID), Worker: h.Get(queue.HeaderWorker), Attempts: attempts, Deliveries: deliveries, Duration: took,
 				Start: md.Timestamp.Add(-took), Finish: md.Timestamp})
 		}
 		if n == 0 {

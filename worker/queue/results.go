@@ -22,6 +22,10 @@ const (
 	// HeaderDuration is how long the successful attempt ran, in Go
 	// duration syntax.
 	HeaderDuration = "Loop-Duration"
+	// HeaderDeliveries is the server's delivery count of the successful
+	// delivery (Loop-Attempts counts failures of the task, not
+	// hand-backs or crashes, so this is how a reader sees a redelivery).
+	HeaderDeliveries = "Loop-Deliveries"
 )
 
 // ResultStream returns the stream of the loop's result records.
@@ -63,6 +67,7 @@ func (d *Delivery) RecordResult(ctx context.Context, js jetstream.JetStream, n N
 	m.Header.Set(HeaderKind, d.Kind)
 	m.Header.Set(HeaderPriority, d.Priority)
 	m.Header.Set(HeaderAttempts, strconv.FormatUint(d.Attempt, 10))
+	m.Header.Set(HeaderDeliveries, strconv.FormatUint(d.Delivered, 10))
 	m.Header.Set(HeaderDuration, took.String())
 	if worker != "" {
 		m.Header.Set(HeaderWorker, worker)
