@@ -1,6 +1,8 @@
 package natstest
 
 import (
+	"net/url"
+	"strconv"
 	"testing"
 	"time"
 
@@ -13,7 +15,8 @@ import (
 // Server is an embedded NATS server with JetStream, owned by a test.
 type Server struct {
 	*embedded.Server
-	t testing.TB
+	t     testing.TB
+	store string
 	// URL is the client URL; it stays the same across restarts.
 	URL string
 }
@@ -21,19 +24,36 @@ type Server struct {
 // Start runs a server for the test and shuts it down when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	srv, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
+	store := t.TempDir()
+	srv, err := embedded.Start(embedded.Options{StoreDir: store})
 	if err != nil {
 		t.Fatalf("natstest: %v", err)
 	}
-	t.Cleanup(srv.Shutdown)
-	return &Server{Server: srv, t: t, URL: srv.URL()}
+	s := &Server{Server: srv, t: t, store: store, URL: srv.URL()}
+	t.Cleanup(func() { s.Server.Shutdown() })
+	return s
 }
 
-// Restart stops the server and starts it again on the same port and store.
+// Restart stops the server and starts it again on the same port and store,
+// as a NATS server restart would; durable streams and consumers survive.
 func (s *Server) Restart() {
 	s.t.Helper()
-	if err := s.Server.Restart(); err != nil {
+	u, err := url.Parse(s.URL)
+	if err != nil {
 		s.t.Fatalf("natstest: restart: %v", err)
+	}
+	port, err := strconv.Atoi(u.Port())
+	if err != nil {
+		s.t.Fatalf("natstest: restart: no port in %s: %v", s.URL, err)
+	}
+	s.Server.Shutdown()
+	srv, err := embedded.Start(embedded.Options{Port: port, StoreDir: s.store})
+	if err != nil {
+		s.t.Fatalf("natstest: restart: %v", err)
+	}
+	s.Server = srv
+	if srv.URL() != s.URL {
+		s.t.Fatalf("natstest: restart: the URL changed from %s to %s", s.URL, srv.URL())
 	}
 }
 

@@ -13,8 +13,9 @@ import (
 type Options struct {
 	// Host to listen on. Default 127.0.0.1.
 	Host string
-	// Port to listen on. Default 0: a random free port, kept across
-	// restarts.
+	// Port to listen on. Default 0: a random free port. A server started
+	// on the port (from URL) and StoreDir of one that was shut down is
+	// that server restarted: its durable streams and consumers survive.
 	Port int
 	// StoreDir holds the JetStream files. Required.
 	StoreDir string
@@ -80,7 +81,7 @@ func (s *Server) start() error {
 	return nil
 }
 
-// URL returns the client URL, the same across restarts.
+// URL returns the client URL.
 func (s *Server) URL() string { return s.url }
 
 // Shutdown stops the server and waits until it is gone. It is idempotent.
@@ -91,11 +92,4 @@ func (s *Server) Shutdown() {
 	s.srv.Shutdown()
 	s.srv.WaitForShutdown()
 	s.srv = nil
-}
-
-// Restart stops the server and starts it again on the same port and store,
-// as a NATS server restart would; durable streams and consumers survive.
-func (s *Server) Restart() error {
-	s.Shutdown()
-	return s.start()
 }

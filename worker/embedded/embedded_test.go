@@ -1,6 +1,8 @@
 package embedded_test
 
 import (
+	"net/url"
+	"strconv"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -14,12 +16,15 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// A server started on the port and store of one shut down is a restart
+// (test/natstest's Restart): same URL, durable streams kept.
 func TestRestartKeepsStreamsAndURL(t *testing.T) {
-	srv, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
+	dir := t.TempDir()
+	srv, err := embedded.Start(embedded.Options{StoreDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Shutdown()
+	defer func() { srv.Shutdown() }()
 	url := srv.URL()
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
 	if err != nil {
@@ -36,7 +41,9 @@ func TestRestartKeepsStreamsAndURL(t *testing.T) {
 	if _, err := js.Publish(t.Context(), "s.1", []byte("kept")); err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.Restart(); err != nil {
+	port := portOf(t, url)
+	srv.Shutdown()
+	if srv, err = embedded.Start(embedded.Options{Port: port, StoreDir: dir}); err != nil {
 		t.Fatal(err)
 	}
 	if srv.URL() != url {
@@ -56,4 +63,17 @@ func TestStartNeedsAStore(t *testing.T) {
 	if _, err := embedded.Start(embedded.Options{}); err == nil {
 		t.Error("Start without StoreDir succeeded")
 	}
+}
+
+func portOf(t *testing.T, u string) int {
+	t.Helper()
+	parsed, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := strconv.Atoi(parsed.Port())
+	if err != nil {
+		t.Fatalf("no port in %s: %v", u, err)
+	}
+	return port
 }

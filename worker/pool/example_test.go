@@ -25,9 +25,15 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	high, _ := p.Class("high")
-	_ = p.Submit(context.Background(), "email", high, "hello")
+	const high = 0 // the index of "high" in Options.Classes
+	if err := p.TrySubmit("email", high, "hello"); err != nil {
+		fmt.Println(err)
+		return
+	}
 	fmt.Println(<-results)
-	p.Close()
+	p.Stop() // refuse new tasks; the running ones go on
+	if err := p.Wait(context.Background()); err != nil {
+		fmt.Println(err)
+	}
 	// Output: HELLO
 }

@@ -61,8 +61,8 @@ type Options struct {
 	// TaskTimeout bounds each task's run through its context. Zero means
 	// no timeout.
 	TaskTimeout time.Duration
-	// Backlog is how many tasks may wait beyond MaxWorkers; Submit fails
-	// with ErrFull (TrySubmit) or blocks (Submit) above MaxWorkers+Backlog.
+	// Backlog is how many tasks may wait beyond MaxWorkers; TrySubmit
+	// fails with ErrFull above MaxWorkers+Backlog (WaitFree waits for room).
 	// Default 0: the pool holds at most MaxWorkers tasks, which is what a
 	// queue consumer wants so that it never takes more than it can start.
 	Backlog int
@@ -92,7 +92,7 @@ type Handler[T any] func(ctx context.Context, task T) error
 type DoneFunc[T any] func(task T, r Result)
 
 var (
-	// ErrClosed is returned by Submit after Stop.
+	// ErrClosed is returned by TrySubmit and WaitFree after Stop.
 	ErrClosed = errors.New("pool: stopped")
 	// ErrFull is returned by TrySubmit when MaxWorkers+Backlog tasks are
 	// queued or running.
@@ -150,8 +150,7 @@ type Pool[T any] struct {
 	exited    chan struct{} // closed when stopped and no goroutine is left
 	space     chan struct{} // closed when slots free (see wakeBatch) and spaceWait is set
 	spaceWait bool
-	wakeBatch int // a waiting Submit or WaitFree is woken when this many slots are free, or the queue is empty
-	classIdx  map[string]int
+	wakeBatch int // a waiting WaitFree is woken when this many slots are free, or the queue is empty
 }
 
 type worker struct {
@@ -211,15 +210,14 @@ func New[T any](opts Options, handler Handler[T], done DoneFunc[T]) (*Pool[T], e
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Pool[T]{
-		opts:     opts,
-		handler:  handler,
-		done:     done,
-		ctx:      ctx,
-		abort:    cancel,
-		q:        newQueue[T](weights, opts.Scheduling == Strict, limits),
-		exited:   make(chan struct{}),
-		space:    make(chan struct{}),
-		classIdx: classIdx,
+		opts:    opts,
+		handler: handler,
+		done:    done,
+		ctx:     ctx,
+		abort:   cancel,
+		q:       newQueue[T](weights, opts.Scheduling == Strict, limits),
+		exited:  make(chan struct{}),
+		space:   make(chan struct{}),
 		// With a backlog, a waiter is woken once a quarter of it is free
 		// rather than at every finished task, so that it refills the
 		// queue in batches (one wake-up, and for a queue consumer one
@@ -235,12 +233,6 @@ func New[T any](opts Options, handler Handler[T], done DoneFunc[T]) (*Pool[T], e
 	}
 	p.mu.Unlock()
 	return p, nil
-}
-
-// Class returns the index of the class with the given name.
-func (p *Pool[T]) Class(name string) (int, bool) {
-	i, ok := p.classIdx[name]
-	return i, ok
 }
 
 // TrySubmit queues a task of the given kind in class (an index into
@@ -272,30 +264,6 @@ func (p *Pool[T]) TrySubmit(kind string, class int, task T) error {
 		p.spawn()
 	}
 	return nil
-}
-
-// Submit is TrySubmit that waits while the pool is full. It returns
-// ctx.Err() if ctx ends first, leaving the pool unchanged.
-func (p *Pool[T]) Submit(ctx context.Context, kind string, class int, task T) error {
-	for {
-		err := p.TrySubmit(kind, class, task)
-		if !errors.Is(err, ErrFull) {
-			return err
-		}
-		if _, err := p.WaitFree(ctx); err != nil {
-			return err
-		}
-	}
-}
-
-// Free returns how many more tasks the pool accepts now.
-func (p *Pool[T]) Free() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.stopped {
-		return 0
-	}
-	return p.free()
 }
 
 func (p *Pool[T]) free() int {
@@ -332,19 +300,6 @@ func (p *Pool[T]) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return Stats{Workers: p.workers, Idle: len(p.idle), Running: p.running, Queued: p.q.len()}
-}
-
-// RunningByKind returns the number of running tasks per kind.
-func (p *Pool[T]) RunningByKind() map[string]int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make(map[string]int)
-	for k, ks := range p.q.kinds {
-		if ks.running > 0 {
-			out[k] = ks.running
-		}
-	}
-	return out
 }
 
 // Stop makes the pool refuse new tasks and returns the queued tasks that
@@ -395,15 +350,6 @@ func (p *Pool[T]) Wait(ctx context.Context) error {
 	}
 }
 
-// Close stops the pool, aborts running tasks and waits for them. It returns
-// the tasks that never started.
-func (p *Pool[T]) Close() []T {
-	rest := p.Stop()
-	p.Abort()
-	<-p.exited
-	return rest
-}
-
 // spawn starts a goroutine. p.mu must be held.
 func (p *Pool[T]) spawn() {
 	p.workers++
@@ -446,7 +392,7 @@ func (p *Pool[T]) loop(w *worker) {
 		if woken {
 			continue
 		}
-		// Timed out; a Submit may have popped us meanwhile.
+		// Timed out; a TrySubmit may have popped us meanwhile.
 		if i := p.idleIndex(w); i >= 0 {
 			if p.workers > p.opts.MinWorkers {
 				p.idle = append(p.idle[:i], p.idle[i+1:]...)

@@ -1,7 +1,6 @@
 package settings
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -142,10 +141,4 @@ func dur(d *metav1.Duration) time.Duration {
 		return 0
 	}
 	return d.Duration
-}
-
-// JSON returns the settings as the operator writes them into LOOP_SETTINGS.
-func JSON(s loopsv1alpha1.WorkerSettings) (string, error) {
-	b, err := json.Marshal(s)
-	return string(b), err
 }
