@@ -9,42 +9,51 @@ import (
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 )
 
+// Metric name parts and labels.
+const (
+	metricNamespace = "tenire"
+	subsystemLD     = "loopdeployment"
+	labelNamespace  = "namespace"
+	labelName       = "name"
+	labelPriority   = "priority"
+)
+
 var (
 	backlogGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: "tenire", Subsystem: "loopdeployment", Name: "backlog",
+		Namespace: metricNamespace, Subsystem: subsystemLD, Name: "backlog",
 		Help: "Tasks pending (not yet delivered) in a LoopDeployment's queue, by priority class.",
-	}, []string{"namespace", "name", "priority"})
+	}, []string{labelNamespace, labelName, labelPriority})
 	inFlightGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: "tenire", Subsystem: "loopdeployment", Name: "in_flight",
+		Namespace: metricNamespace, Subsystem: subsystemLD, Name: "in_flight",
 		Help: "Tasks delivered and not yet acknowledged (delayed retries included), by priority class.",
-	}, []string{"namespace", "name", "priority"})
+	}, []string{labelNamespace, labelName, labelPriority})
 	redeliveredGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: "tenire", Subsystem: "loopdeployment", Name: "redelivered",
+		Namespace: metricNamespace, Subsystem: subsystemLD, Name: "redelivered",
 		Help: "In-flight tasks delivered more than once, by priority class.",
-	}, []string{"namespace", "name", "priority"})
+	}, []string{labelNamespace, labelName, labelPriority})
 	deadLettersGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: "tenire", Subsystem: "loopdeployment", Name: "dead_letters",
+		Namespace: metricNamespace, Subsystem: subsystemLD, Name: "dead_letters",
 		Help: "Tasks in a LoopDeployment's dead-letter stream.",
-	}, []string{"namespace", "name"})
+	}, []string{labelNamespace, labelName})
 	oldestAgeGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: "tenire", Subsystem: "loopdeployment", Name: "oldest_task_age_seconds",
+		Namespace: metricNamespace, Subsystem: subsystemLD, Name: "oldest_task_age_seconds",
 		Help: "Age of the oldest unfinished task in a LoopDeployment's queue (0 when empty).",
-	}, []string{"namespace", "name"})
+	}, []string{labelNamespace, labelName})
 	queueReadyGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: "tenire", Subsystem: "loopdeployment", Name: "queue_ready",
+		Namespace: metricNamespace, Subsystem: subsystemLD, Name: "queue_ready",
 		Help: "1 when the operator provisioned and read a LoopDeployment's queue at its last poll, else 0.",
-	}, []string{"namespace", "name"})
+	}, []string{labelNamespace, labelName})
 	observedGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: "tenire", Subsystem: "loopdeployment", Name: "queue_observed_timestamp_seconds",
+		Namespace: metricNamespace, Subsystem: subsystemLD, Name: "queue_observed_timestamp_seconds",
 		Help: "Unix time of the last poll of a LoopDeployment's queue, successful or not: a stuck poller shows as an old value.",
-	}, []string{"namespace", "name"})
+	}, []string{labelNamespace, labelName})
 	pollDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Namespace: "tenire", Subsystem: "queue", Name: "poll_duration_seconds",
+		Namespace: metricNamespace, Subsystem: "queue", Name: "poll_duration_seconds",
 		Help:    "Seconds one poll of one LoopDeployment's queue took (provisioning, moving and reading).",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
 	})
 	pollRoundDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Namespace: "tenire", Subsystem: "queue", Name: "poll_round_duration_seconds",
+		Namespace: metricNamespace, Subsystem: "queue", Name: "poll_round_duration_seconds",
 		Help:    "Seconds one round over every LoopDeployment's queue took: the autoscaler's latency beyond the poll interval.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 18),
 	})
@@ -80,7 +89,7 @@ func record(ld *loopsv1alpha1.LoopDeployment, o Observation, took time.Duration)
 
 // Forget removes the metrics of a LoopDeployment that is gone.
 func Forget(namespace, name string) {
-	labels := map[string]string{"namespace": namespace, "name": name}
+	labels := map[string]string{labelNamespace: namespace, labelName: name}
 	for _, v := range []*prometheus.GaugeVec{backlogGauge, inFlightGauge, redeliveredGauge, deadLettersGauge,
 		oldestAgeGauge, queueReadyGauge, observedGauge} {
 		v.DeletePartialMatch(labels)

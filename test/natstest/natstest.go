@@ -30,7 +30,7 @@ func Start(t testing.TB) *Server {
 		t.Fatalf("natstest: %v", err)
 	}
 	s := &Server{Server: srv, t: t, store: store, URL: srv.URL()}
-	t.Cleanup(func() { s.Server.Shutdown() })
+	t.Cleanup(func() { s.Shutdown() })
 	return s
 }
 
@@ -46,7 +46,7 @@ func (s *Server) Restart() {
 	if err != nil {
 		s.t.Fatalf("natstest: restart: no port in %s: %v", s.URL, err)
 	}
-	s.Server.Shutdown()
+	s.Shutdown()
 	srv, err := embedded.Start(embedded.Options{Port: port, StoreDir: s.store})
 	if err != nil {
 		s.t.Fatalf("natstest: restart: %v", err)

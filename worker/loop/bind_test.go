@@ -30,7 +30,12 @@ func TestAWorkerStartedBeforeItsQueueWaitsUnreadyAndBindsOnceProvisioned(t *test
 	ctx, cancel := context.WithCancel(t.Context())
 	result := make(chan error, 1)
 	go func() { result <- l.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-result })
+	t.Cleanup(func() {
+		cancel()
+		if err := <-result; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
 
 	readyz := func() (int, string) {
 		addr := l.AdminAddr()

@@ -8,13 +8,13 @@ import (
 
 // The worker's state machine.
 //
-//	state     entered when                                    leaves on
-//	Starting  Run is called                                   every component started → Running
-//	Running   admin, queue, pool, fetcher, watchers started   a drain trigger → Draining
-//	Draining  a trigger (DrainCause) arrived                  every held task ended or the deadline
-//	                                                          + abortGrace passed → Drained
-//	Drained   the drain report is made (and sent to the Pod)  exits(cause) or ctx done → Stopped
-//	Stopped   Run returns                                     —
+//	state      entered when                                    leaves on
+//	Starting:  Run is called                                   every component started, next Running
+//	Running:   admin, queue, pool, fetcher, watchers started   a drain trigger, next Draining
+//	Draining:  a trigger (DrainCause) arrived                  every held task ended or the deadline
+//	                                                           + abortGrace passed, next Drained
+//	Drained:   the drain report is made (and sent to the Pod)  exits(cause) or ctx done, next Stopped
+//	Stopped:   Run returns                                     —
 //
 // Triggers, one DrainCause each: the Pod source's drain request (pod), POST
 // /drain (http), RequestDrain (api), Run's context (context: SIGTERM), the
