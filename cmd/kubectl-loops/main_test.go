@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -487,5 +488,23 @@ func TestStatusShowsEachWorkersInFlightTasks(t *testing.T) {
 	out, _, err := w.run("status", "orders")
 	if err != nil || !strings.Contains(out, "IN-FLIGHT") {
 		t.Fatalf("status printed %q, %v", out, err)
+	}
+}
+
+func TestStatusShowsARemovedPriorityAsRetiring(t *testing.T) {
+	w := newWorld(t)
+	ld := w.loop("orders", w.natsURL)
+	ld.Spec.Loop.Priorities = []loopsv1alpha1.PriorityClass{{Name: "low", Weight: 1}}
+	if err := w.client.Update(t.Context(), ld); err != nil {
+		t.Fatal(err)
+	}
+	w.provision(ld) // as the operator does after the change: "high" keeps its consumer until its tasks moved
+	r := w.status("orders")
+	var got []string
+	for _, p := range r.Queue.Priorities {
+		got = append(got, fmt.Sprintf("%s retiring=%v", p.Name, p.Retiring))
+	}
+	if want := []string{"low retiring=false", "high retiring=true"}; !slices.Equal(got, want) {
+		t.Errorf("status lists the priorities %v, want %v", got, want)
 	}
 }

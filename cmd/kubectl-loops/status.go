@@ -10,7 +10,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,6 +22,7 @@ import (
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/api/v1alpha1/contract"
+	"github.com/tenire/loop-operator/worker/queue"
 )
 
 // statusReport is what `kubectl loops status` shows, and its -o json|yaml.
@@ -54,6 +54,9 @@ type priorityReport struct {
 	// yet acknowledged.
 	Pending  uint64 `json:"pending"`
 	InFlight int    `json:"inFlight"`
+	// Retiring is true for a priority class removed from the spec whose
+	// tasks the operator is moving to the last listed class.
+	Retiring bool `json:"retiring,omitempty"`
 	// Redelivered counts tasks in flight that were delivered more than once.
 	Redelivered int `json:"redelivered"`
 }
@@ -220,30 +223,21 @@ func until(t, now time.Time) string {
 
 func readQueue(ctx context.Context, q *loopQueue, classes []string) (*queueReport, error) {
 	qr := &queueReport{Stream: q.names.Stream, Address: q.address}
-	stream, err := q.js.Stream(ctx, q.names.Stream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, fmt.Errorf("stream %s does not exist yet: no worker has started and nothing was submitted", q.names.Stream)
+	b, err := queue.Observe(ctx, q.js, q.names, classes)
+	if errors.Is(err, queue.ErrNotProvisioned) {
+		return nil, fmt.Errorf("the queue is not provisioned yet (see the QueueReady condition): %w", err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", q.names.Stream, err)
+		return nil, err
 	}
-	if info, err := stream.Info(ctx); err == nil {
-		qr.Submitted = info.State.LastSeq
+	if stream, err := q.js.Stream(ctx, q.names.Stream); err == nil {
+		qr.Submitted = stream.CachedInfo().State.LastSeq
 	}
-	for _, name := range classes {
-		pr := priorityReport{Name: name}
-		if c, err := stream.Consumer(ctx, q.names.Consumer(name)); err == nil {
-			if info, err := c.Info(ctx); err == nil {
-				pr.Pending, pr.InFlight, pr.Redelivered = info.NumPending, info.NumAckPending, info.NumRedelivered
-			}
-		}
-		qr.Priorities = append(qr.Priorities, pr)
+	for _, p := range b.Priorities {
+		qr.Priorities = append(qr.Priorities, priorityReport{Name: p.Priority, Pending: p.Pending,
+			InFlight: p.InFlight, Redelivered: p.Redelivered, Retiring: p.Retiring})
 	}
-	if dead, err := q.js.Stream(ctx, q.names.DeadStream); err == nil {
-		if info, err := dead.Info(ctx); err == nil {
-			qr.DeadLetters = info.State.Msgs
-		}
-	}
+	qr.DeadLetters = b.DeadLetters
 	return qr, nil
 }
 
@@ -282,7 +276,11 @@ func (r *statusReport) print(w io.Writer, now time.Time) {
 		fmt.Fprintf(tw, "  stream %s at %s: %d submitted, %d dead letters\n", r.Queue.Stream, r.Queue.Address, r.Queue.Submitted, r.Queue.DeadLetters)
 		fmt.Fprintln(tw, "  PRIORITY\tPENDING\tIN-FLIGHT\tREDELIVERED")
 		for _, p := range r.Queue.Priorities {
-			fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\n", p.Name, p.Pending, p.InFlight, p.Redelivered)
+			name := p.Name
+			if p.Retiring {
+				name += " (removed: its tasks are being moved)"
+			}
+			fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\n", name, p.Pending, p.InFlight, p.Redelivered)
 		}
 		_ = tw.Flush()
 	}
