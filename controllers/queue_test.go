@@ -15,6 +15,7 @@ import (
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/api/v1alpha1/contract"
+	"github.com/tenire/loop-operator/controllers/policy"
 	"github.com/tenire/loop-operator/test/natstest"
 	"github.com/tenire/loop-operator/worker/queue"
 )
@@ -81,7 +82,10 @@ func TestTheOperatorProvisionsTheQueueAndRecordsItsBacklog(t *testing.T) {
 
 	submit(t, js, ld, "high", 30)
 	submit(t, js, ld, "low", 5)
-	h.g.Eventually(func() *loopsv1alpha1.QueueStatus { return h.get("orders").Status.Queue }).Should(gomega.And(
+	// A poll may catch the submissions half-way and write that; the rest
+	// is written within the bounds of policy.QueueStatusDue (a change by
+	// a fifth after 30s, any change after 60s), hence the longer wait.
+	h.g.Eventually(func() *loopsv1alpha1.QueueStatus { return h.get("orders").Status.Queue }, 2*policy.QueueStatusMaxAge).Should(gomega.And(
 		gomega.Not(gomega.BeNil()),
 		gomega.HaveField("Pending", int64(35)),
 		gomega.HaveField("Stream", names.Stream),

@@ -147,7 +147,7 @@ func (h *harness) startOperator() {
 	}
 	if h.pollQueues > 0 {
 		r.Queues = &stream.Poller{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Interval: h.pollQueues,
-			Log: funcr.New(func(prefix, args string) { h.t.Log(prefix, args) }, funcr.Options{Verbosity: 1})}
+			Log: funcr.New(func(prefix, args string) { h.t.Log(prefix, args) }, funcr.Options{})}
 	}
 	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: 4}); err != nil { // as cmd/manager
 		h.t.Fatal(err)
