@@ -170,68 +170,50 @@ func stabilized(recs []Recommendation, rec int32, now time.Time, w time.Duration
 	return out
 }
 
-// upLimit is the most replicas the scale-up policies allow now.
+// upLimit is the most replicas the scale-up policies allow now; from
+// zero, one pod is always allowed.
 func upLimit(r *loopsv1alpha1.ScalingRules, current int32, events []ScaleEvent, now time.Time) int32 {
-	if *r.SelectPolicy == loopsv1alpha1.SelectDisabled {
-		return current
-	}
-	var limit int32 = -1
-	for _, p := range r.Policies {
-		start := current
-		for _, e := range events {
-			if now.Sub(e.At) < time.Duration(p.PeriodSeconds)*time.Second && e.To > e.From {
-				start -= e.To - e.From
-			}
-		}
-		start = max(start, 0)
-		var l int32
-		if p.Type == loopsv1alpha1.PodsScalingPolicy {
-			l = start + p.Value
-		} else {
-			l = int32(math.Ceil(float64(start) * (1 + float64(p.Value)/100)))
-		}
-		switch {
-		case limit < 0:
-			limit = l
-		case *r.SelectPolicy == loopsv1alpha1.SelectMin:
-			limit = min(limit, l)
-		default:
-			limit = max(limit, l)
-		}
-	}
-	return max(limit, current, min(current+1, 1)) // from zero, one pod is always allowed
+	return max(rateLimit(r, current, events, now, 1), current, min(current+1, 1))
 }
 
 // downLimit is the fewest replicas the scale-down policies allow now.
 func downLimit(r *loopsv1alpha1.ScalingRules, current int32, events []ScaleEvent, now time.Time) int32 {
+	return min(max(rateLimit(r, current, events, now, -1), 0), current)
+}
+
+// rateLimit is the count that r's policies allow in direction dir (+1 up,
+// -1 down): each policy counts the changes in that direction within its
+// period back from current to the count at its start, then allows value
+// pods, or value percent of that start, of change; selectPolicy Max takes
+// the policy that allows the most change, Min the least, Disabled none.
+func rateLimit(r *loopsv1alpha1.ScalingRules, current int32, events []ScaleEvent, now time.Time, dir int32) int32 {
 	if *r.SelectPolicy == loopsv1alpha1.SelectDisabled {
 		return current
 	}
-	var limit int32 = -1
-	for _, p := range r.Policies {
+	var limit int32
+	for i, p := range r.Policies {
 		start := current
 		for _, e := range events {
-			if now.Sub(e.At) < time.Duration(p.PeriodSeconds)*time.Second && e.To < e.From {
-				start += e.From - e.To
+			if moved := (e.To - e.From) * dir; moved > 0 && now.Sub(e.At) < time.Duration(p.PeriodSeconds)*time.Second {
+				start -= moved * dir
 			}
 		}
+		start = max(start, 0)
 		var l int32
-		if p.Type == loopsv1alpha1.PodsScalingPolicy {
-			l = start - p.Value
-		} else {
+		switch {
+		case p.Type == loopsv1alpha1.PodsScalingPolicy:
+			l = start + dir*p.Value
+		case dir > 0:
+			l = int32(math.Ceil(float64(start) * (1 + float64(p.Value)/100)))
+		default:
 			l = int32(math.Floor(float64(start) * (1 - float64(p.Value)/100)))
 		}
-		l = max(l, 0)
-		switch {
-		case limit < 0:
+		more := l*dir > limit*dir // l allows more change than limit
+		if i == 0 || more == (*r.SelectPolicy != loopsv1alpha1.SelectMin) {
 			limit = l
-		case *r.SelectPolicy == loopsv1alpha1.SelectMin:
-			limit = max(limit, l)
-		default:
-			limit = min(limit, l)
 		}
 	}
-	return min(max(limit, 0), current)
+	return limit
 }
 
 // AutoscaleHistory is how far back recommendations and events matter for

@@ -87,6 +87,7 @@ type Poller struct {
 	conns   conns
 	mu      sync.Mutex
 	obs     map[types.UID]Observation
+	creds   map[types.UID][]byte // the credentials last read, by LoopDeployment
 	workers map[types.UID]*workers
 }
 
@@ -110,6 +111,7 @@ func (p *Poller) init() {
 		p.wake = make(chan event.GenericEvent, 1024)
 		p.kick = make(chan types.NamespacedName, 1024)
 		p.obs = map[types.UID]Observation{}
+		p.creds = map[types.UID][]byte{}
 		p.workers = map[types.UID]*workers{}
 		p.conns.timeout = p.Timeout
 	})
@@ -195,6 +197,7 @@ func (p *Poller) PollAll(ctx context.Context) {
 	for uid := range p.obs {
 		if !live[uid] {
 			delete(p.obs, uid)
+			delete(p.creds, uid)
 			p.unlisten(uid)
 		}
 	}
@@ -210,7 +213,7 @@ func (p *Poller) Poll(ctx context.Context, ld *loopsv1alpha1.LoopDeployment) Obs
 	ctx, cancel := withTimeout(ctx, p.Timeout)
 	defer cancel()
 	prev, seen := p.Observation(ld.UID)
-	o := p.poll(ctx, ld)
+	o := p.poll(ctx, ld, seen && prev.Ready && prev.Generation == ld.Generation && prev.RetiringStream == "")
 	o.At, o.Generation = p.Clock.Now(), ld.Generation
 	o.LastActive = prev.LastActive
 	if pending, inFlight := o.Backlog.Demand(); o.Ready && (pending > 0 || inFlight > 0) {
@@ -269,7 +272,15 @@ func changedByAFifth(a, b int64) bool {
 }
 
 // poll does the work of Poll.
-func (p *Poller) poll(ctx context.Context, ld *loopsv1alpha1.LoopDeployment) Observation {
+//
+// settled means the last poll found the queue provisioned for this
+// generation of ld: then the poll reuses the credentials it read and only
+// reads the queue, so that a thousand settled loops cost no API server
+// reads and no JetStream writes. Any failure, a new generation or a
+// stream being retired makes the next poll read the Secret and provision
+// again (a stream deleted behind the operator's back shows as not
+// provisioned, and is provisioned again on the poll after).
+func (p *Poller) poll(ctx context.Context, ld *loopsv1alpha1.LoopDeployment, settled bool) Observation {
 	url := ld.Spec.Queue.NATS.URL
 	t := targetOf(ld)
 	o := Observation{Stream: t.names.Stream}
@@ -277,9 +288,17 @@ func (p *Poller) poll(ctx context.Context, ld *loopsv1alpha1.LoopDeployment) Obs
 		o.Ready, o.Reason, o.Message = false, reason, err.Error()
 		return o
 	}
-	creds, err := p.credentials(ctx, ld)
-	if err != nil {
-		return fail(loopsv1alpha1.ReasonQueueUnauthorized, err)
+	p.mu.Lock()
+	creds, cached := p.creds[ld.UID]
+	p.mu.Unlock()
+	if !settled || !cached {
+		var err error
+		if creds, err = p.credentials(ctx, ld); err != nil {
+			return fail(loopsv1alpha1.ReasonQueueUnauthorized, err)
+		}
+		p.mu.Lock()
+		p.creds[ld.UID] = creds
+		p.mu.Unlock()
 	}
 	js, err := p.conns.get(url, creds)
 	if err != nil {
@@ -307,8 +326,10 @@ func (p *Poller) poll(ctx context.Context, ld *loopsv1alpha1.LoopDeployment) Obs
 			o.RetiringStream = old
 		}
 	}
-	if _, err := queue.Ensure(ctx, js, t.names, t.config); err != nil {
-		return failJS(err)
+	if !settled {
+		if _, err := queue.Ensure(ctx, js, t.names, t.config); err != nil {
+			return failJS(err)
+		}
 	}
 	last := t.config.Priorities[len(t.config.Priorities)-1]
 	if o.RetiringStream != "" {
