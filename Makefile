@@ -79,7 +79,7 @@ test: manifests generate fmt vet kube-bins ## Run the unit and envtest suites wi
 
 .PHONY: test-e2e
 test-e2e: kube-bins ## Run the end-to-end suites (local control plane, node agent, manager and workers as processes, NATS).
-	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" go test -tags e2e -race -count=1 -timeout 60m ./test/... ./controllers/...
+	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" go test -tags e2e -race -count=1 -timeout 60m ./test/... ./internal/... ./controllers/...
 
 .PHONY: lint
 lint: golangci-lint ## Run golangci-lint on everything, the e2e suite included, then on the kind variant of the e2e suite.

@@ -24,7 +24,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tenire/loop-operator/api/v1alpha1/contract"
-	"github.com/tenire/loop-operator/test/testenv"
+	"github.com/tenire/loop-operator/internal/testenv"
 )
 
 // TestAWorkerTokenMayPatchOnlyItsOwnPod applies config/admission's policy

@@ -17,8 +17,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
-	"github.com/tenire/loop-operator/test/localcluster"
-	"github.com/tenire/loop-operator/test/testenv"
+	"github.com/tenire/loop-operator/internal/localcluster"
+	"github.com/tenire/loop-operator/internal/testenv"
 )
 
 // TestWithTheControllerManager runs the operator against a control plane

@@ -26,7 +26,7 @@ import (
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/controllers/policy"
-	"github.com/tenire/loop-operator/test/testenv"
+	"github.com/tenire/loop-operator/internal/testenv"
 )
 
 func conditionReason(ld *loopsv1alpha1.LoopDeployment, t string) string {

@@ -12,7 +12,7 @@ import (
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/api/v1alpha1/contract"
-	"github.com/tenire/loop-operator/test/testenv"
+	"github.com/tenire/loop-operator/internal/testenv"
 )
 
 func testLD(mutate func(*loopsv1alpha1.LoopDeployment)) *loopsv1alpha1.LoopDeployment {

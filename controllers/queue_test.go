@@ -16,7 +16,7 @@ import (
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/controllers/policy"
-	"github.com/tenire/loop-operator/test/natstest"
+	"github.com/tenire/loop-operator/internal/natstest"
 	"github.com/tenire/loop-operator/worker/queue"
 )
 

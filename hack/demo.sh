@@ -24,7 +24,7 @@ step "2/7 building manager, loop-worker, kubectl-loops and localcluster into bin
 for cmd in manager loop-worker kubectl-loops; do
   go build -o "bin/$cmd" "./cmd/$cmd"
 done
-go build -o bin/localcluster ./test/localcluster/cmd/localcluster
+go build -o bin/localcluster ./internal/localcluster/cmd/localcluster
 
 step "3/7 starting the local cluster (3 nodes run by the test-only node agent), NATS and the operator"
 bin/localcluster down --dir "$dir" >/dev/null 2>&1 || true

@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
-	"github.com/tenire/loop-operator/test/testenv"
+	"github.com/tenire/loop-operator/internal/testenv"
 )
 
 // validYAML is the smallest LoopDeployment the schema accepts.

@@ -27,8 +27,8 @@ import (
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/controllers/stream"
-	"github.com/tenire/loop-operator/test/natstest"
-	"github.com/tenire/loop-operator/test/testenv"
+	"github.com/tenire/loop-operator/internal/natstest"
+	"github.com/tenire/loop-operator/internal/testenv"
 	"github.com/tenire/loop-operator/worker/loop"
 	"github.com/tenire/loop-operator/worker/queue"
 )

@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/tenire/loop-operator/test/benchresult"
+	"github.com/tenire/loop-operator/internal/benchresult"
 )
 
 // The operator and drain parts are tests of the e2e suite (build tag e2e,

@@ -19,7 +19,7 @@ import (
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/api/v1alpha1/contract"
-	"github.com/tenire/loop-operator/test/benchresult"
+	"github.com/tenire/loop-operator/internal/benchresult"
 	"github.com/tenire/loop-operator/worker/queue"
 )
 

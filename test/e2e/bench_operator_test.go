@@ -37,8 +37,8 @@ import (
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/controllers"
-	"github.com/tenire/loop-operator/test/benchresult"
-	"github.com/tenire/loop-operator/test/localcluster"
+	"github.com/tenire/loop-operator/internal/benchresult"
+	"github.com/tenire/loop-operator/internal/localcluster"
 	workerloop "github.com/tenire/loop-operator/worker/loop"
 	"github.com/tenire/loop-operator/worker/podwatch"
 )
@@ -53,7 +53,7 @@ import (
 //
 // Set-up:
 //
-//   - benchOpNodes kwok nodes (test/localcluster's StartKwok, managing
+//   - benchOpNodes kwok nodes (internal/localcluster's StartKwok, managing
 //     only nodes with the label benchOpNodeLabel=true) with a taint of the
 //     same key: only the bench pods tolerate it, and they select those
 //     nodes, so no scenario's pod lands on a kwok node and no bench pod on a

@@ -16,7 +16,7 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/tenire/loop-operator/test/localcluster"
+	"github.com/tenire/loop-operator/internal/localcluster"
 )
 
 // portForward runs `kubectl port-forward` to a service on one local port

@@ -26,7 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
-	"github.com/tenire/loop-operator/test/testenv"
+	"github.com/tenire/loop-operator/internal/testenv"
 	workerloop "github.com/tenire/loop-operator/worker/loop"
 )
 

@@ -18,9 +18,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/tenire/loop-operator/test/localcluster"
-	"github.com/tenire/loop-operator/test/nodeagent"
-	"github.com/tenire/loop-operator/test/testenv"
+	"github.com/tenire/loop-operator/internal/localcluster"
+	"github.com/tenire/loop-operator/internal/nodeagent"
+	"github.com/tenire/loop-operator/internal/testenv"
 	workerloop "github.com/tenire/loop-operator/worker/loop"
 )
 

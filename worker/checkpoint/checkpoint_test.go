@@ -6,7 +6,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/tenire/loop-operator/test/natstest"
+	"github.com/tenire/loop-operator/internal/natstest"
 	"github.com/tenire/loop-operator/worker/checkpoint"
 	"github.com/tenire/loop-operator/worker/queue"
 )

@@ -17,7 +17,7 @@ func TestMain(m *testing.M) {
 }
 
 // A server started on the port and store of one shut down is a restart
-// (test/natstest's Restart): same URL, durable streams kept.
+// (internal/natstest's Restart): same URL, durable streams kept.
 func TestRestartKeepsStreamsAndURL(t *testing.T) {
 	dir := t.TempDir()
 	srv, err := embedded.Start(embedded.Options{StoreDir: dir})

@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
-	"github.com/tenire/loop-operator/test/natstest"
+	"github.com/tenire/loop-operator/internal/natstest"
 	"github.com/tenire/loop-operator/worker/ledger"
 	"github.com/tenire/loop-operator/worker/queue"
 )

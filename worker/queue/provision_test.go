@@ -8,7 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/tenire/loop-operator/test/natstest"
+	"github.com/tenire/loop-operator/internal/natstest"
 	"github.com/tenire/loop-operator/worker/queue"
 )
 

@@ -28,8 +28,8 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/tenire/loop-operator/api/v1alpha1/contract"
-	"github.com/tenire/loop-operator/test/localcluster"
-	"github.com/tenire/loop-operator/test/nodeagent"
+	"github.com/tenire/loop-operator/internal/localcluster"
+	"github.com/tenire/loop-operator/internal/nodeagent"
 )
 
 func TestMain(m *testing.M) {

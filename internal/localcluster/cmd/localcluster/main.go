@@ -1,6 +1,6 @@
 // Command localcluster starts and stops the local test cluster of
-// test/localcluster (etcd, kube-apiserver, kube-controller-manager,
-// kube-scheduler), the test-only node agent of test/nodeagent and,
+// internal/localcluster (etcd, kube-apiserver, kube-controller-manager,
+// kube-scheduler), the test-only node agent of internal/nodeagent and,
 // optionally, a NATS JetStream server, for `make demo` and for
 // playing with kubectl on a machine with no container engine.
 //
@@ -34,9 +34,9 @@ import (
 	"go.uber.org/zap/zapcore"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/tenire/loop-operator/test/localcluster"
-	"github.com/tenire/loop-operator/test/nodeagent"
-	"github.com/tenire/loop-operator/test/testenv"
+	"github.com/tenire/loop-operator/internal/localcluster"
+	"github.com/tenire/loop-operator/internal/nodeagent"
+	"github.com/tenire/loop-operator/internal/testenv"
 )
 
 // State is what a running `up` writes to DIR/state.json once ready.

@@ -1,6 +1,6 @@
 // Package nodeagent is a TEST-ONLY stand-in for a kubelet. It exists so that
 // the end-to-end tests and the local demo can run pods on a real control
-// plane (test/localcluster) on machines with no container runtime. Never use
+// plane (internal/localcluster) on machines with no container runtime. Never use
 // it for anything else: it runs pod containers as plain local processes,
 // with no isolation, no images, no volumes and no resource limits.
 //

@@ -5,7 +5,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/tenire/loop-operator/test/natstest"
+	"github.com/tenire/loop-operator/internal/natstest"
 )
 
 func TestRestartKeepsStreamsAndURL(t *testing.T) {

@@ -19,7 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/tenire/loop-operator/test/localcluster"
+	"github.com/tenire/loop-operator/internal/localcluster"
 )
 
 func TestMain(m *testing.M) {

@@ -25,7 +25,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/tenire/loop-operator/test/testenv"
+	"github.com/tenire/loop-operator/internal/testenv"
 )
 
 // Options configure a local cluster. The zero value is usable.

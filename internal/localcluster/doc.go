@@ -3,7 +3,7 @@
 // no container engine.
 //
 // Start launches, from the binaries that hack/kube-bins.sh caches (found
-// through test/testenv): etcd with a temporary data folder, kube-apiserver
+// through internal/testenv): etcd with a temporary data folder, kube-apiserver
 // with certificates generated in Go (a CA, a serving certificate, a
 // service-account signing key pair and client certificates),
 // kube-controller-manager and kube-scheduler. It waits for each component to
@@ -13,7 +13,7 @@
 // timeout) and removes the folder unless asked to keep it.
 //
 // Nothing here runs containers: pods bound to a node are run by the
-// test-only node agent in test/nodeagent. StartNATS adds a NATS server with
+// test-only node agent in internal/nodeagent. StartNATS adds a NATS server with
 // JetStream, embedded in the calling process, whose store lives in the run
 // folder and survives Restart.
 //
