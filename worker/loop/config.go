@@ -66,6 +66,11 @@ type Config struct {
 	// is not ready. Default 30s, longer than the 10s the exec kind waits
 	// between SIGTERM and SIGKILL.
 	StuckGrace time.Duration
+	// AbortGrace is how long a drain waits, once its deadline has passed
+	// and it has cancelled the running tasks, for their handlers to return
+	// before it hands their tasks back without them and reports Drained.
+	// Default 5s; keep it well inside the pod's grace period.
+	AbortGrace time.Duration
 
 	// Retry says how failed tasks are retried and how often a task may be
 	// delivered. Defaults: 5 attempts, 1s initial backoff, 5m maximum, 5
@@ -223,6 +228,9 @@ func (c Config) withDefaults() Config {
 	if c.StuckGrace == 0 {
 		c.StuckGrace = 30 * time.Second
 	}
+	if c.AbortGrace == 0 {
+		c.AbortGrace = 5 * time.Second
+	}
 	c.Retry = c.Retry.WithDefaults()
 	if c.BreakerThreshold == 0 {
 		c.BreakerThreshold = 5
@@ -290,7 +298,7 @@ func (c Config) validate() error {
 		"IdleTimeout": c.IdleTimeout, "TaskTimeout": c.TaskTimeout, "AckWait": c.AckWait,
 		"FetchWait": c.FetchWait, "DrainTimeout": c.DrainTimeout, "BreakerCooldown": c.BreakerCooldown,
 		"ResultRetention": c.ResultRetention, "AnnounceInterval": c.AnnounceInterval,
-		"StuckGrace": c.StuckGrace,
+		"StuckGrace": c.StuckGrace, "AbortGrace": c.AbortGrace,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s %s must not be negative", name, d))

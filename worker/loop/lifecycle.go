@@ -12,7 +12,7 @@ import (
 //	Starting:  Run is called                                   every component started, next Running
 //	Running:   admin, queue, pool, fetcher, watchers started   a drain trigger, next Draining
 //	Draining:  a trigger (DrainCause) arrived                  every held task ended or the deadline
-//	                                                           + abortGrace passed, next Drained
+//	                                                           + AbortGrace passed, next Drained
 //	Drained:   the drain report is made (and sent to the Pod)  exits(cause) or ctx done, next Stopped
 //	Stopped:   Run returns                                     —
 //
@@ -26,7 +26,7 @@ import (
 // it brings is handed back), /readyz turns 503, hand back what the pool
 // holds but has not started, let the running tasks end until the deadline,
 // then cancel them and hand them back (a handler that ignores cancellation
-// for abortGrace more is abandoned: its task handed back without it, its
+// for AbortGrace more is abandoned: its task handed back without it, its
 // slot counted as stuck), report.
 
 // State is the loop's lifecycle state.
@@ -61,11 +61,6 @@ func (s State) String() string {
 		return "Stopped"
 	}
 }
-
-// abortGrace is how long a drain waits, after cancelling the running
-// tasks at the deadline, for their handlers to return before it hands their
-// tasks back without them.
-var abortGrace = 5 * time.Second
 
 func (l *Loop) setState(s State) {
 	l.state.Store(int32(s))
@@ -185,7 +180,7 @@ wait:
 			exceeded = true
 			l.log.Info("drain deadline passed; cancelling the running tasks", "deadline", deadline)
 			l.pool.Abort()
-			grace := time.NewTimer(abortGrace)
+			grace := time.NewTimer(l.cfg.AbortGrace)
 			select {
 			case <-exited:
 			case <-grace.C:

@@ -309,7 +309,7 @@ func (l *Loop) startPool() error {
 func (l *Loop) stopPool(cleanup context.Context) {
 	l.pool.Stop()
 	l.pool.Abort()
-	wctx, cancel := context.WithTimeout(cleanup, abortGrace)
+	wctx, cancel := context.WithTimeout(cleanup, l.cfg.AbortGrace)
 	defer cancel()
 	if err := l.pool.Wait(wctx); err != nil {
 		l.log.Info("handlers still running after cancellation; stopping without them")

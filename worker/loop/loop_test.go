@@ -653,6 +653,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"a tiny AckWait is rejected", func(c *loop.Config) { c.AckWait = time.Millisecond }},
 		{"a negative prefetch is rejected", func(c *loop.Config) { c.Prefetch = -1 }},
 		{"a negative stuck grace is rejected", func(c *loop.Config) { c.StuckGrace = -time.Second }},
+		{"a negative abort grace is rejected", func(c *loop.Config) { c.AbortGrace = -time.Second }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -825,12 +826,13 @@ func TestResultRecordsArePublishedBeforeTheAck(t *testing.T) {
 }
 
 func TestAHandlerThatIgnoresCancellationDoesNotHoldTheDrain(t *testing.T) {
-	defer loop.SetAbortGrace(200 * time.Millisecond)()
 	e := newEnv(t)
 	release := make(chan struct{})
 	defer close(release) // lets the stubborn handler's goroutine end
 	started := make(chan struct{})
-	l := start(t, e.config(t), map[string]loop.Handler{
+	cfg := e.config(t)
+	cfg.AbortGrace = 200 * time.Millisecond
+	l := start(t, cfg, map[string]loop.Handler{
 		"stubborn": func(ctx context.Context, task *loop.Task) error {
 			close(started)
 			<-release // ignores ctx on purpose
