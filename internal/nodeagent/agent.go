@@ -263,6 +263,27 @@ func (a *Agent) Kill(namespace, name string) error {
 	return r.kill()
 }
 
+// CutOff cuts the pod namespace/name off the API server (cut true): its
+// connections through its kubeconfig close and new ones are refused, as in
+// a network partition between its node and the control plane; the agent
+// itself still reaches the API server, as a kubelet on the far side of a
+// partition of the pod's network would not — use it for what the worker
+// does, not for node failures. CutOff(…, false) restores the road.
+func (a *Agent) CutOff(namespace, name string, cut bool) error {
+	r := a.runner(namespace, name)
+	if r == nil {
+		return fmt.Errorf("nodeagent: no pod %s/%s runs on this agent", namespace, name)
+	}
+	r.mu.Lock()
+	proxy := r.apiProxy
+	r.mu.Unlock()
+	if proxy == nil {
+		return fmt.Errorf("nodeagent: pod %s/%s has no API credentials to cut", namespace, name)
+	}
+	proxy.setCut(cut)
+	return nil
+}
+
 func (a *Agent) runner(namespace, name string) *podRunner {
 	a.mu.Lock()
 	defer a.mu.Unlock()

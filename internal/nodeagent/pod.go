@@ -73,6 +73,7 @@ type podRunner struct {
 	probeWG        sync.WaitGroup
 	tokenPath      string
 	kubeconfigPath string
+	apiProxy       *apiProxy // the pod's road to the API server; guarded by mu
 	tokenRefreshAt time.Time
 	noToken        bool
 }
@@ -194,6 +195,12 @@ func (r *podRunner) run(ctx context.Context) {
 			r.probeCancel()
 		}
 		r.probeWG.Wait()
+		r.mu.Lock()
+		proxy := r.apiProxy
+		r.mu.Unlock()
+		if proxy != nil {
+			proxy.close()
+		}
 	}()
 	r.latestMu.Lock()
 	r.pod = r.latest
@@ -332,15 +339,22 @@ func (r *podRunner) applyLatest() {
 	}
 }
 
+// signal sends sig as a container runtime does: SIGKILL to the whole
+// process group (everything in the container), any other signal (the stop
+// signal) to the main process only, which decides what its children get.
 func (r *podRunner) signal(sig syscall.Signal, why string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.proc == nil {
 		return
 	}
-	r.log.Info("signalling the process group", "signal", sig.String(), "pid", r.proc.pid, "why", why)
-	if err := syscall.Kill(-r.proc.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-		r.log.Error(err, "signalling the process group", "signal", sig.String())
+	target, what := r.proc.pid, "the main process"
+	if sig == syscall.SIGKILL {
+		target, what = -r.proc.pid, "the process group"
+	}
+	r.log.Info("signalling "+what, "signal", sig.String(), "pid", r.proc.pid, "why", why)
+	if err := syscall.Kill(target, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		r.log.Error(err, "signalling "+what, "signal", sig.String())
 	}
 }
 
@@ -468,6 +482,12 @@ func (r *podRunner) onExit(e exitInfo) {
 	}
 	r.proc = nil
 	r.mu.Unlock()
+	// A container ends with its main process: what it started and left
+	// behind (an exec task's child) goes with it, as the runtime's teardown
+	// of the container's PID namespace does.
+	if err := syscall.Kill(-e.proc.pid, syscall.SIGKILL); err == nil {
+		r.log.Info("killed what the exited process left behind in its process group", "pid", e.proc.pid)
+	}
 	if !r.terminating {
 		r.livenessKill, r.killed = false, false
 	}

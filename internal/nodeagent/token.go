@@ -3,6 +3,7 @@ package nodeagent
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -51,11 +52,21 @@ func (r *podRunner) ensureToken(ctx context.Context) error {
 	life := tr.Status.ExpirationTimestamp.Sub(now)
 	r.tokenRefreshAt = now.Add(life * 4 / 5)
 	if r.tokenPath == "" {
+		server, err := url.Parse(r.a.opts.Config.Host)
+		if err != nil {
+			return fmt.Errorf("the API server address %q: %w", r.a.opts.Config.Host, err)
+		}
+		proxy, err := startAPIProxy(r.a.opts.Config.Host)
+		if err != nil {
+			return err
+		}
 		kc := filepath.Join(r.dir, "kubeconfig")
-		if err := writeTokenKubeconfig(kc, r.a, tokenPath, r.namespace); err != nil {
+		if err := writeTokenKubeconfig(kc, r.a, proxy.server(server.Scheme), tokenPath, r.namespace); err != nil {
+			proxy.close()
 			return err
 		}
 		r.mu.Lock()
+		r.apiProxy = proxy
 		r.tokenPath, r.kubeconfigPath = tokenPath, kc
 		r.mu.Unlock()
 		r.log.V(1).Info("minted a service-account token", "serviceAccount", sa, "expires", tr.Status.ExpirationTimestamp.Time, "kubeconfig", kc)
@@ -65,7 +76,9 @@ func (r *podRunner) ensureToken(ctx context.Context) error {
 	return nil
 }
 
-func writeTokenKubeconfig(path string, a *Agent, tokenPath, namespace string) error {
+// writeTokenKubeconfig writes a kubeconfig that reaches the API server at
+// server (the pod's proxy to it) with the token in tokenPath.
+func writeTokenKubeconfig(path string, a *Agent, server, tokenPath, namespace string) error {
 	cfg := a.opts.Config
 	ca := cfg.CAData
 	if len(ca) == 0 && cfg.CAFile != "" {
@@ -76,7 +89,7 @@ func writeTokenKubeconfig(path string, a *Agent, tokenPath, namespace string) er
 		ca = data
 	}
 	kc := clientcmdapi.NewConfig()
-	kc.Clusters["cluster"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: ca, InsecureSkipTLSVerify: cfg.Insecure}
+	kc.Clusters["cluster"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: ca, InsecureSkipTLSVerify: cfg.Insecure}
 	kc.AuthInfos["pod"] = &clientcmdapi.AuthInfo{TokenFile: tokenPath}
 	kc.Contexts["pod"] = &clientcmdapi.Context{Cluster: "cluster", AuthInfo: "pod", Namespace: namespace}
 	kc.CurrentContext = "pod"
