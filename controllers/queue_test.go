@@ -2,13 +2,17 @@ package controllers
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -247,4 +251,51 @@ func TestDeletionPolicyDeleteRemovesTheQueueAndRetainKeepsIt(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestTheOperatorProvisionsWithTheSecretsCredentialsAndSaysWhenNATSRefusesThem(t *testing.T) {
+	srv := natstest.StartSecured(t)
+	h := newHarnessOn(t, cfg, func(h *harness) { h.pollQueues = 200 * time.Millisecond })
+	for name, creds := range map[string][]byte{"trusted": srv.Creds, "foreign": srv.Untrusted} {
+		h.g.Expect(h.c.Create(h.ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: h.ns},
+			Data:       map[string][]byte{loopsv1alpha1.DefaultCredentialsKey: creds},
+		})).To(gomega.Succeed())
+	}
+	withSecret := func(name, secret string) *loopsv1alpha1.LoopDeployment {
+		ld := h.queueLD(name, srv.URL, "high")
+		ld.Spec.Replicas = ptr.To[int32](2)
+		ld.Spec.Queue.NATS.CredentialsSecretRef = &corev1.LocalObjectReference{Name: secret}
+		return ld
+	}
+	h.create(withSecret("granted", "trusted"))
+	h.create(withSecret("refused", "foreign"))
+
+	h.g.Eventually(h.queueReady("granted")).Should(haveReason(loopsv1alpha1.ReasonQueueProvisioned))
+	h.g.Eventually(h.queueReady("refused")).Should(gomega.And(
+		haveReason(loopsv1alpha1.ReasonQueueUnauthorized),
+		gomega.HaveField("Status", metav1.ConditionFalse),
+	))
+	t.Logf("QueueReady of the refused loop: %s", h.queueReady("refused")().Message)
+
+	// The granted loop's queue is there, read with the trusted user's own
+	// credentials; the refused loop keeps its pods.
+	dir := t.TempDir()
+	credsFile := filepath.Join(dir, "nats.creds")
+	h.g.Expect(os.WriteFile(credsFile, srv.Creds, 0o600)).To(gomega.Succeed())
+	nc, err := nats.Connect(srv.URL, nats.UserCredentials(credsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ld := h.get("granted")
+	stream := queue.NewNames(contract.QueueNames(ld.Namespace, ld.Name, ld.Spec.Queue.NATS)).Stream
+	if _, err := js.Stream(t.Context(), stream); err != nil {
+		t.Errorf("stream %s of the granted loop: %v", stream, err)
+	}
+	h.g.Consistently(func() int { return len(h.pods("refused")) }, 2*time.Second).Should(gomega.Equal(2))
 }
