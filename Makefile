@@ -77,6 +77,20 @@ kube-bins: ## Build the real control plane (apiserver, controller-manager, sched
 test: manifests generate fmt vet kube-bins ## Run the unit and envtest suites with -race (not e2e).
 	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" go test -race -count=1 $$(go list ./... | grep -v /test/e2e) -coverprofile cover.out
 
+# Every Go fuzz test, as package:Target; make fuzz runs each for FUZZTIME.
+FUZZ_TARGETS = ./worker/queue:FuzzNewDelivery ./worker/queue:FuzzDeliveryCounts ./worker/settings:FuzzParse \
+	./worker/pool:FuzzQueue ./api/v1alpha1/contract:FuzzParseDrainRequest
+FUZZTIME ?= 15s
+
+.PHONY: fuzz
+fuzz: ## Fuzz the task envelope and headers, the delivery counts, the settings, the pool's queue and the drain annotations, FUZZTIME (15s) each; CI runs it.
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "fuzzing $${t#*:} in $${t%%:*} for $(FUZZTIME)"; \
+	  go test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}"; \
+	done
+	@test "$$(grep -rh --include='*_test.go' '^func Fuzz' . | wc -l)" -eq "$(words $(FUZZ_TARGETS))" || \
+	  { echo "FUZZ_TARGETS does not list every fuzz test (grep -rn '^func Fuzz' .)"; exit 1; }
+
 .PHONY: test-e2e
 test-e2e: kube-bins ## Run the end-to-end suites (local control plane, node agent, manager and workers as processes, NATS).
 	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" go test -tags e2e -race -count=1 -timeout 60m ./test/... ./internal/... ./controllers/...
