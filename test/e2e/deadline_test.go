@@ -89,11 +89,17 @@ func TestATaskLongerThanTheDrainDeadlineIsHandedBackAndResumesFromItsCheckpoint(
 	if err != nil {
 		t.Fatalf("the log of pod %s: %v", rec.Worker, err)
 	}
-	resumed := ""
+	// The handler's own log is the record the library does not write: it
+	// resumed, and it counted to the end.
+	resumed, finished := "", false
 	for line := range strings.Lines(log) {
 		if strings.Contains(line, "count task resuming") && strings.Contains(line, id) {
 			resumed = strings.TrimSpace(line)
 		}
+		finished = finished || (strings.Contains(line, "count task finished") && strings.Contains(line, id))
+	}
+	if !finished {
+		t.Errorf("the log of pod %s has no \"count task finished\" line for %s", rec.Worker, id)
 	}
 	if resumed == "" {
 		t.Errorf("the log of pod %s has no \"count task resuming\" line for %s", rec.Worker, id)

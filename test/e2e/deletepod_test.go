@@ -19,7 +19,7 @@ func TestDeletingABusyWorkerPodDrainsItWithinItsGracePeriod(t *testing.T) {
 	watch := l.watchPods(2)
 
 	l.submitSleeps(1500, 500, 2000)
-	victim, held := l.busyPod("sleep")
+	victim, held := l.busyPod(kindSink)
 	pod := &corev1.Pod{}
 	if err := env.Client.Get(t.Context(), clientKey(l.ns, victim), pod); err != nil {
 		t.Fatal(err)
@@ -29,7 +29,7 @@ func TestDeletingABusyWorkerPodDrainsItWithinItsGracePeriod(t *testing.T) {
 	if out, err := kubectl(t, "-n", l.ns, "delete", "pod", victim, "--wait=false"); err != nil {
 		t.Fatalf("kubectl delete pod: %v\n%s", err, out)
 	}
-	t.Logf("deleted pod %s holding %d sleep tasks (grace period %s), with %s", victim, held, grace, l.book.Summary())
+	t.Logf("deleted pod %s holding %d sink tasks (grace period %s), with %s", victim, held, grace, l.book.Summary())
 	eventually(t, grace+30*time.Second, "the deleted pod to be gone", func() (bool, error) {
 		err := env.Client.Get(t.Context(), clientKey(l.ns, victim), &corev1.Pod{})
 		if apierrors.IsNotFound(err) {

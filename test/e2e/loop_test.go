@@ -9,6 +9,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	mrand "math/rand/v2"
 	"os/exec"
 	"slices"
@@ -37,7 +39,9 @@ import (
 )
 
 // loop is one LoopDeployment of a scenario, in a namespace of its own, with
-// a ledger of the tasks the scenario submitted.
+// two records of the tasks the scenario submitted: the sink, which the test
+// owns and the workers' http kind calls, and a ledger of the loop's result
+// records and dead letters, which the worker library writes.
 type loop struct {
 	t     *testing.T
 	ns    string
@@ -45,6 +49,15 @@ type loop struct {
 	js    jetstream.JetStream
 	names queue.Names
 	book  *ledger.Ledger
+	sink  *sink
+
+	mu sync.Mutex
+	// atSink holds the ids of the tasks whose work happens at the sink.
+	atSink map[string]bool
+	// dupBound is how many tasks may finish twice at the sink, and dupWhy
+	// why (allowDuplicates).
+	dupBound int
+	dupWhy   string
 }
 
 // newLoop creates a namespace and a LoopDeployment of replicas workers
@@ -54,7 +67,9 @@ func newLoop(t *testing.T, name string, replicas int32, edit func(*loopsv1alpha1
 	t.Helper()
 	var b [3]byte
 	_, _ = rand.Read(b[:])
-	l := &loop{t: t, ns: "e2e-" + name + "-" + hex.EncodeToString(b[:]), name: name}
+	l := &loop{t: t, ns: "e2e-" + name + "-" + hex.EncodeToString(b[:]), name: name, atSink: map[string]bool{},
+		dupWhy: "no worker dies and no drain passes its deadline, so every task runs to its end once"}
+	l.sink = startSink(t)
 	ctx := t.Context()
 	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: l.ns}}); err != nil {
 		t.Fatal(err)
@@ -63,7 +78,14 @@ func newLoop(t *testing.T, name string, replicas int32, edit func(*loopsv1alpha1
 	t.Cleanup(func() { l.cleanup() })
 	l.waitReady(replicas)
 
-	nc, err := nats.Connect(env.NATSURL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	// The suite's NATS is reached at the test's own address of it (a
+	// port-forward in kind mode); a loop on a NATS of its own (a scenario's
+	// cluster, local mode) at the address its workers use.
+	url := env.NATSURL()
+	if ld.Spec.Queue.NATS.URL != env.LoopNATSURL() {
+		url = ld.Spec.Queue.NATS.URL
+	}
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +111,8 @@ func (l *loop) create(replicas int32, edit func(*loopsv1alpha1.LoopDeployment)) 
 		ObjectMeta: metav1.ObjectMeta{Name: l.name, Namespace: l.ns},
 		Spec: loopsv1alpha1.LoopDeploymentSpec{
 			Replicas: ptr.To(replicas),
-			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "worker", Image: WorkerImage}}}},
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "worker", Image: WorkerImage,
+				Env: []corev1.EnvVar{{Name: "HTTP_URL", Value: l.sink.url}}}}}},
 			Loop: loopsv1alpha1.LoopSpec{
 				Pool:  loopsv1alpha1.PoolSpec{MinWorkers: ptr.To[int32](2), MaxWorkers: 20},
 				Retry: loopsv1alpha1.RetrySpec{MaxAttempts: 3, InitialBackoff: &metav1.Duration{Duration: 200 * time.Millisecond}, MaxBackoff: &metav1.Duration{Duration: 2 * time.Second}},
@@ -167,33 +190,60 @@ func (l *loop) scale(n int32) {
 	}
 }
 
-// submitSleeps submits n sleep tasks of minMs to maxMs milliseconds and
-// adds them to the ledger.
+// submitSleeps submits n tasks that each take minMs to maxMs milliseconds
+// at the sink (kind http) and adds them to the records. Their ids are the
+// loop's name and a number, continuing from the tasks submitted before.
 func (l *loop) submitSleeps(n, minMs, maxMs int) []string {
 	l.t.Helper()
 	producer := queue.NewProducer(l.js, l.names)
+	l.mu.Lock()
+	first := len(l.atSink)
+	l.mu.Unlock()
 	ids := make([]string, 0, n)
 	for start := 0; start < n; start += 500 {
 		batch := make([]queue.Task, 0, 500)
 		for i := start; i < min(start+500, n); i++ {
-			id := l.name + "-" + strconv.Itoa(i)
+			id := l.name + "-" + strconv.Itoa(first+i)
 			ms := minMs + mrand.IntN(maxMs-minMs+1)
-			batch = append(batch, queue.Task{ID: id, Kind: "sleep", Payload: fmt.Appendf(nil, `{"ms": %d}`, ms)})
+			batch = append(batch, queue.Task{ID: id, Kind: kindSink, Payload: fmt.Appendf(nil, `{"ms": %d}`, ms)})
 			ids = append(ids, id)
 		}
-		l.book.Expect(ids[start:]...)
+		l.expect(true, ids[start:]...)
 		if err := producer.SubmitBatch(l.t.Context(), batch); err != nil {
 			l.t.Fatalf("submitting: %v", err)
 		}
 	}
-	l.t.Logf("submitted %d sleep tasks of %d-%d ms", n, minMs, maxMs)
+	l.t.Logf("submitted %d tasks of %d-%d ms at the sink", n, minMs, maxMs)
 	return ids
 }
 
-// submit submits one task of any kind and adds it to the ledger.
+// expect adds task ids to the ledger and, atSink, to the tasks the sink
+// accounts for.
+func (l *loop) expect(atSink bool, ids ...string) {
+	l.book.Expect(ids...)
+	if atSink {
+		l.mu.Lock()
+		for _, id := range ids {
+			l.atSink[id] = true
+		}
+		l.mu.Unlock()
+	}
+}
+
+// allowDuplicates states how many tasks may finish twice at the sink in
+// this scenario, and why; waitAllAccounted fails the test beyond it.
+func (l *loop) allowDuplicates(n int, why string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dupBound, l.dupWhy = n, why
+}
+
+// submit submits one task of any kind and adds it to the records: a task
+// of kindSink is accounted for at the sink, any other by the ledger alone
+// (and the scenario's own checks).
 func (l *loop) submit(id, kind, payload string) {
 	l.t.Helper()
-	l.book.Expect(id)
+	l.expect(kind == kindSink, id)
 	if _, _, err := queue.NewProducer(l.js, l.names).Submit(l.t.Context(), queue.Task{ID: id, Kind: kind, Payload: []byte(payload)}); err != nil {
 		l.t.Fatalf("submitting %s: %v", id, err)
 	}
@@ -208,23 +258,117 @@ func (l *loop) waitFinished(n int) {
 	})
 }
 
-// waitAllAccounted waits until every submitted task completed or was
-// dead-lettered, and fails the test for each one lost.
+// waitAllAccounted waits until every submitted task is accounted for and
+// the loop's task stream is empty (nothing is left to run again), and fails
+// the test for each task that is not, for each sink task that was
+// dead-lettered, and for duplicates beyond the scenario's bound
+// (allowDuplicates; none by default).
+//
+// A sink task is accounted for when it finished at the sink (the test's own
+// record) or is in the dead letters; any other task when the ledger has its
+// result record or dead letter. A result record for a sink task that never
+// finished at the sink is a task recorded as done without being run, and
+// fails the test; a sink task that finished with no result record is fine
+// (the worker acks without one when publishing it failed three times) and
+// is counted in the log. Duplicates are the extra finishes at the sink.
 func (l *loop) waitAllAccounted(timeout time.Duration) ledger.Summary {
 	l.t.Helper()
 	start := time.Now()
-	ctx, cancel := contextWithTimeout(l.t, timeout)
-	defer cancel()
-	s, err := l.book.Wait(ctx, 5*time.Second, func(s ledger.Summary) { l.t.Logf("progress: %s", s) })
-	l.t.Logf("submitted %d, completed %d, dead-lettered %d, lost %d, duplicates %d, in %s",
-		s.Expected, s.Completed, s.DeadLettered, s.Open, s.Duplicates, time.Since(start).Round(time.Second))
-	if err != nil {
-		l.t.Fatalf("%d tasks lost or stuck (first: %v): %v", s.Open, l.book.Open(10), err)
+	l.mu.Lock()
+	atSink := maps.Clone(l.atSink)
+	bound, why := l.dupBound, l.dupWhy
+	l.mu.Unlock()
+	var (
+		s          ledger.Summary
+		c          sinkCount
+		open       []string
+		queued     int
+		progressAt time.Time
+	)
+	deadline := start.Add(timeout)
+	for {
+		s, c = l.book.Summary(), l.sink.count(atSink)
+		open = l.unaccounted(atSink, 10)
+		if len(open) == 0 {
+			if queued = l.pending(); queued == 0 {
+				break
+			}
+		}
+		if time.Since(progressAt) >= 5*time.Second {
+			queued = l.pending()
+			l.t.Logf("progress: %d of %d sink tasks finished at the sink; ledger: %s; %d in the task stream", c.Finished, len(atSink), s, queued)
+			progressAt = time.Now()
+		}
+		if time.Now().After(deadline) {
+			l.t.Fatalf("after %s: tasks neither finished nor dead-lettered (first 10): %v; %d tasks still in the task stream", timeout, open, queued)
+		}
+		select {
+		case <-l.t.Context().Done():
+			l.t.Fatalf("waiting for every task: %v", l.t.Context().Err())
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
-	if s.DeadLettered > 0 {
-		l.t.Errorf("%d sleep tasks were dead-lettered: %+v", s.DeadLettered, l.book.Failures())
+	if len(atSink) > 0 {
+		s.Duplicates = c.Duplicates
+	}
+	l.t.Logf("submitted %d, finished at the sink %d (of %d sink tasks), dead-lettered %d, lost 0, duplicates %d (bound %d: %s), in %s; at the sink %d attempts started, %d cut short; %d finished without a result record",
+		s.Expected, c.Finished, len(atSink), s.DeadLettered, c.Duplicates, bound, why, time.Since(start).Round(time.Second), c.Started, c.Cancelled, s.Open)
+	if unrun := l.ackedUnrun(atSink, 10); len(unrun) > 0 {
+		l.t.Errorf("sink tasks with a result record that never finished at the sink (recorded as done without being run): %v", unrun)
+	}
+	if c.Duplicates > bound {
+		l.t.Errorf("%d extra finishes at the sink; this scenario allows %d (%s)", c.Duplicates, bound, why)
+	}
+	var dead []ledger.Failure
+	for _, f := range l.book.Failures() {
+		if atSink[f.ID] {
+			dead = append(dead, f)
+		}
+	}
+	if len(dead) > 0 {
+		l.t.Errorf("%d sink tasks were dead-lettered: %+v", len(dead), dead)
 	}
 	return s
+}
+
+// unaccounted lists up to max submitted tasks not accounted for yet: sink
+// tasks neither finished at the sink nor dead-lettered, other tasks with
+// neither a result record nor a dead letter.
+func (l *loop) unaccounted(atSink map[string]bool, max int) []string {
+	dead := map[string]bool{}
+	for _, f := range l.book.Failures() {
+		dead[f.ID] = true
+	}
+	var out []string
+	for _, id := range l.book.Open(math.MaxInt) { // neither a result nor a dead letter
+		if !atSink[id] {
+			out = append(out, id)
+		}
+	}
+	for id := range atSink {
+		if !dead[id] && l.sink.finishedTimes(id) == 0 {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out[:min(max, len(out))]
+}
+
+// ackedUnrun lists up to max sink tasks that have a result record but never
+// finished at the sink. The sink records a finish before it answers, and
+// the worker records the result after the answer, so any such task was
+// recorded as done without being run.
+func (l *loop) ackedUnrun(atSink map[string]bool, max int) []string {
+	var out []string
+	for _, id := range l.book.Completed() {
+		if atSink[id] && l.sink.finishedTimes(id) == 0 {
+			out = append(out, id)
+			if len(out) == max {
+				break
+			}
+		}
+	}
+	return out
 }
 
 // cleanup deletes the LoopDeployment and waits until it is gone, so that

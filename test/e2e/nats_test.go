@@ -27,6 +27,7 @@ func TestARestartOfNATSUnderLoadLosesNothing(t *testing.T) {
 		run, _ := env.Worker(t.Context(), l.ns, p.Name)
 		restarts[p.Name] = run.Restarts
 	}
+	l.allowDuplicates(replicas*20, "a task that finished at the sink while NATS was down loses its ack and runs again: at most the tasks in flight, 3 pools of 20")
 	if err := env.RestartNATS(t.Context()); err != nil {
 		t.Fatal(err)
 	}

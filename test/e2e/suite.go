@@ -40,6 +40,8 @@ import (
 //	(s *Suite) RestartNATS(ctx) error
 //	(s *Suite) StartNATS() error    // does nothing when it runs
 //	(s *Suite) DrainableNodes(ctx) ([]string, error)
+//	(s *Suite) SinkHost() (listen, advertise string, err error)
+//	(s *Suite) CutOffWorker(ctx, namespace, pod, cut) error
 //
 // and the worker image of the loops, WorkerImage.
 type Suite struct {

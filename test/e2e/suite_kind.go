@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"slices"
@@ -450,4 +451,30 @@ func containerStatus(p *corev1.Pod, name string) *corev1.ContainerStatus {
 		}
 	}
 	return nil
+}
+
+// SinkHost is where a scenario's sink listens (every interface of this
+// machine) and the address the kind nodes' pods call it at: E2E_SINK_HOST,
+// by default the gateway of Docker's "kind" network, which is this machine
+// as the nodes see it.
+func (s *Suite) SinkHost() (listen, advertise string, err error) {
+	if h := os.Getenv("E2E_SINK_HOST"); h != "" {
+		return "0.0.0.0", h, nil
+	}
+	out, err := exec.Command("docker", "network", "inspect", "kind", "--format", "{{range .IPAM.Config}}{{.Gateway}} {{end}}").Output()
+	if err != nil {
+		return "", "", fmt.Errorf("finding this machine's address on the kind network (set E2E_SINK_HOST to skip): %w", err)
+	}
+	for f := range strings.FieldsSeq(string(out)) {
+		if ip := net.ParseIP(f); ip != nil && ip.To4() != nil {
+			return "0.0.0.0", f, nil
+		}
+	}
+	return "", "", fmt.Errorf("the kind network has no IPv4 gateway (%q); set E2E_SINK_HOST", out)
+}
+
+// CutOffWorker is not available in kind mode: the scenarios that need it
+// run in local mode only.
+func (s *Suite) CutOffWorker(context.Context, string, string, bool) error {
+	return errors.New("cutting a worker off the API server needs the local mode's node agent")
 }

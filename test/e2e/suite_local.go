@@ -226,3 +226,16 @@ func (s *Suite) WorkerLog(_ context.Context, namespace, pod string) (string, err
 
 // DrainableNodes are the agent's nodes: any of them may be drained.
 func (s *Suite) DrainableNodes(context.Context) ([]string, error) { return s.Agent.Nodes(), nil }
+
+// SinkHost is where a scenario's sink listens and the address the workers
+// call it at: loopback, since they are processes of this machine.
+func (s *Suite) SinkHost() (listen, advertise string, err error) {
+	return "127.0.0.1", "127.0.0.1", nil
+}
+
+// CutOffWorker cuts the pod's worker off the API server (cut true), as a
+// network partition would, or lets it through again: the node agent gives
+// each pod a proxy of its own to the API server.
+func (s *Suite) CutOffWorker(_ context.Context, namespace, pod string, cut bool) error {
+	return s.Agent.CutOff(namespace, pod, cut)
+}

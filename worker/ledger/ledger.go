@@ -168,6 +168,20 @@ func (l *Ledger) Failures() []Failure {
 	return out
 }
 
+// Completed lists the ids with at least one result record, by id.
+func (l *Ledger) Completed() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]string, 0, len(l.completed))
+	for id, n := range l.completed {
+		if n > 0 {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Open lists up to max expected ids that are neither completed nor
 // dead-lettered, by id.
 func (l *Ledger) Open(max int) []string {
