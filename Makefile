@@ -54,8 +54,9 @@ bench-smoke: kube-bins ## Run every part of make bench once with small sizes (CI
 ##@ Development
 
 .PHONY: manifests
-manifests: controller-gen ## Generate the CRD and RBAC manifests from the markers in api/ and controllers/.
+manifests: controller-gen ## Generate the CRD and RBAC manifests from the markers in api/ and controllers/, trimmed to fit a client-side kubectl apply.
 	"$(CONTROLLER_GEN)" rbac:roleName=manager-role crd:generateEmbeddedObjectMeta=true paths="./..." output:crd:artifacts:config=config/crd/bases
+	go run ./hack/crdtrim -path spec.template config/crd/bases/loops.tenire.io_loopdeployments.yaml
 
 .PHONY: generate
 generate: controller-gen ## Generate the DeepCopy methods of the API types.
