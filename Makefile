@@ -57,6 +57,7 @@ bench-smoke: kube-bins ## Run every part of make bench once with small sizes (CI
 manifests: controller-gen ## Generate the CRD and RBAC manifests from the markers in api/ and controllers/, trimmed to fit a client-side kubectl apply.
 	"$(CONTROLLER_GEN)" rbac:roleName=manager-role crd:generateEmbeddedObjectMeta=true paths="./..." output:crd:artifacts:config=config/crd/bases
 	go run ./hack/crdtrim -path spec.template config/crd/bases/loops.tenire.io_loopdeployments.yaml
+	cp config/crd/bases/loops.tenire.io_loopdeployments.yaml charts/loop-operator/crds/
 
 .PHONY: generate
 generate: controller-gen ## Generate the DeepCopy methods of the API types.
@@ -93,8 +94,8 @@ fuzz: ## Fuzz the task envelope and headers, the delivery counts, the settings, 
 	  { echo "FUZZ_TARGETS does not list every fuzz test (grep -rn '^func Fuzz' .)"; exit 1; }
 
 .PHONY: test-e2e
-test-e2e: kube-bins ## Run the end-to-end suites (local control plane, node agent, manager and workers as processes, NATS).
-	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" go test -tags e2e -race -count=1 -timeout 60m ./test/... ./internal/... ./controllers/...
+test-e2e: kube-bins ## Run the end-to-end suites (local control plane, node agent, manager and workers as processes, NATS; the installers of config/ and charts/).
+	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" go test -tags e2e -race -count=1 -timeout 60m ./test/... ./internal/... ./controllers/... ./config/...
 
 .PHONY: lint
 lint: golangci-lint ## Run golangci-lint on everything, the e2e suite included, then on the kind variant of the e2e suite.
@@ -125,6 +126,10 @@ install-plugin: ## Install the kubectl plugin (kubectl loops) into GOBIN, which 
 .PHONY: run
 run: manifests generate fmt vet ## Run the manager against the cluster of the current kubeconfig.
 	go run ./cmd/manager --leader-elect=false
+
+.PHONY: build-installer
+build-installer: manifests ## Write dist/install.yaml: config/default (CRD, RBAC, admission policy, operator with image $(IMG)) as one file for kubectl apply -f.
+	go run ./hack/installer -image $(IMG) -out dist/install.yaml
 
 ##@ Images and kind
 
@@ -188,8 +193,8 @@ ifndef ignore-not-found
 endif
 
 .PHONY: install
-install: manifests ## Install the CRD into the cluster of the current kubeconfig (server-side: the CRD is too large for client-side apply).
-	kubectl apply --server-side --force-conflicts -f config/crd/bases
+install: manifests ## Install the CRD into the cluster of the current kubeconfig.
+	kubectl apply -f config/crd/bases
 
 .PHONY: deploy
 deploy: manifests ## Deploy the operator (CRD, RBAC, manager with image $(IMG)) to the cluster of the current kubeconfig.
