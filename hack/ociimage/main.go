@@ -162,7 +162,7 @@ func build(binaryPath, entrypoint, tag, archive, arch, version string) error {
 		WorkingDir: "/",
 		Env:        []string{"PATH=/", "SSL_CERT_FILE=" + caBundle},
 		Labels: map[string]string{
-			"org.opencontainers.image.source": "https://github.com/tenire/loop-operator",
+			"org.opencontainers.image.source":  "https://github.com/tenire/loop-operator",
 			"org.opencontainers.image.title":   filepath.Base(entrypoint),
 			"org.opencontainers.image.version": version,
 		},
