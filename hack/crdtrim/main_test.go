@@ -7,6 +7,7 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
+//nolint:dupword // a property named "description" with its description, on purpose
 const sample = `---
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
