@@ -47,17 +47,21 @@ func TestInstallOnALocalControlPlane(t *testing.T) {
 	t.Run("the CRD applies client-side", func(t *testing.T) {
 		ctx := t.Context()
 		objs := readObjects(t, crdFile)
-		applyClientSide(t, cl, objs)
 		if kubectl, err := exec.LookPath("kubectl"); err == nil {
-			// The real thing, on top: kubectl apply -f, which patches the CRD
-			// and rewrites its annotation.
+			// The real thing: kubectl apply -f, client-side, which creates the
+			// CRD with its last-applied annotation.
 			out, err := exec.CommandContext(ctx, kubectl, "--kubeconfig", c.KubeconfigPath, "apply", "-f", crdFile).CombinedOutput()
 			if err != nil {
 				t.Fatalf("kubectl apply -f %s: %v\n%s", crdFile, err, out)
 			}
 			t.Logf("kubectl apply -f %s: %s", crdFile, strings.TrimSpace(string(out)))
+			crd := &apiextensionsv1.CustomResourceDefinition{}
+			if err := cl.Get(ctx, client.ObjectKey{Name: "loopdeployments.loops.tenire.io"}, crd); err != nil || crd.Annotations[lastApplied] == "" {
+				t.Fatalf("the CRD after kubectl apply: %v, last-applied annotation of %d bytes", err, len(crd.Annotations[lastApplied]))
+			}
 		} else {
-			t.Log("kubectl is not on PATH: the CRD was applied only the way kubectl apply does it, from Go")
+			t.Log("kubectl is not on PATH: the CRD is applied the way kubectl apply does it, from Go")
+			applyClientSide(t, cl, objs)
 		}
 		waitEstablished(t, cl, "loopdeployments.loops.tenire.io")
 		acceptLoopDeployment(t, cl, "default", "crd-only")
