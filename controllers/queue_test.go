@@ -2,14 +2,11 @@ package controllers
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -280,14 +277,10 @@ func TestTheOperatorProvisionsWithTheSecretsCredentialsAndSaysWhenNATSRefusesThe
 
 	// The granted loop's queue is there, read with the trusted user's own
 	// credentials; the refused loop keeps its pods.
-	dir := t.TempDir()
-	credsFile := filepath.Join(dir, "nats.creds")
-	h.g.Expect(os.WriteFile(credsFile, srv.Creds, 0o600)).To(gomega.Succeed())
-	nc, err := nats.Connect(srv.URL, nats.UserCredentials(credsFile))
+	nc, err := srv.Connect(t, srv.Creds)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
