@@ -16,7 +16,7 @@ import (
 	"github.com/tenire/loop-operator/internal/localcluster"
 )
 
-// Scenario (issue 12, item 5): the queue on a JetStream cluster of three
+// Scenario 16: the queue on a JetStream cluster of three
 // nats-server processes (streams, bucket and consumers of three replicas)
 // loses a node under load (SIGKILL), serves on the two others and gets the
 // node back on its store, which catches up: no task is lost. Twice, with
@@ -145,20 +145,14 @@ func loseANode(t *testing.T, name string, consumersToo bool) {
 		t.Logf("note: every task had finished before %s came back", leader)
 	}
 
-	sum := l.waitAllAccounted(5 * time.Minute)
-	// A task runs twice when its worker's acknowledgement was lost with
-	// the node (the consumer's leader, or the stream's, had not stored it
-	// on a majority), or when its result record was stored but the answer
-	// lost, and written again. Either can only happen to the tasks in
-	// flight at the kill or taken in the seconds before the new leaders
-	// took over, and the loop holds about replicas*maxWorkers tasks at
-	// once (prefetch 0).
-	bound := 2 * replicas * maxWorkers
-	t.Logf("submitted %d, finished %d (completed %d, dead-lettered %d), lost %d, duplicates %d (bound %d, %d in flight at the kill)",
-		sum.Expected, sum.Completed+sum.DeadLettered, sum.Completed, sum.DeadLettered, sum.Open, sum.Duplicates, bound, inFlight)
-	if sum.Duplicates > bound {
-		t.Errorf("%d duplicates, more than the bound of %d", sum.Duplicates, bound)
-	}
+	// A task runs twice (finishes twice at the sink) when its worker's
+	// acknowledgement was lost with the node (the consumer's leader, or the
+	// stream's, had not stored it on a majority). That can only happen to
+	// the tasks in flight at the kill or taken in the seconds before the
+	// new leaders took over, and the loop holds about replicas*maxWorkers
+	// tasks at once (prefetch 0).
+	l.allowDuplicates(2*replicas*maxWorkers, fmt.Sprintf("acks lost with the node: the tasks in flight around the kill (%d at the kill), at most twice what the loop holds at once", inFlight))
+	l.waitAllAccounted(5 * time.Minute)
 	if err := replicatedOn(ctx, l.js, streams, 3, leader); err != nil {
 		t.Errorf("after the scenario: %v", err)
 	}
