@@ -204,6 +204,20 @@ func TestALoopWhoseQueueNeverHeldATaskScalesToZero(t *testing.T) {
 	}
 }
 
+// A new autoscaled loop is reconciled before its queue is first read: the
+// autoscaler holds the count without a Warning event, which it keeps for a
+// queue that could not be read.
+func TestANewAutoscaledLoopIsNotReportedAsHeld(t *testing.T) {
+	h, srv, _ := queueHarness(t)
+	ld := h.queueLD("fresh", srv.URL)
+	ld.Spec.Autoscaling = &loopsv1alpha1.AutoscalingSpec{MinReplicas: ptr.To[int32](1), MaxReplicas: 2, TargetBacklogPerReplica: ptr.To[int32](10)}
+	h.create(ld)
+	h.g.Eventually(func() *metav1.Condition {
+		return meta.FindStatusCondition(h.get("fresh").Status.Conditions, loopsv1alpha1.ConditionScalingActive)
+	}).Should(haveReason(loopsv1alpha1.ReasonAutoscaling))
+	h.g.Consistently(func() []string { return h.events("fresh") }, time.Second).ShouldNot(gomega.ContainElement(loopsv1alpha1.EventAutoscalingHeld))
+}
+
 func TestTasksOfARemovedPriorityAreMovedNotStranded(t *testing.T) {
 	h, srv, js := queueHarness(t)
 	ld := h.queueLD("shrinking", srv.URL, "high", "low")
