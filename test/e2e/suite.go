@@ -41,7 +41,8 @@ import (
 //	(s *Suite) StartNATS() error    // does nothing when it runs
 //	(s *Suite) DrainableNodes(ctx) ([]string, error)
 //
-// and the worker image of the loops, WorkerImage.
+// and the worker image of the loops, WorkerImage, and the manager's
+// --queue-poll-interval, QueuePollInterval.
 type Suite struct {
 	Log  logr.Logger
 	Root string

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/controllers/stream"
 	"github.com/tenire/loop-operator/internal/testenv"
 	workerloop "github.com/tenire/loop-operator/worker/loop"
 )
@@ -66,6 +67,10 @@ const (
 // is not latest, so the pods' pull policy is IfNotPresent and the nodes
 // use the loaded image.
 var WorkerImage = envOr("E2E_WORKER_IMAGE", "ghcr.io/tenire/loop-worker:dev")
+
+// QueuePollInterval is the deployed manager's --queue-poll-interval:
+// config/manager leaves it at the default.
+const QueuePollInterval = stream.DefaultInterval
 
 // mode is what the kind mode adds to the Suite.
 type mode struct {
