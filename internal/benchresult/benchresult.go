@@ -139,23 +139,20 @@ type Autoscale struct {
 	PoolMaxWorkers          int32   `json:"poolMaxWorkers"`
 	PollInterval            float64 `json:"pollIntervalSeconds"`
 
-	// Fixed and Autoscaled are the completion times (first submission →
-	// last result record) of the fixed and the autoscaled loop;
-	// CompletionRatio is Autoscaled / Fixed.
-	Fixed           float64 `json:"fixedSeconds"`
-	Autoscaled      float64 `json:"autoscaledSeconds"`
-	CompletionRatio float64 `json:"completionRatio"`
-	// FirstPodReady is the first submission → the first new pod Ready;
+	// Rounds is the number of rounds, each a burst on a fixed loop then
+	// on an autoscaled one; Samples holds each round's figures.
+	Rounds  int              `json:"rounds"`
+	Samples []AutoscaleRound `json:"samples"`
+	// The medians over the rounds of the completion times, their ratio
+	// and the first new pod Ready, and the worst ratio and reaction.
+	Fixed              float64 `json:"fixedSeconds"`
+	Autoscaled         float64 `json:"autoscaledSeconds"`
+	CompletionRatio    float64 `json:"completionRatio"`
+	WorstRatio         float64 `json:"worstRatio"`
+	FirstPodReady      float64 `json:"firstPodReadySeconds"`
+	WorstFirstPodReady float64 `json:"worstFirstPodReadySeconds"`
 	// FirstPodGoal is PollInterval + 2 s.
-	FirstPodReady float64 `json:"firstPodReadySeconds"`
-	FirstPodGoal  float64 `json:"firstPodGoalSeconds"`
-	// Trajectory is the autoscaled loop's spec.replicas/readyReplicas over
-	// the burst.
-	Trajectory string `json:"trajectory"`
-	// BurstStatusWrites counts the autoscaled loop's status writes from
-	// the first submission to the last result, over BurstWindow.
-	BurstStatusWrites int     `json:"burstStatusWrites"`
-	BurstWindow       float64 `json:"burstWindowSeconds"`
+	FirstPodGoal float64 `json:"firstPodGoalSeconds"`
 
 	// The steady backlog: SteadyPending and SteadyInFlight tasks held
 	// still (tasks far longer than the window, pods at their maximum),
@@ -173,4 +170,24 @@ type Autoscale struct {
 	Submitted  int `json:"submitted"`
 	Completed  int `json:"completed"`
 	Duplicates int `json:"duplicates"`
+}
+
+// AutoscaleRound is one round of TestBenchAutoscale. Times in seconds.
+type AutoscaleRound struct {
+	Round int `json:"round"`
+	// Fixed and Autoscaled are the completion times (first submission →
+	// last result record) of the fixed and the autoscaled loop; Ratio is
+	// Autoscaled / Fixed.
+	Fixed      float64 `json:"fixedSeconds"`
+	Autoscaled float64 `json:"autoscaledSeconds"`
+	Ratio      float64 `json:"ratio"`
+	// FirstPodReady is the first submission → the first new pod Ready.
+	FirstPodReady float64 `json:"firstPodReadySeconds"`
+	// Trajectory is the autoscaled loop's spec.replicas/readyReplicas
+	// over the burst.
+	Trajectory string `json:"trajectory"`
+	// BurstStatusWrites counts the autoscaled loop's status writes from
+	// the first submission to the last result, over BurstWindow.
+	BurstStatusWrites int     `json:"burstStatusWrites"`
+	BurstWindow       float64 `json:"burstWindowSeconds"`
 }

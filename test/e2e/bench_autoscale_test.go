@@ -36,9 +36,9 @@ import (
 //   - completion time: N sleep tasks of 50 ms on a loop autoscaled between
 //     1 and 8 pods (100 tasks per replica; scale-up allowed to the maximum
 //     at once), against the same loop fixed at 8 pods, ready before the
-//     tasks come. Each is timed from just before the first submission to
-//     the last result record's stream timestamp. Goal: ≤ 1.3 × the fixed
-//     loop's;
+//     tasks come (it runs first and is deleted before the other starts).
+//     Each is timed from just before the first submission to the last
+//     result record's stream timestamp. Goal: ≤ 1.3 × the fixed loop's;
 //   - reaction: from just before the first submission to the autoscaled
 //     loop (at 1 pod, idle) to the first new pod seen Ready by the test's
 //     pod watch. Goal: ≤ the poll interval + 2 s;
@@ -51,8 +51,14 @@ import (
 //     moves the generation). Goal: ≤ 2 per minute. The same count over
 //     the burst is reported beside, without a goal.
 //
-// N comes from TENIRE_BENCH_AUTOSCALE_TASKS (default 10000), the steady
-// window from TENIRE_BENCH_AUTOSCALE_WINDOW (default 2m);
+// The first two figures depend on where in the poll interval the burst
+// comes, so the test runs rounds (a burst on a fixed loop, then on a new
+// autoscaled loop) and reports medians and the worst; the last round's
+// autoscaled loop then takes the steady backlog.
+//
+// N comes from TENIRE_BENCH_AUTOSCALE_TASKS (default 10000), the rounds
+// from TENIRE_BENCH_AUTOSCALE_ROUNDS (default 3), the steady window from
+// TENIRE_BENCH_AUTOSCALE_WINDOW (default 2m);
 // TENIRE_BENCH_AUTOSCALE_QUICK set (make bench-smoke) skips the wait for
 // status.queue to show the steady backlog (up to a minute), so that the
 // status writes counted then include its catching up; when
@@ -87,61 +93,36 @@ func TestBenchAutoscale(t *testing.T) {
 		ld.Spec.Drain.Timeout = &metav1.Duration{Duration: 5 * time.Second}
 		ld.Spec.Drain.MaxConcurrent = ptr.To(intstr.FromInt32(benchASMax))
 	}
+	rounds := envInt(t, "TENIRE_BENCH_AUTOSCALE_ROUNDS", 3)
 	r := benchresult.Autoscale{Tasks: tasks, TaskMs: benchASTaskMs, MinReplicas: 1, MaxReplicas: benchASMax,
-		TargetBacklogPerReplica: benchASTarget, PoolMaxWorkers: benchASPool, PollInterval: QueuePollInterval.Seconds()}
+		TargetBacklogPerReplica: benchASTarget, PoolMaxWorkers: benchASPool, PollInterval: QueuePollInterval.Seconds(),
+		Rounds: rounds, FirstPodGoal: secs(QueuePollInterval + 2*time.Second)}
 
-	// The anchor: fixed at 8 pods, all Ready before the tasks come.
-	fixed := newLoop(t, "bench-fixed", benchASMax, pool)
-	start := time.Now()
-	fixed.submitSleeps(tasks, benchASTaskMs, benchASTaskMs)
-	sum := fixed.waitAllAccounted(10 * time.Minute)
-	r.Fixed = secs(fixed.lastFinish().Sub(start))
-	r.Submitted, r.Completed, r.Duplicates = sum.Expected, sum.Completed, sum.Duplicates
-	t.Logf("fixed at %d pods: %d tasks in %.3fs", benchASMax, tasks, r.Fixed)
-	fixed.deleteAndWait() // its 8 workers leave the machine to the other loop
-
-	// Ours: autoscaled between 1 and 8, at 1 Ready pod when the tasks come.
-	l := newLoop(t, "bench-auto", 1, func(ld *loopsv1alpha1.LoopDeployment) {
-		pool(ld)
-		ld.Spec.Autoscaling = &loopsv1alpha1.AutoscalingSpec{
-			MinReplicas: ptr.To[int32](1), MaxReplicas: benchASMax, TargetBacklogPerReplica: ptr.To[int32](benchASTarget),
-			Behavior: &loopsv1alpha1.AutoscalingBehavior{
-				ScaleUp: &loopsv1alpha1.ScalingRules{Policies: []loopsv1alpha1.ScalingPolicy{
-					{Type: loopsv1alpha1.PodsScalingPolicy, Value: benchASMax, PeriodSeconds: 15}}},
-				ScaleDown: &loopsv1alpha1.ScalingRules{StabilizationWindowSeconds: ptr.To[int32](30)},
-			},
+	var l *loop
+	for round := 1; round <= rounds; round++ {
+		var s benchresult.AutoscaleRound
+		s, l = benchAutoscaleRound(t, round, tasks, pool, &r)
+		r.Samples = append(r.Samples, s)
+		if round < rounds {
+			l.deleteAndWait()
 		}
-	})
-	writes := l.watchStatusWrites()
-	trail := l.trackReplicas()
-	ready := l.watchFirstNewReady()
-	start = time.Now()
-	l.submitSleeps(tasks, benchASTaskMs, benchASTaskMs)
-	sum = l.waitAllAccounted(10 * time.Minute)
-	end := l.lastFinish()
-	r.Autoscaled = secs(end.Sub(start))
-	r.CompletionRatio = round3(r.Autoscaled / r.Fixed)
-	r.Submitted, r.Completed, r.Duplicates = r.Submitted+sum.Expected, r.Completed+sum.Completed, r.Duplicates+sum.Duplicates
-	// A small burst may be over before the new pods are Ready; they come
-	// all the same.
-	var first time.Time
-	eventually(t, 2*time.Minute, "a new pod to be Ready", func() (bool, error) {
-		first = ready.first()
-		return !first.IsZero(), nil
-	})
-	r.FirstPodReady = secs(first.Sub(start))
-	r.FirstPodGoal = secs(QueuePollInterval + 2*time.Second)
-	r.BurstStatusWrites, r.BurstWindow = len(writes.between(start, end)), secs(end.Sub(start))
-	r.Trajectory = trail.String()
-	t.Logf("autoscaled %d-%d: %d tasks in %.3fs (%.3f× the fixed loop's); first new pod Ready %.3fs after the first task (goal %.1fs); %d status writes in the burst",
-		r.MinReplicas, r.MaxReplicas, tasks, r.Autoscaled, r.CompletionRatio, r.FirstPodReady, r.FirstPodGoal, r.BurstStatusWrites)
-	t.Logf("replicas (spec/ready) from the first task: %s", r.Trajectory)
+	}
+	var fixedS, autoS, ratios, ready []float64
+	for _, s := range r.Samples {
+		fixedS, autoS, ratios, ready = append(fixedS, s.Fixed), append(autoS, s.Autoscaled), append(ratios, s.Ratio), append(ready, s.FirstPodReady)
+	}
+	r.Fixed, r.Autoscaled, r.CompletionRatio, r.FirstPodReady = median(fixedS), median(autoS), round3(median(ratios)), median(ready)
+	r.WorstRatio, r.WorstFirstPodReady = slices.Max(ratios), slices.Max(ready)
+	t.Logf("%d rounds: completion ratio median %.3f, worst %.3f (goal 1.3); first new pod Ready median %.3fs, worst %.3fs (goal %.1fs)",
+		rounds, r.CompletionRatio, r.WorstRatio, r.FirstPodReady, r.WorstFirstPodReady, r.FirstPodGoal)
 	// Bound on duplicates: 0, as in the scenarios: no pod is killed, and
 	// a drain's 5s timeout is far above a 50 ms task.
 	if r.Duplicates > 0 {
 		t.Errorf("%d tasks ran twice; with drains only the bound is 0", r.Duplicates)
 	}
 
+	// The last round's autoscaled loop goes on with the steady backlog.
+	writes := l.watchStatusWrites()
 	// The steady backlog: 1,000 tasks of 10 minutes; 8 pods of 20 hold
 	// 160, 840 wait.
 	r.SteadyInFlight, r.SteadyPending = benchASMax*benchASPool, benchASSteady-benchASMax*benchASPool
@@ -178,6 +159,61 @@ func TestBenchAutoscale(t *testing.T) {
 	t.Logf("steady backlog (%d pending, %d in flight): %d status writes in %.0fs, %.2f per minute (goal ≤ 2): %v",
 		r.SteadyPending, r.SteadyInFlight, r.SteadyStatusWrites, r.SteadyWindow, r.StatusWritesPerMinute, r.SteadyWrites)
 	writeBenchResult(t, "TENIRE_BENCH_AUTOSCALE_OUT", r)
+}
+
+// benchAutoscaleRound runs one burst on a loop fixed at benchASMax pods,
+// deletes it, then one on an autoscaled loop, which it returns.
+func benchAutoscaleRound(t *testing.T, round, tasks int, pool func(*loopsv1alpha1.LoopDeployment), r *benchresult.Autoscale) (benchresult.AutoscaleRound, *loop) {
+	t.Helper()
+	s := benchresult.AutoscaleRound{Round: round}
+	// The anchor: fixed at 8 pods, all Ready before the tasks come.
+	fixed := newLoop(t, "bench-fixed", benchASMax, pool)
+	start := time.Now()
+	fixed.submitSleeps(tasks, benchASTaskMs, benchASTaskMs)
+	sum := fixed.waitAllAccounted(10 * time.Minute)
+	s.Fixed = secs(fixed.lastFinish().Sub(start))
+	r.Submitted, r.Completed, r.Duplicates = r.Submitted+sum.Expected, r.Completed+sum.Completed, r.Duplicates+sum.Duplicates
+	fixed.deleteAndWait() // its 8 workers leave the machine to the other loop
+
+	// Ours: autoscaled between 1 and 8, at 1 Ready pod when the tasks come.
+	l := newLoop(t, "bench-auto", 1, func(ld *loopsv1alpha1.LoopDeployment) {
+		pool(ld)
+		ld.Spec.Autoscaling = &loopsv1alpha1.AutoscalingSpec{
+			MinReplicas: ptr.To[int32](1), MaxReplicas: benchASMax, TargetBacklogPerReplica: ptr.To[int32](benchASTarget),
+			Behavior: &loopsv1alpha1.AutoscalingBehavior{
+				ScaleUp: &loopsv1alpha1.ScalingRules{Policies: []loopsv1alpha1.ScalingPolicy{
+					{Type: loopsv1alpha1.PodsScalingPolicy, Value: benchASMax, PeriodSeconds: 15}}},
+				ScaleDown: &loopsv1alpha1.ScalingRules{StabilizationWindowSeconds: ptr.To[int32](30)},
+			},
+		}
+	})
+	writes := l.watchStatusWrites()
+	trail := l.trackReplicas()
+	ready := l.watchFirstNewReady()
+	start = time.Now()
+	l.submitSleeps(tasks, benchASTaskMs, benchASTaskMs)
+	sum = l.waitAllAccounted(10 * time.Minute)
+	end := l.lastFinish()
+	s.Autoscaled = secs(end.Sub(start))
+	s.Ratio = round3(s.Autoscaled / s.Fixed)
+	r.Submitted, r.Completed, r.Duplicates = r.Submitted+sum.Expected, r.Completed+sum.Completed, r.Duplicates+sum.Duplicates
+	// A small burst may be over before the new pods are Ready; they come
+	// all the same.
+	var first time.Time
+	eventually(t, 2*time.Minute, "a new pod to be Ready", func() (bool, error) {
+		first = ready.first()
+		return !first.IsZero(), nil
+	})
+	s.FirstPodReady = secs(first.Sub(start))
+	s.BurstStatusWrites, s.BurstWindow = len(writes.between(start, end)), secs(end.Sub(start))
+	if err := writes.stop(); err != nil {
+		t.Fatal(err)
+	}
+	trail.stop()
+	s.Trajectory = trail.String()
+	t.Logf("round %d: fixed at %d pods %.3fs; autoscaled %d-%d %.3fs (%.3f×); first new pod Ready %.3fs after the first task (goal %.1fs); %d status writes in the burst; replicas (spec/ready) %s",
+		round, benchASMax, s.Fixed, r.MinReplicas, r.MaxReplicas, s.Autoscaled, s.Ratio, s.FirstPodReady, r.FirstPodGoal, s.BurstStatusWrites, s.Trajectory)
+	return s, l
 }
 
 func envInt(t *testing.T, key string, def int) int {
