@@ -354,7 +354,7 @@ func (l *loop) watchStatusWrites() *statusWrites {
 				default:
 				}
 				s.mu.Lock()
-				s.err = fmt.Errorf("the watch of the LoopDeployment failed: %v", apierrors.FromObject(ev.Object))
+				s.err = fmt.Errorf("the watch of the LoopDeployment failed: %w", apierrors.FromObject(ev.Object))
 				s.mu.Unlock()
 				return
 			}
