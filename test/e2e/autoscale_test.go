@@ -12,8 +12,13 @@ import (
 	"time"
 
 	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/utils/ptr"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
@@ -68,7 +73,7 @@ func TestABurstScalesUpToTheMaximumAndDrainsBackToTheMinimum(t *testing.T) {
 		return *l.get().Spec.Replicas == 1, nil
 	})
 	l.waitReady(1)
-	trail.stop()
+	trail.stop(t)
 	t.Logf("replicas (spec, ready): %s", trail)
 	evs := l.logAutoscaling()
 	watch.check(t)
@@ -124,7 +129,7 @@ func TestALoopScalesToZeroWhenIdleAndBackOnTheNextTask(t *testing.T) {
 		t.Errorf("the loop went to %d replicas for one task; want 1", got)
 	}
 	l.waitZero("the loop idle again")
-	trail.stop()
+	trail.stop(t)
 	t.Logf("replicas (spec, ready): %s", trail)
 	evs := l.logAutoscaling()
 	watch.check(t)
@@ -146,21 +151,28 @@ func TestALoopScalesToZeroWhenIdleAndBackOnTheNextTask(t *testing.T) {
 }
 
 // TestABacklogHoveringAtTheThresholdDoesNotFlap: a producer feeds tasks of
-// about 1s at 20 per second, so that about 20 tasks are in flight at any
-// moment: with 10 tasks per replica that is the threshold of 2 replicas,
-// and the recommendation wavers between 2 and 3 from one poll to the next.
-// With a 10s scale-up and a 30s scale-down stabilization window the count
-// settles and stays; in a window of 15 polls after it settled it changes
-// at most once (a real shift of the load, such as the machine stalling the
-// workers, may move it by one). Without the windows it would follow the
-// wavering recommendation.
+// about 1s, 26 per second for 4s then 16 per second for 4s, over and over,
+// so that 16 to 26 tasks are in flight: with 10 tasks per replica the
+// backlog hovers around the threshold of 2 replicas, and the
+// recommendation swings between 2 and 3 every other poll. Without
+// stabilization windows the count follows it (3 at the high phase; at 3,
+// the low phase is 47% below, beyond the 10% tolerance, so 2 again): it
+// would change every 4s. With a 10s scale-up window (longer than a high
+// phase) and a 30s scale-down window it settles (at 2, or at 3 when the
+// first pod, saturated, let tasks wait while the count was still 1) and
+// stays: in a window of 15 polls after it settled it changes at most once
+// (a real shift of the load, such as the machine stalling the workers,
+// may move it by one). Run without the windows, this test fails: the
+// count never holds still for 10s.
 func TestABacklogHoveringAtTheThresholdDoesNotFlap(t *testing.T) {
 	const (
 		target     = 10
 		k          = 2
 		taskMs     = 1000
+		highRate   = 26.0 // tasks per second: 2.6 × target in flight
+		lowRate    = 16.0 // 1.6 × target
+		phase      = 4 * time.Second
 		tick       = 100 * time.Millisecond
-		perTick    = target * k * int(tick/time.Millisecond) / taskMs // 20 tasks/s
 		observe    = 15 * QueuePollInterval
 		settledFor = 10 * time.Second // the scale-up window
 		maxChanges = 1
@@ -177,18 +189,22 @@ func TestABacklogHoveringAtTheThresholdDoesNotFlap(t *testing.T) {
 	watch := l.watchPods(2)
 	trail := l.trackReplicas()
 
-	// The producer runs in the test's goroutine: submit perTick tasks of
-	// 800-1200 ms each tick until done says stop.
-	next := 0
+	// The producer runs in the test's goroutine: each tick it submits the
+	// tasks of 800-1200 ms the phase's rate owes, until done says stop.
+	next, owed, begin := 0, 0.0, time.Now()
 	ticker := time.NewTicker(tick)
 	defer ticker.Stop()
 	produce := func(what string, limit time.Duration, done func() bool) {
 		deadline := time.Now().Add(limit)
 		for !done() {
 			if time.Now().After(deadline) {
-				t.Fatalf("producing for %s: not done after %s; replicas %s", what, limit, trail)
+				t.Fatalf("producing for %s: not done after %s; replicas (spec/ready) %s", what, limit, trail)
 			}
-			for range perTick {
+			rate := lowRate
+			if time.Since(begin)/phase%2 == 0 {
+				rate = highRate
+			}
+			for owed += rate * tick.Seconds(); owed >= 1; owed-- {
 				ms := taskMs - 200 + mrand.IntN(401)
 				l.submit(fmt.Sprintf("hover-%d", next), "sleep", fmt.Sprintf(`{"ms": %d}`, ms))
 				next++
@@ -201,16 +217,16 @@ func TestABacklogHoveringAtTheThresholdDoesNotFlap(t *testing.T) {
 		}
 	}
 
-	produce("the count to settle", 3*time.Minute, func() bool { return trail.settled(k-1, settledFor) })
+	produce("the count to settle", 2*time.Minute, func() bool { return trail.settled(k-1, settledFor) })
 	start := time.Now()
 	settledAt := trail.last().spec
 	t.Logf("settled at %d replicas after %d tasks; observing %s", settledAt, next, observe)
 	produce("the observation window", observe+time.Minute, func() bool { return time.Since(start) >= observe })
 	changes := trail.changesSince(start)
-	t.Logf("submitted %d tasks at %d per second; %d changes in the window of %s", next, perTick*int(time.Second/tick), changes, observe)
+	t.Logf("submitted %d tasks; %d changes in the window of %s", next, changes, observe)
 
 	sum := l.waitAllAccounted(3 * time.Minute)
-	trail.stop()
+	trail.stop(t)
 	t.Logf("replicas (spec, ready): %s", trail)
 	l.logAutoscaling()
 	watch.check(t)
@@ -248,55 +264,107 @@ type replicaPoint struct {
 }
 
 // replicaTrail records each change of a loop's spec.replicas and
-// status.readyReplicas, read every 200 ms.
+// status.readyReplicas, from a watch on its LoopDeployment: every update
+// is seen, however short-lived.
 type replicaTrail struct {
 	mu     sync.Mutex
 	start  time.Time
 	points []replicaPoint
-	done   chan struct{}
-	once   sync.Once
-	wg     sync.WaitGroup
+	halt   func() error
 }
 
 // trackReplicas starts recording the loop's replicas until stop (or the
 // end of the test).
 func (l *loop) trackReplicas() *replicaTrail {
-	r := &replicaTrail{start: time.Now(), done: make(chan struct{})}
-	r.read(l)
-	r.wg.Go(func() {
-		tk := time.NewTicker(200 * time.Millisecond)
-		defer tk.Stop()
-		for {
-			select {
-			case <-r.done:
-				return
-			case <-l.t.Context().Done():
-				return
-			case <-tk.C:
-				r.read(l)
-			}
+	l.t.Helper()
+	r := &replicaTrail{start: time.Now()}
+	r.halt = l.watchLD(func(ld *loopsv1alpha1.LoopDeployment) {
+		if ld.Spec.Replicas == nil {
+			return
+		}
+		p := replicaPoint{at: time.Now(), spec: *ld.Spec.Replicas, ready: ld.Status.ReadyReplicas}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if n := len(r.points); n == 0 || r.points[n-1].spec != p.spec || r.points[n-1].ready != p.ready {
+			r.points = append(r.points, p)
 		}
 	})
-	l.t.Cleanup(r.stop)
 	return r
 }
 
-func (r *replicaTrail) read(l *loop) {
-	ld := &loopsv1alpha1.LoopDeployment{}
-	if err := env.Client.Get(l.t.Context(), l.key(), ld); err != nil || ld.Spec.Replicas == nil {
-		return // the next read tries again
-	}
-	p := replicaPoint{at: time.Now(), spec: *ld.Spec.Replicas, ready: ld.Status.ReadyReplicas}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if n := len(r.points); n == 0 || r.points[n-1].spec != p.spec || r.points[n-1].ready != p.ready {
-		r.points = append(r.points, p)
+// stop ends the watch; a watch that failed fails the test.
+func (r *replicaTrail) stop(t *testing.T) {
+	t.Helper()
+	if err := r.halt(); err != nil {
+		t.Error(err)
 	}
 }
 
-func (r *replicaTrail) stop() {
-	r.once.Do(func() { close(r.done) })
-	r.wg.Wait()
+// watchLD calls seen with the loop's LoopDeployment as it is now and then
+// with each version of it a watch delivers, in order, on the watch's
+// goroutine, until the returned stop (also a clean-up of the test), which
+// returns the watch's error if it failed.
+func (l *loop) watchLD(seen func(*loopsv1alpha1.LoopDeployment)) (stop func() error) {
+	l.t.Helper()
+	dc, err := dynamic.NewForConfig(env.Config)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	cur := l.get()
+	gvr := loopsv1alpha1.GroupVersion.WithResource("loopdeployments")
+	w, err := dc.Resource(gvr).Namespace(l.ns).Watch(l.t.Context(), metav1.ListOptions{
+		FieldSelector: "metadata.name=" + l.name, ResourceVersion: cur.ResourceVersion})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	seen(cur)
+	var (
+		mu       sync.Mutex
+		werr     error
+		stopping = make(chan struct{})
+		done     = make(chan struct{})
+		once     sync.Once
+	)
+	fail := func(err error) {
+		select {
+		case <-stopping: // the stream closed by stop
+		default:
+			mu.Lock()
+			werr = err
+			mu.Unlock()
+		}
+	}
+	go func() {
+		defer close(done)
+		for ev := range w.ResultChan() {
+			switch ev.Type {
+			case watch.Added, watch.Modified:
+				u, ok := ev.Object.(*unstructured.Unstructured)
+				if !ok {
+					continue
+				}
+				ld := &loopsv1alpha1.LoopDeployment{}
+				if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, ld); err != nil {
+					fail(fmt.Errorf("decoding a LoopDeployment from the watch: %w", err))
+					return
+				}
+				seen(ld)
+			case watch.Error:
+				fail(fmt.Errorf("the watch of the LoopDeployment failed: %w", apierrors.FromObject(ev.Object)))
+				return
+			}
+		}
+	}()
+	stop = func() error {
+		once.Do(func() { close(stopping) })
+		w.Stop()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return werr
+	}
+	l.t.Cleanup(func() { _ = stop() })
+	return stop
 }
 
 func (r *replicaTrail) last() replicaPoint {

@@ -17,11 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -209,7 +205,7 @@ func benchAutoscaleRound(t *testing.T, round, tasks int, pool func(*loopsv1alpha
 	if err := writes.stop(); err != nil {
 		t.Fatal(err)
 	}
-	trail.stop()
+	trail.stop(t)
 	s.Trajectory = trail.String()
 	t.Logf("round %d: fixed at %d pods %.3fs; autoscaled %d-%d %.3fs (%.3f×); first new pod Ready %.3fs after the first task (goal %.1fs); %d status writes in the burst; replicas (spec/ready) %s",
 		round, benchASMax, s.Fixed, r.MinReplicas, r.MaxReplicas, s.Autoscaled, s.Ratio, s.FirstPodReady, r.FirstPodGoal, s.BurstStatusWrites, s.Trajectory)
@@ -300,67 +296,21 @@ type statusWrite struct {
 type statusWrites struct {
 	mu     sync.Mutex
 	writes []statusWrite
-	err    error
-	w      watch.Interface
-	done   chan struct{}
-	// stopping is closed by stop: an error after it is the stream closing.
-	stopping chan struct{}
-	once     sync.Once
+	halt   func() error
 }
 
 func (l *loop) watchStatusWrites() *statusWrites {
 	l.t.Helper()
-	// A dynamic client: a controller-runtime client made this late would
-	// warn that its logger was never set.
-	dc, err := dynamic.NewForConfig(env.Cluster.Config)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	cur := l.get()
-	gvr := loopsv1alpha1.GroupVersion.WithResource("loopdeployments")
-	w, err := dc.Resource(gvr).Namespace(l.ns).Watch(l.t.Context(), metav1.ListOptions{
-		FieldSelector: "metadata.name=" + l.name, ResourceVersion: cur.ResourceVersion})
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	s := &statusWrites{w: w, done: make(chan struct{}), stopping: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		prev := cur
-		for ev := range w.ResultChan() {
-			switch ev.Type {
-			case watch.Modified:
-				u, ok := ev.Object.(*unstructured.Unstructured)
-				if !ok {
-					continue
-				}
-				next := &loopsv1alpha1.LoopDeployment{}
-				if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, next); err != nil {
-					s.mu.Lock()
-					s.err = fmt.Errorf("decoding a LoopDeployment from the watch: %w", err)
-					s.mu.Unlock()
-					return
-				}
-				if next.Generation == prev.Generation && !equality.Semantic.DeepEqual(next.Status, prev.Status) {
-					s.mu.Lock()
-					s.writes = append(s.writes, statusWrite{at: time.Now(), what: statusDiff(prev.Status, next.Status)})
-					s.mu.Unlock()
-				}
-				prev = next
-			case watch.Error:
-				select {
-				case <-s.stopping:
-					return // the stream closed by stop
-				default:
-				}
-				s.mu.Lock()
-				s.err = fmt.Errorf("the watch of the LoopDeployment failed: %w", apierrors.FromObject(ev.Object))
-				s.mu.Unlock()
-				return
-			}
+	s := &statusWrites{}
+	var prev *loopsv1alpha1.LoopDeployment
+	s.halt = l.watchLD(func(next *loopsv1alpha1.LoopDeployment) {
+		if prev != nil && next.Generation == prev.Generation && !equality.Semantic.DeepEqual(next.Status, prev.Status) {
+			s.mu.Lock()
+			s.writes = append(s.writes, statusWrite{at: time.Now(), what: statusDiff(prev.Status, next.Status)})
+			s.mu.Unlock()
 		}
-	}()
-	l.t.Cleanup(func() { _ = s.stop() })
+		prev = next
+	})
 	return s
 }
 
@@ -378,14 +328,7 @@ func (s *statusWrites) between(from, to time.Time) []statusWrite {
 }
 
 // stop ends the watch and returns its error if it failed early.
-func (s *statusWrites) stop() error {
-	s.once.Do(func() { close(s.stopping) })
-	s.w.Stop()
-	<-s.done
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
-}
+func (s *statusWrites) stop() error { return s.halt() }
 
 // statusDiff names the status fields that differ, one level into queue
 // and autoscaling.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -51,6 +52,9 @@ type Suite struct {
 	Kubeconfig string
 	Client     client.Client
 	Clientset  kubernetes.Interface
+	// Config is the REST config of Client and Clientset, for other
+	// clients (a dynamic client's watches).
+	Config *rest.Config
 
 	// mode holds what only one mode has: in local mode the cluster, NATS,
 	// node agent and manager processes (Cluster, NATS, Agent, Manager,

@@ -116,6 +116,7 @@ func StartSuite(ctx context.Context) (*Suite, error) {
 		return nil, fmt.Errorf("reading the kubeconfig: %w", err)
 	}
 	cfg.QPS, cfg.Burst = 100, 200
+	s.Config = cfg
 	if s.Client, err = client.New(cfg, client.Options{Scheme: testenv.Scheme}); err != nil {
 		return nil, err
 	}

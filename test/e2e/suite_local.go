@@ -99,6 +99,7 @@ func StartSuite(ctx context.Context) (*Suite, error) {
 	}); err != nil {
 		return s, err
 	}
+	s.Config = s.Cluster.Config
 	if s.Client, err = client.New(s.Cluster.Config, client.Options{Scheme: testenv.Scheme}); err != nil {
 		return s, err
 	}
