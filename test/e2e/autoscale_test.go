@@ -206,7 +206,7 @@ func TestABacklogHoveringAtTheThresholdDoesNotFlap(t *testing.T) {
 			}
 			for owed += rate * tick.Seconds(); owed >= 1; owed-- {
 				ms := taskMs - 200 + mrand.IntN(401)
-				l.submit(fmt.Sprintf("hover-%d", next), "sleep", fmt.Sprintf(`{"ms": %d}`, ms))
+				l.submit(fmt.Sprintf("hover-%d", next), kindSink, fmt.Sprintf(`{"ms": %d}`, ms))
 				next++
 			}
 			select {
