@@ -1,8 +1,12 @@
 # The Tenire loop operator. `make help` lists the targets.
 
+# The version the binaries print (--version) and the images' label carry;
+# make release VERSION=v1.2.3 sets it (and the images' tags).
+VERSION ?= dev
+LDFLAGS = -X main.version=$(VERSION)
 # Image names: the operator's and the default worker's.
-IMG ?= ghcr.io/tenire/loop-operator:dev
-WORKER_IMG ?= ghcr.io/tenire/loop-worker:dev
+IMG ?= ghcr.io/tenire/loop-operator:$(VERSION)
+WORKER_IMG ?= ghcr.io/tenire/loop-worker:$(VERSION)
 # The kind path (needs Docker and kind on your machine).
 KIND ?= kind
 KIND_CLUSTER ?= tenire
@@ -54,8 +58,10 @@ bench-smoke: kube-bins ## Run every part of make bench once with small sizes (CI
 ##@ Development
 
 .PHONY: manifests
-manifests: controller-gen ## Generate the CRD and RBAC manifests from the markers in api/ and controllers/.
+manifests: controller-gen ## Generate the CRD and RBAC manifests from the markers in api/ and controllers/, trimmed to fit a client-side kubectl apply.
 	"$(CONTROLLER_GEN)" rbac:roleName=manager-role crd:generateEmbeddedObjectMeta=true paths="./..." output:crd:artifacts:config=config/crd/bases
+	go run ./hack/crdtrim -path spec.template config/crd/bases/loops.tenire.io_loopdeployments.yaml
+	cp config/crd/bases/loops.tenire.io_loopdeployments.yaml charts/loop-operator/crds/
 
 .PHONY: generate
 generate: controller-gen ## Generate the DeepCopy methods of the API types.
@@ -92,8 +98,8 @@ fuzz: ## Fuzz the task envelope and headers, the delivery counts, the settings, 
 	  { echo "FUZZ_TARGETS does not list every fuzz test (grep -rn '^func Fuzz' .)"; exit 1; }
 
 .PHONY: test-e2e
-test-e2e: kube-bins ## Run the end-to-end suites (local control plane, node agent, manager and workers as processes, NATS).
-	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" go test -tags e2e -race -count=1 -timeout 60m ./test/... ./internal/... ./controllers/...
+test-e2e: kube-bins ## Run the end-to-end suites (local control plane, node agent, manager and workers as processes, NATS; the installers of config/ and charts/).
+	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" go test -tags e2e -race -count=1 -timeout 60m ./test/... ./internal/... ./controllers/... ./config/...
 
 .PHONY: lint
 lint: golangci-lint ## Run golangci-lint on everything, the e2e suite included, then on the kind variant of the e2e suite.
@@ -112,35 +118,62 @@ verify-generated: manifests generate ## Fail when generated files differ from wh
 
 .PHONY: build
 build: manifests generate fmt vet ## Build the manager, loop-worker and kubectl-loops binaries into bin/.
-	go build -o bin/manager ./cmd/manager
-	go build -o bin/loop-worker ./cmd/loop-worker
-	go build -o bin/kubectl-loops ./cmd/kubectl-loops
+	go build -ldflags="$(LDFLAGS)" -o bin/manager ./cmd/manager
+	go build -ldflags="$(LDFLAGS)" -o bin/loop-worker ./cmd/loop-worker
+	go build -ldflags="$(LDFLAGS)" -o bin/kubectl-loops ./cmd/kubectl-loops
 
 .PHONY: install-plugin
 install-plugin: ## Install the kubectl plugin (kubectl loops) into GOBIN, which must be on PATH.
-	go install ./cmd/kubectl-loops
+	go install -ldflags="$(LDFLAGS)" ./cmd/kubectl-loops
 	@echo "installed $(GOBIN)/kubectl-loops; kubectl plugin list should show it"
 
 .PHONY: run
 run: manifests generate fmt vet ## Run the manager against the cluster of the current kubeconfig.
 	go run ./cmd/manager --leader-elect=false
 
+.PHONY: build-installer
+build-installer: manifests ## Write dist/install.yaml: config/default (CRD, RBAC, admission policy, operator with image $(IMG)) as one file for kubectl apply -f.
+	go run ./hack/installer -image $(IMG) -out dist/install.yaml
+
+# The plugin's platforms in a release (krew's archives).
+PLUGIN_PLATFORMS = linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
+RELEASE_DIR = dist/release
+
+.PHONY: release
+release: ## Make release VERSION=vX.Y.Z into dist/release: installer, chart package, image archives, plugin archives, SHA256SUMS; and dist/krew/loops.yaml.
+	@[[ "$(VERSION)" =~ ^v[0-9]+\.[0-9]+\.[0-9]+ ]] || { echo "make release needs VERSION=vX.Y.Z (got $(VERSION))"; exit 1; }
+	rm -rf $(RELEASE_DIR) && mkdir -p $(RELEASE_DIR)
+	go run ./hack/installer -image $(IMG) -out $(RELEASE_DIR)/install.yaml
+	go run ./hack/release chart -version $(VERSION) -out $(RELEASE_DIR)
+	$(MAKE) images VERSION=$(VERSION) IMG=$(IMG) WORKER_IMG=$(WORKER_IMG)
+	cp bin/images/manager.tar $(RELEASE_DIR)/loop-operator-image_$(VERSION).tar
+	cp bin/images/loop-worker.tar $(RELEASE_DIR)/loop-worker-image_$(VERSION).tar
+	@set -e; for p in $(PLUGIN_PLATFORMS); do \
+	  os=$${p%/*}; arch=$${p#*/}; dir=bin/plugin/$${os}_$${arch}; mkdir -p $$dir; \
+	  echo "kubectl-loops $$os/$$arch"; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch go build -trimpath -ldflags="-s -w $(LDFLAGS)" -o $$dir/kubectl-loops ./cmd/kubectl-loops; \
+	  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C $$dir -cf - kubectl-loops | gzip -n > $(RELEASE_DIR)/kubectl-loops_$${os}_$${arch}.tar.gz; \
+	done
+	cd $(RELEASE_DIR) && sha256sum * | grep -v SHA256SUMS > SHA256SUMS
+	go run ./hack/release krew -version $(VERSION) -sums $(RELEASE_DIR)/SHA256SUMS -out dist/krew/loops.yaml
+	@echo "release $(VERSION) in $(RELEASE_DIR):"; ls -l $(RELEASE_DIR) dist/krew
+
 ##@ Images and kind
 
 .PHONY: images
 images: ## Build both images as archives in bin/images without Docker, and verify entrypoint, user and static binary.
 	@mkdir -p bin/static bin/images
-	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/static/manager ./cmd/manager
-	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/static/loop-worker ./cmd/loop-worker
-	go run ./hack/ociimage build --binary bin/static/manager --entrypoint /manager --tag $(IMG) --out bin/images/manager.tar
-	go run ./hack/ociimage build --binary bin/static/loop-worker --entrypoint /loop-worker --tag $(WORKER_IMG) --out bin/images/loop-worker.tar
+	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w $(LDFLAGS)" -o bin/static/manager ./cmd/manager
+	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w $(LDFLAGS)" -o bin/static/loop-worker ./cmd/loop-worker
+	go run ./hack/ociimage build --binary bin/static/manager --entrypoint /manager --tag $(IMG) --version $(VERSION) --out bin/images/manager.tar
+	go run ./hack/ociimage build --binary bin/static/loop-worker --entrypoint /loop-worker --tag $(WORKER_IMG) --version $(VERSION) --out bin/images/loop-worker.tar
 	go run ./hack/ociimage verify --archive bin/images/manager.tar --entrypoint /manager
 	go run ./hack/ociimage verify --archive bin/images/loop-worker.tar --entrypoint /loop-worker
 
 .PHONY: docker-build
 docker-build: ## Build both images with Docker from hack/Dockerfile (kind path).
-	$(CONTAINER_TOOL) build -f hack/Dockerfile --target manager -t $(IMG) .
-	$(CONTAINER_TOOL) build -f hack/Dockerfile --target loop-worker -t $(WORKER_IMG) .
+	$(CONTAINER_TOOL) build -f hack/Dockerfile --build-arg VERSION=$(VERSION) --target manager -t $(IMG) .
+	$(CONTAINER_TOOL) build -f hack/Dockerfile --build-arg VERSION=$(VERSION) --target loop-worker -t $(WORKER_IMG) .
 
 # The nodes of the kind cluster: a control plane and three workers.
 KIND_CONFIG ?= hack/kind-config.yaml
@@ -187,8 +220,8 @@ ifndef ignore-not-found
 endif
 
 .PHONY: install
-install: manifests ## Install the CRD into the cluster of the current kubeconfig (server-side: the CRD is too large for client-side apply).
-	kubectl apply --server-side --force-conflicts -f config/crd/bases
+install: manifests ## Install the CRD into the cluster of the current kubeconfig.
+	kubectl apply -f config/crd/bases
 
 .PHONY: deploy
 deploy: manifests ## Deploy the operator (CRD, RBAC, manager with image $(IMG)) to the cluster of the current kubeconfig.

@@ -508,3 +508,15 @@ func TestStatusShowsARemovedPriorityAsRetiring(t *testing.T) {
 		t.Errorf("status lists the priorities %v, want %v", got, want)
 	}
 }
+
+func TestVersion(t *testing.T) {
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	cmd := newRootCommand(streams)
+	cmd.SetArgs([]string{"--version"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); got != "kubectl-loops dev\n" {
+		t.Errorf("--version printed %q, want %q", got, "kubectl-loops dev\n")
+	}
+}

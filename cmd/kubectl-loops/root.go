@@ -38,6 +38,10 @@ type options struct {
 	clock clock.PassiveClock
 }
 
+// version is set at build time with -ldflags "-X main.version=v1.2.3"
+// (make release); kubectl loops --version prints it.
+var version = "dev"
+
 func newRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	return newRootCommandWithClock(streams, clock.RealClock{})
 }
@@ -53,7 +57,9 @@ watches it at work and inspects and requeues dead letters.`,
 		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl loops"},
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version,
 	}
+	cmd.SetVersionTemplate("kubectl-loops {{.Version}}\n")
 	cmd.SetIn(streams.In)
 	cmd.SetOut(streams.Out)
 	cmd.SetErr(streams.ErrOut)

@@ -35,6 +35,13 @@ const (
 // errUsage marks errors in the command line or settings (exit code 2).
 var errUsage = errors.New("usage")
 
+// version is set at build time with -ldflags "-X main.version=v1.2.3"
+// (make images, make release).
+var version = "dev"
+
+// stdout receives --version.
+var stdout io.Writer = os.Stdout
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	go func() {
@@ -225,6 +232,10 @@ func loopConfig(o *options, getenv func(string) string) (loop.Config, error) {
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "submit" {
 		return submit(ctx, args[1:], getenv, stderr)
+	}
+	if len(args) == 1 && (args[0] == "--version" || args[0] == "-version") {
+		fmt.Fprintln(stdout, "loop-worker", version)
+		return nil
 	}
 	o, _, err := parseFlags(args, getenv, stderr)
 	if err != nil {

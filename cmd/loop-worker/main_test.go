@@ -320,3 +320,16 @@ func TestBadSettingsFailWithAClearMessage(t *testing.T) {
 		})
 	}
 }
+
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	old := stdout
+	stdout = &out
+	t.Cleanup(func() { stdout = old })
+	if err := run(t.Context(), []string{"--version"}, func(string) string { return "" }, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); got != "loop-worker dev\n" {
+		t.Errorf("--version printed %q, want %q", got, "loop-worker dev\n")
+	}
+}

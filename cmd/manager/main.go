@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -21,6 +22,10 @@ import (
 	"github.com/tenire/loop-operator/controllers"
 	"github.com/tenire/loop-operator/controllers/stream"
 )
+
+// version is the operator's version, set at build time with
+// -ldflags "-X main.version=v1.2.3" (make images, make release).
+var version = "dev"
 
 // leaderElectionID names the Lease the replicas of the manager compete for.
 const leaderElectionID = "loop-operator.loops.tenire.io"
@@ -45,6 +50,8 @@ type options struct {
 	kubeAPIBurst            int
 	manageQueues            bool
 	queuePollInterval       time.Duration
+	watchNamespaces         []string
+	printVersion            bool
 	zap                     zap.Options
 }
 
@@ -62,6 +69,15 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 30, "burst of queries the manager's client may send to the API server")
 	fs.BoolVar(&o.manageQueues, "manage-queues", true, "provision each LoopDeployment's NATS JetStream queue, record its backlog in status and autoscale on it; --manage-queues=false leaves queues to someone else")
 	fs.DurationVar(&o.queuePollInterval, "queue-poll-interval", stream.DefaultInterval, "how often each LoopDeployment's queue is provisioned and read (the autoscaler's reaction time)")
+	fs.Func("watch-namespaces", "comma-separated namespaces whose LoopDeployments (and their pods) the manager watches and manages (default: all)", func(v string) error {
+		for _, ns := range strings.Split(v, ",") {
+			if ns = strings.TrimSpace(ns); ns != "" {
+				o.watchNamespaces = append(o.watchNamespaces, ns)
+			}
+		}
+		return nil
+	})
+	fs.BoolVar(&o.printVersion, "version", false, "print the version and exit")
 	o.zap.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -94,6 +110,19 @@ func metricsOptions(o *options) metricsserver.Options {
 	return m
 }
 
+// cacheOptions limits the cache to the watched namespaces, if any; the
+// objects of cluster scope (nodes) are watched everywhere all the same.
+func cacheOptions(o *options) cache.Options {
+	c := cache.Options{ByObject: controllers.CacheByObject()}
+	if len(o.watchNamespaces) > 0 {
+		c.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range o.watchNamespaces {
+			c.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return c
+}
+
 func newScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
@@ -105,6 +134,10 @@ func run(args []string) error {
 	o, err := parseFlags(args)
 	if err != nil {
 		return err
+	}
+	if o.printVersion {
+		fmt.Println("manager", version)
+		return nil
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
 	logger := ctrl.Log.WithName("setup")
@@ -122,7 +155,7 @@ func run(args []string) error {
 		LeaderElectionID:              leaderElectionID,
 		LeaderElectionNamespace:       o.leaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
-		Cache:                         cache.Options{ByObject: controllers.CacheByObject()},
+		Cache:                         cacheOptions(o),
 	})
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
@@ -144,7 +177,7 @@ func run(args []string) error {
 		return fmt.Errorf("adding the readiness check: %w", err)
 	}
 
-	logger.Info("Starting the manager", "metricsAddress", o.metricsAddr, "metricsSecure", o.metricsSecure, "probeAddress", o.probeAddr, "leaderElection", o.leaderElect)
+	logger.Info("Starting the manager", "version", version, "watchNamespaces", o.watchNamespaces, "metricsAddress", o.metricsAddr, "metricsSecure", o.metricsSecure, "probeAddress", o.probeAddr, "leaderElection", o.leaderElect)
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		return fmt.Errorf("running the manager: %w", err)
 	}

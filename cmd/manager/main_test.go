@@ -32,6 +32,14 @@ func TestParseFlags(t *testing.T) {
 		{"a client rate of zero is refused", []string{"--kube-api-qps=0"}, nil, "--kube-api-qps must be positive"},
 		{"a drain grace of zero is refused", []string{"--drain-grace=0s"}, nil, "--drain-grace must be positive"},
 		{"no concurrent reconciles is refused", []string{"--max-concurrent-reconciles=0"}, nil, "--max-concurrent-reconciles must be at least 1"},
+		{"all namespaces are watched by default", nil, func(o *options) bool { return len(cacheOptions(o).DefaultNamespaces) == 0 }, ""},
+		{"the watched namespaces can be listed", []string{"--watch-namespaces=a, b,"}, func(o *options) bool {
+			c := cacheOptions(o)
+			_, a := c.DefaultNamespaces["a"]
+			_, b := c.DefaultNamespaces["b"]
+			return len(c.DefaultNamespaces) == 2 && a && b && len(c.ByObject) > 0
+		}, ""},
+		{"--version asks for the version", []string{"--version"}, func(o *options) bool { return o.printVersion }, ""},
 		{"an unknown flag is refused", []string{"--frobnicate"}, nil, "frobnicate"},
 	}
 	for _, tt := range tests {

@@ -46,6 +46,7 @@ func run(args []string, out io.Writer) error {
 	archive := fs.String("out", "", "image archive to write (build)")
 	fs.StringVar(archive, "archive", "", "image archive to read (verify)")
 	arch := fs.String("arch", "amd64", "architecture of the binary (build)")
+	version := fs.String("version", "dev", "the image's org.opencontainers.image.version label (build)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -55,7 +56,7 @@ func run(args []string, out io.Writer) error {
 			return errors.New("build needs --binary, --entrypoint, --tag and --out")
 		}
 		start := time.Now()
-		if err := build(*binary, *entrypoint, *tag, *archive, *arch); err != nil {
+		if err := build(*binary, *entrypoint, *tag, *archive, *arch, *version); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "built %s (%s) into %s in %s\n", *tag, *entrypoint, *archive, time.Since(start).Round(time.Millisecond))
@@ -114,7 +115,7 @@ func layer(files ...file) (v1.Layer, error) {
 	return tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
 }
 
-func build(binaryPath, entrypoint, tag, archive, arch string) error {
+func build(binaryPath, entrypoint, tag, archive, arch, version string) error {
 	ref, err := name.NewTag(tag)
 	if err != nil {
 		return fmt.Errorf("tag %q: %w", tag, err)
@@ -161,8 +162,9 @@ func build(binaryPath, entrypoint, tag, archive, arch string) error {
 		WorkingDir: "/",
 		Env:        []string{"PATH=/", "SSL_CERT_FILE=" + caBundle},
 		Labels: map[string]string{
-			"org.opencontainers.image.source": "https://github.com/tenire/loop-operator",
-			"org.opencontainers.image.title":  filepath.Base(entrypoint),
+			"org.opencontainers.image.source":  "https://github.com/tenire/loop-operator",
+			"org.opencontainers.image.title":   filepath.Base(entrypoint),
+			"org.opencontainers.image.version": version,
 		},
 	}
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
@@ -240,7 +242,7 @@ func verify(archive, entrypoint string) (string, error) {
 			return "", fmt.Errorf("%s: %w", entrypoint, err)
 		}
 		layers, _ := img.Layers()
-		return fmt.Sprintf("entrypoint %s (static ELF, %d bytes), user %s, %d layers, %s/%s",
-			entrypoint, len(data), cf.Config.User, len(layers), cf.OS, cf.Architecture), nil
+		return fmt.Sprintf("entrypoint %s (static ELF, %d bytes), user %s, %d layers, %s/%s, version %s",
+			entrypoint, len(data), cf.Config.User, len(layers), cf.OS, cf.Architecture, cf.Config.Labels["org.opencontainers.image.version"]), nil
 	}
 }
