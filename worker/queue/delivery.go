@@ -88,7 +88,7 @@ const maxErrorHeader = 4 << 10
 // letter's Nats-Msg-Id is derived from the stream sequence, so doing it
 // twice (a crash between the two steps) stores it once.
 func (d *Delivery) DeadLetter(ctx context.Context, js jetstream.JetStream, names Names, cause error) error {
-	m := nats.NewMsg(names.DeadSubject)
+	m := nats.NewMsg(names.DeadSubjectOf(d.ID))
 	m.Data = d.Msg.Data()
 	m.Header.Set(HeaderKind, d.Kind)
 	m.Header.Set(HeaderTaskID, d.ID)

@@ -86,6 +86,23 @@ func (p *Producer) Submit(ctx context.Context, t Task) (seq uint64, duplicate bo
 // of them to be stored. It returns the first error; tasks after an invalid
 // one are not sent.
 func (p *Producer) SubmitBatch(ctx context.Context, tasks []Task) error {
+	_, err := p.SubmitAll(ctx, tasks)
+	return err
+}
+
+// Ack is the stream's acknowledgement of one submitted task.
+type Ack struct {
+	// Sequence is the task's stream sequence (the earlier task's, for a
+	// duplicate).
+	Sequence uint64
+	// Duplicate reports that the stream dropped the task as a duplicate
+	// of an earlier one with the same id within its duplicate window.
+	Duplicate bool
+}
+
+// SubmitAll is SubmitBatch that also returns the acknowledgements, one per
+// task in order, up to the first task that failed.
+func (p *Producer) SubmitAll(ctx context.Context, tasks []Task) ([]Ack, error) {
 	futures := make([]jetstream.PubAckFuture, 0, len(tasks))
 	var firstErr error
 	for _, t := range tasks {
@@ -101,16 +118,22 @@ func (p *Producer) SubmitBatch(ctx context.Context, tasks []Task) error {
 		}
 		futures = append(futures, f)
 	}
+	acks := make([]Ack, 0, len(futures))
+	failed := false
 	for _, f := range futures {
 		select {
-		case <-f.Ok():
+		case a := <-f.Ok():
+			if !failed {
+				acks = append(acks, Ack{Sequence: a.Sequence, Duplicate: a.Duplicate})
+			}
 		case err := <-f.Err():
-			if firstErr == nil {
+			if !failed {
+				failed = true
 				firstErr = fmt.Errorf("queue: submit task on %s: %w", f.Msg().Subject, err)
 			}
 		case <-ctx.Done():
-			return ctx.Err()
+			return acks, ctx.Err()
 		}
 	}
-	return firstErr
+	return acks, firstErr
 }

@@ -26,6 +26,8 @@ func TestNames(t *testing.T) {
 		{"the work-queue stream holds <prefix>.tasks.>", n.TaskSubjects(), "loops.ns.demo.tasks.>"},
 		{"the consumer of a priority is named after it", n.Consumer("high"), "high"},
 		{"dead letters go to <prefix>.dead", n.DeadSubject, "loops.ns.demo.dead"},
+		{"a task's dead letter goes to <prefix>.dead.<base64url id>", n.DeadSubjectOf("a.b c"), "loops.ns.demo.dead.YS5iIGM"},
+		{"a task's result record goes to <prefix>.results.<base64url id>", n.ResultSubjectOf("a.b c"), "loops.ns.demo.results.YS5iIGM"},
 		{"dead letters are kept in <stream>_DEAD", n.DeadStream, "LOOP_ns_demo_DEAD"},
 		{"checkpoints are kept in <stream>_CHECKPOINTS", n.CheckpointBucket, "LOOP_ns_demo_CHECKPOINTS"},
 	}
@@ -339,7 +341,7 @@ func TestRetryHandBackAndDeadLetter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := dead.GetLastMsgForSubject(t.Context(), names.DeadSubject)
+	m, err := dead.GetLastMsgForSubject(t.Context(), names.DeadSubjectOf("poison"))
 	if err != nil {
 		t.Fatal(err)
 	}

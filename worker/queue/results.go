@@ -31,7 +31,10 @@ const (
 // ResultStream returns the stream of the loop's result records.
 func (n Names) ResultStream() string { return n.Stream + "_RESULTS" }
 
-// ResultSubject returns the subject result records are published to.
+// ResultSubject returns the subject that starts the subjects of result
+// records; a record is published to ResultSubjectOf(id). The result stream
+// holds ResultSubject itself too, where workers before per-task subjects
+// published.
 func (n Names) ResultSubject() string { return n.SubjectPrefix + ".results" }
 
 // EnsureResults creates or updates the result stream, which keeps records
@@ -47,7 +50,7 @@ func resultStreamConfig(n Names, retention time.Duration, replicas int, meta map
 	return jetstream.StreamConfig{
 		Name:        n.ResultStream(),
 		Description: "result records of loop " + n.SubjectPrefix,
-		Subjects:    []string{n.ResultSubject()},
+		Subjects:    []string{n.ResultSubject(), n.ResultSubject() + ".>"},
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      retention,
@@ -62,7 +65,7 @@ func resultStreamConfig(n Names, retention time.Duration, replicas int, meta map
 // waits for the stream to store it. worker names who ran it; took is how
 // long the attempt ran.
 func (d *Delivery) RecordResult(ctx context.Context, js jetstream.JetStream, n Names, worker string, took time.Duration) error {
-	m := nats.NewMsg(n.ResultSubject())
+	m := nats.NewMsg(n.ResultSubjectOf(d.ID))
 	m.Header.Set(HeaderTaskID, d.ID)
 	m.Header.Set(HeaderKind, d.Kind)
 	m.Header.Set(HeaderPriority, d.Priority)

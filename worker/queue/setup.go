@@ -106,7 +106,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n Names, c Config) ([]j
 	if err := ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:        n.DeadStream,
 		Description: "dead letters of loop " + n.SubjectPrefix,
-		Subjects:    []string{n.DeadSubject},
+		Subjects:    []string{n.DeadSubject, n.DeadSubject + ".>"},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    c.Replicas,
