@@ -71,6 +71,9 @@ type Result struct {
 	Duration time.Duration
 	// Finished is when the record was stored.
 	Finished time.Time
+	// Payload is the result the handler set (loop.Task.SetResult), at
+	// most 64 KiB; nil when it set none.
+	Payload []byte
 }
 
 // FailedError is the error of Wait for a task that failed for good: it is
@@ -208,7 +211,9 @@ func (c *Client) Result(ctx context.Context, id string) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("loopclient: result of task %s: %w", id, err)
 	}
-	return resultOf(m.Header, m.Time), nil
+	r := resultOf(m.Header, m.Time)
+	r.Payload = nonEmpty(m.Data)
+	return r, nil
 }
 
 // Failure returns the dead letter of the task id as a *FailedError, or nil
@@ -268,7 +273,9 @@ func (c *Client) Wait(ctx context.Context, id string) (Result, error) {
 		if md != nil {
 			at = md.Timestamp
 		}
-		return outcome{r: resultOf(m.Headers(), at)}
+		r := resultOf(m.Headers(), at)
+		r.Payload = nonEmpty(m.Data())
+		return outcome{r: r}
 	}); err != nil {
 		return Result{}, err
 	}
@@ -286,6 +293,13 @@ func (c *Client) Wait(ctx context.Context, id string) (Result, error) {
 }
 
 type header interface{ Get(string) string }
+
+func nonEmpty(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
 
 func resultOf(h header, at time.Time) Result {
 	r := Result{

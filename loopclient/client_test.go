@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -250,5 +252,52 @@ func TestForLoopDeploymentTakesTheQueueFromTheLoopDeployment(t *testing.T) {
 	}
 	if _, err := loopclient.ForLoopDeployment(t.Context(), kube, js, "shop", "none"); err == nil {
 		t.Error("a missing LoopDeployment gave a client")
+	}
+}
+
+func TestWaitReturnsTheResultTheHandlerSet(t *testing.T) {
+	c, _, srv := provisioned(t)
+	runLoop(t, srv.URL, map[string]loop.Handler{"thumb": func(_ context.Context, task *loop.Task) error {
+		return task.SetResult([]byte("s3://thumbs/" + string(task.Payload)))
+	}})
+	r, err := c.Submit(t.Context(), loopclient.Task{Kind: "thumb", Payload: []byte("cat.png")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	res, err := c.Wait(ctx, r.ID)
+	if err != nil || string(res.Payload) != "s3://thumbs/cat.png" {
+		t.Fatalf("Wait = %+v, %v; want the handler's result", res, err)
+	}
+	if got, err := c.Result(t.Context(), r.ID); err != nil || string(got.Payload) != "s3://thumbs/cat.png" {
+		t.Errorf("Result = %+v, %v", got, err)
+	}
+}
+
+func TestAResultOfTheLimitIsKeptAndOneByteMoreFailsTheTaskForGood(t *testing.T) {
+	c, _, srv := provisioned(t)
+	runLoop(t, srv.URL, map[string]loop.Handler{"big": func(_ context.Context, task *loop.Task) error {
+		n, _ := strconv.Atoi(string(task.Payload))
+		_ = task.SetResult(make([]byte, n)) // the error is ignored on purpose: the loop fails the attempt anyway
+		return nil
+	}})
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	fits, err := c.Submit(t.Context(), loopclient.Task{Kind: "big", Payload: []byte(strconv.Itoa(loop.MaxResultSize))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := c.Wait(ctx, fits.ID); err != nil || len(res.Payload) != loop.MaxResultSize {
+		t.Errorf("a result of %d bytes: %d bytes kept, %v", loop.MaxResultSize, len(res.Payload), err)
+	}
+	over, err := c.Submit(t.Context(), loopclient.Task{Kind: "big", Payload: []byte(strconv.Itoa(loop.MaxResultSize + 1))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Wait(ctx, over.ID)
+	failed, ok := errors.AsType[*loopclient.FailedError](err)
+	if !ok || !strings.Contains(failed.Err, "the handler set a result of 65537 bytes: result larger than 65536 bytes") || failed.Attempts != 1 {
+		t.Errorf("a result one byte over the limit: %v; want a dead letter naming the sizes after one attempt", err)
 	}
 }

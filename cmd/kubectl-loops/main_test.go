@@ -383,6 +383,7 @@ func TestSubmitWaitReportsCompletionsAndFailures(t *testing.T) {
 				if err == nil && d.ID == "w-3" {
 					err = d.DeadLetter(t.Context(), w.js, names, errors.New("boom"))
 				} else if err == nil {
+					d.Result = []byte("done " + d.ID)
 					if err = d.RecordResult(t.Context(), w.js, names, "test-worker", time.Millisecond); err == nil {
 						err = d.Msg.DoubleAck(t.Context())
 					}
@@ -420,6 +421,25 @@ func TestSubmitWaitReportsCompletionsAndFailures(t *testing.T) {
 	}
 	if _, _, err := w.run("wait", "orders", "--count", "5"); err == nil || !strings.Contains(err.Error(), "--id and a --count") {
 		t.Errorf("wait without --id: %v", err)
+	}
+
+	// result shows one task's record and the result its handler set, or
+	// why there is none.
+	out, _, err = w.run("result", "orders", "w-2")
+	if err != nil || !strings.Contains(out, "task w-2 (kind sleep, priority low) completed on attempt 1 (delivery 1) in 1ms by test-worker") ||
+		!strings.HasSuffix(out, "\ndone w-2\n") {
+		t.Errorf("result w-2 printed\n%s\nand returned %v", out, err)
+	}
+	out, _, err = w.run("result", "orders", "w-2", "-o", "json")
+	var rep resultReport
+	if err != nil || json.Unmarshal([]byte(out), &rep) != nil || rep.Payload != "done w-2" || rep.Worker != "test-worker" {
+		t.Errorf("result -o json printed %s and returned %v", out, err)
+	}
+	if _, _, err := w.run("result", "orders", "w-3"); err == nil || !strings.Contains(err.Error(), "task w-3 (sleep) failed for good on attempt 1: boom") {
+		t.Errorf("result of a dead-lettered task: %v", err)
+	}
+	if _, _, err := w.run("result", "orders", "never"); err == nil || !strings.Contains(err.Error(), "task never has no result: it has not finished") {
+		t.Errorf("result of an unknown task: %v", err)
 	}
 }
 

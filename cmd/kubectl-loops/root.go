@@ -67,6 +67,7 @@ watches it at work and inspects and requeues dead letters.`,
 		newDrainCommand(o),
 		newTopCommand(o),
 		newDeadLettersCommand(o),
+		newResultCommand(o),
 	)
 	return cmd
 }

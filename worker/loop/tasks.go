@@ -122,6 +122,12 @@ func (l *Loop) run(ctx context.Context, f *inflight) error {
 		f.hadCheckpoint = cp != nil
 	}
 	err := l.serve(ctx, t)
+	if err == nil && t.tooLarge > 0 {
+		err = fmt.Errorf("the handler set a result of %d bytes: %w", t.tooLarge, ErrResultTooLarge)
+	}
+	if err == nil {
+		d.Result = t.result
+	}
 	if err == nil && ctx.Err() != nil {
 		// Cancellation wins over the handler's answer: a handler that
 		// returns nil on <-ctx.Done() has not finished its task. The pool

@@ -38,6 +38,9 @@ type Delivery struct {
 	Received time.Time
 	// StreamSeq is the task's stream sequence.
 	StreamSeq uint64
+	// Result is the task's result, the body of its result record
+	// (RecordResult); at most MaxResultSize bytes.
+	Result []byte
 }
 
 // NewDelivery reads the envelope of a message fetched from the consumer

@@ -28,6 +28,11 @@ const (
 	HeaderDeliveries = "Loop-Deliveries"
 )
 
+// MaxResultSize bounds a task's result, the body of its result record:
+// 64 KiB, well below the NATS server's default message limit of 1 MiB, so
+// that a record always fits and the result stream stays cheap to keep.
+const MaxResultSize = 64 << 10
+
 // ResultStream returns the stream of the loop's result records.
 func (n Names) ResultStream() string { return n.Stream + "_RESULTS" }
 
@@ -61,8 +66,8 @@ func resultStreamConfig(n Names, retention time.Duration, replicas int, meta map
 	}
 }
 
-// RecordResult publishes the result record of a completed delivery and
-// waits for the stream to store it. worker names who ran it; took is how
+// RecordResult publishes the result record of a completed delivery, with
+// d.Result as its body, and waits for the stream to store it. worker names who ran it; took is how
 // long the attempt ran.
 func (d *Delivery) RecordResult(ctx context.Context, js jetstream.JetStream, n Names, worker string, took time.Duration) error {
 	m := nats.NewMsg(n.ResultSubjectOf(d.ID))
@@ -75,6 +80,10 @@ func (d *Delivery) RecordResult(ctx context.Context, js jetstream.JetStream, n N
 	if worker != "" {
 		m.Header.Set(HeaderWorker, worker)
 	}
+	if len(d.Result) > MaxResultSize {
+		return fmt.Errorf("queue: the result of task %s is %d bytes, more than %d", d.ID, len(d.Result), MaxResultSize)
+	}
+	m.Data = d.Result
 	if _, err := js.PublishMsg(ctx, m, jetstream.WithExpectStream(n.ResultStream())); err != nil {
 		return fmt.Errorf("queue: record the result of task %s: %w", d.ID, err)
 	}
