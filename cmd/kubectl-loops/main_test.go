@@ -169,8 +169,12 @@ func TestSubmitStatusAndDeadLetters(t *testing.T) {
 	}
 
 	// The same ids again within the duplicate window are dropped.
-	if _, errOut, err := w.run("submit", "orders", "--kind", "sleep", "--priority", "low", "--count", "1200", "--id", "batch"); err != nil {
+	again, errOut, err := w.run("submit", "orders", "--kind", "sleep", "--priority", "low", "--count", "1200", "--id", "batch")
+	if err != nil {
 		t.Fatalf("second submit: %v\n%s", err, errOut)
+	}
+	if !strings.Contains(again, "1200 of them dropped by the queue as duplicates") {
+		t.Errorf("the second submit printed\n%s\nwant the duplicates counted", again)
 	}
 	if got := pending(w.status("orders"), "low"); got != 1200 {
 		t.Errorf("after submitting the same ids again low has %d pending tasks, want 1200", got)
