@@ -16,8 +16,7 @@ import (
 
 func main() {
 	// SIGTERM (the pod's deletion) drains the worker, then Run returns.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
+	ctx, _ := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	mux := loop.NewMux()
 	mux.Handle("upper", func(ctx context.Context, t *loop.Task) error {
 		if ctx.Err() != nil { // drain deadline or timeout: the task goes back to the queue
