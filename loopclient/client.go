@@ -41,6 +41,10 @@ type Task struct {
 	Priority string
 	// Payload is the handler's input.
 	Payload []byte
+	// Deadline, when set, is when the task expires: if no worker has
+	// started it by then, it is dead-lettered (a *FailedError whose Err
+	// starts with "expired") and never runs.
+	Deadline time.Time
 }
 
 // Receipt is the queue's acknowledgement of a submitted task.
@@ -151,7 +155,7 @@ func (c *Client) task(t Task) (queue.Task, error) {
 	if !slices.Contains(c.q.Priorities, t.Priority) {
 		return queue.Task{}, fmt.Errorf("%w: the loop has no priority %q; its priorities are %v", queue.ErrInvalidTask, t.Priority, c.q.Priorities)
 	}
-	return queue.Task{ID: t.ID, Kind: t.Kind, Priority: t.Priority, Payload: t.Payload}, nil
+	return queue.Task{ID: t.ID, Kind: t.Kind, Priority: t.Priority, Payload: t.Payload, Deadline: t.Deadline}, nil
 }
 
 // Submit publishes a task and waits for the queue to store it (the

@@ -301,3 +301,38 @@ func TestAResultOfTheLimitIsKeptAndOneByteMoreFailsTheTaskForGood(t *testing.T) 
 		t.Errorf("a result one byte over the limit: %v; want a dead letter naming the sizes after one attempt", err)
 	}
 }
+
+func TestATaskPastItsDeadlineIsDeadLetteredAsExpiredWithoutRunningAndOneBeforeItRuns(t *testing.T) {
+	c, _, srv := provisioned(t)
+	ran := make(chan string, 2)
+	runLoop(t, srv.URL, map[string]loop.Handler{"report": func(_ context.Context, task *loop.Task) error {
+		ran <- task.ID
+		return nil
+	}})
+	late, err := c.Submit(t.Context(), loopclient.Task{ID: "late", Kind: "report", Deadline: time.Now().Add(-time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	timely, err := c.Submit(t.Context(), loopclient.Task{ID: "timely", Kind: "report", Deadline: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	_, err = c.Wait(ctx, late.ID)
+	failed, ok := errors.AsType[*loopclient.FailedError](err)
+	if !ok || !strings.HasPrefix(failed.Err, "expired: not started by its deadline") {
+		t.Errorf("Wait for a task past its deadline = %v, want a dead letter saying it expired", err)
+	}
+	if _, err := c.Wait(ctx, timely.ID); err != nil {
+		t.Errorf("Wait for a task before its deadline = %v", err)
+	}
+	if id := <-ran; id != "timely" {
+		t.Errorf("the handler ran %q, want only the task before its deadline", id)
+	}
+	select {
+	case id := <-ran:
+		t.Errorf("the handler also ran %q", id)
+	default:
+	}
+}

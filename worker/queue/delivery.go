@@ -38,6 +38,10 @@ type Delivery struct {
 	Received time.Time
 	// StreamSeq is the task's stream sequence.
 	StreamSeq uint64
+	// Deadline is when the task expires (Loop-Deadline header), or zero.
+	// A deadline that cannot be read expires the task at once: its
+	// producer meant it to expire, and running it late may be wrong.
+	Deadline time.Time
 	// Result is the task's result, the body of its result record
 	// (RecordResult); at most MaxResultSize bytes.
 	Result []byte
@@ -65,7 +69,19 @@ func NewDelivery(m jetstream.Msg, class int, priority string) (*Delivery, error)
 	if d.ID == "" {
 		d.ID = "seq-" + strconv.FormatUint(md.Sequence.Stream, 10)
 	}
+	if v := m.Headers().Get(HeaderDeadline); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			t = time.Unix(0, 1) // unreadable: expired
+		}
+		d.Deadline = t
+	}
 	return d, nil
+}
+
+// Expired reports whether the task's deadline has passed at now.
+func (d *Delivery) Expired(now time.Time) bool {
+	return !d.Deadline.IsZero() && now.After(d.Deadline)
 }
 
 // Payload returns the task's payload.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -17,6 +18,10 @@ const (
 	HeaderError    = "Loop-Error"
 	HeaderAttempts = "Loop-Attempts"
 	HeaderFailedAt = "Loop-Failed-At"
+	// HeaderDeadline is the time, RFC 3339 with nanoseconds, after which
+	// a task that has not started is dead-lettered as expired instead of
+	// run.
+	HeaderDeadline = "Loop-Deadline"
 )
 
 // Task is a task to submit.
@@ -30,6 +35,9 @@ type Task struct {
 	Priority string
 	// Payload is the handler's input.
 	Payload []byte
+	// Deadline, when set, is when the task expires: a worker that gets it
+	// later dead-letters it (error "expired") without running it.
+	Deadline time.Time
 }
 
 // ErrInvalidTask is wrapped by the error of Submit for a task that cannot
@@ -62,6 +70,9 @@ func (p *Producer) msg(t Task) (*nats.Msg, error) {
 	if t.ID != "" {
 		m.Header.Set(HeaderTaskID, t.ID)
 		m.Header.Set(jetstream.MsgIDHeader, t.ID)
+	}
+	if !t.Deadline.IsZero() {
+		m.Header.Set(HeaderDeadline, t.Deadline.UTC().Format(time.RFC3339Nano))
 	}
 	m.Data = t.Payload
 	return m, nil
