@@ -32,7 +32,8 @@ import (
 // Task is a task to submit.
 type Task struct {
 	// ID identifies the task; the queue drops a second task with the same
-	// id within its duplicate window (two minutes). Default a random id,
+	// id within its duplicate window (spec.queue.nats.duplicateWindow,
+	// default two minutes). Default a random id,
 	// which Submit returns.
 	ID string
 	// Kind selects the handler. Required.

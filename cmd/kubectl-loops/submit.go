@@ -42,7 +42,8 @@ The payload is JSON, given with --payload, read from --payload-file, or read
 from standard input when the last argument is "-"; --raw sends bytes that are
 not JSON (the exec kind takes any input). Every task gets an id (--id, with
 -1, -2, … appended for --count > 1, or a random one) that the queue uses to
-drop duplicates: submitting the same id twice within two minutes runs it once.
+drop duplicates: submitting the same id twice within the loop's duplicate window
+(spec.queue.nats.duplicateWindow, two minutes by default) runs it once.
 
 --wait waits until every task completed or failed for good, with a progress
 bar, and lists the failures with their errors; it exits non-zero when any

@@ -362,3 +362,20 @@ func TestRetryHandBackAndDeadLetter(t *testing.T) {
 		t.Errorf("work queue still holds %d messages after the dead letter", info.State.Msgs)
 	}
 }
+
+func TestEnsureSetsTheDuplicateWindowAndChangesIt(t *testing.T) {
+	_, js := natstest.Start(t).Connect()
+	names := queue.NewNames("LOOP_dup", "loops.dup")
+	for _, window := range []time.Duration{time.Hour, 5 * time.Second} {
+		if _, err := queue.Ensure(t.Context(), js, names, queue.Config{DuplicateWindow: window}); err != nil {
+			t.Fatal(err)
+		}
+		s, err := js.Stream(t.Context(), names.Stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.CachedInfo().Config.Duplicates; got != window {
+			t.Errorf("after Ensure with a window of %s the stream's is %s", window, got)
+		}
+	}
+}
