@@ -42,6 +42,11 @@ type Task struct {
 	Priority string
 	// Payload is the handler's input.
 	Payload []byte
+	// NotBefore, when later than now, delays the task until then: the
+	// queue keeps it aside and queues it at that time (a JetStream
+	// message schedule, precise to a few milliseconds on the server's
+	// clock). It gets a random ID if it has none.
+	NotBefore time.Time
 	// Deadline, when set, is when the task expires: if no worker has
 	// started it by then, it is dead-lettered (a *FailedError whose Err
 	// starts with "expired") and never runs.
@@ -156,7 +161,7 @@ func (c *Client) task(t Task) (queue.Task, error) {
 	if !slices.Contains(c.q.Priorities, t.Priority) {
 		return queue.Task{}, fmt.Errorf("%w: the loop has no priority %q; its priorities are %v", queue.ErrInvalidTask, t.Priority, c.q.Priorities)
 	}
-	return queue.Task{ID: t.ID, Kind: t.Kind, Priority: t.Priority, Payload: t.Payload, Deadline: t.Deadline}, nil
+	return queue.Task{ID: t.ID, Kind: t.Kind, Priority: t.Priority, Payload: t.Payload, Deadline: t.Deadline, NotBefore: t.NotBefore}, nil
 }
 
 // Submit publishes a task and waits for the queue to store it (the

@@ -336,3 +336,35 @@ func TestATaskPastItsDeadlineIsDeadLetteredAsExpiredWithoutRunningAndOneBeforeIt
 	default:
 	}
 }
+
+func TestADelayedTaskRunsNotBeforeItsTimeAndADuplicateIsStillDropped(t *testing.T) {
+	c, _, srv := provisioned(t)
+	started := make(chan time.Time, 2)
+	runLoop(t, srv.URL, map[string]loop.Handler{"remind": func(context.Context, *loop.Task) error {
+		started <- time.Now()
+		return nil
+	}})
+	notBefore := time.Now().Add(1500 * time.Millisecond)
+	r, err := c.Submit(t.Context(), loopclient.Task{ID: "remind-1", Kind: "remind", NotBefore: notBefore})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := c.Submit(t.Context(), loopclient.Task{ID: "remind-1", Kind: "remind", NotBefore: notBefore}); err != nil || !again.Duplicate {
+		t.Errorf("the same delayed task again: %+v, %v; want a duplicate", again, err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if _, err := c.Wait(ctx, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	if at := <-started; at.Before(notBefore) {
+		t.Errorf("the delayed task started %s before its time", notBefore.Sub(at))
+	} else {
+		t.Logf("the delayed task started %s after its time", at.Sub(notBefore))
+	}
+	select {
+	case <-started:
+		t.Error("the delayed task ran twice")
+	default:
+	}
+}

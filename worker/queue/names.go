@@ -36,6 +36,19 @@ func (n Names) TaskSubject(priority string) string {
 	return n.SubjectPrefix + ".tasks." + priority
 }
 
+// ScheduledSubject returns the subject a delayed task of a priority waits
+// on until its time: <subjectPrefix>.scheduled.<priority>.<TaskToken(id)>.
+// No consumer reads it; the server publishes the task to its TaskSubject
+// at the time (a JetStream message schedule) and removes it.
+func (n Names) ScheduledSubject(priority, id string) string {
+	return n.SubjectPrefix + ".scheduled." + priority + "." + TaskToken(id)
+}
+
+// ScheduledSubjects returns the wildcard of a priority's delayed tasks.
+func (n Names) ScheduledSubjects(priority string) string {
+	return n.SubjectPrefix + ".scheduled." + priority + ".>"
+}
+
 // TaskSubjects returns the wildcard subject the work-queue stream holds.
 func (n Names) TaskSubjects() string {
 	return n.SubjectPrefix + ".tasks.>"

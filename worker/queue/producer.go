@@ -22,6 +22,11 @@ const (
 	// a task that has not started is dead-lettered as expired instead of
 	// run.
 	HeaderDeadline = "Loop-Deadline"
+	// HeaderSchedule and HeaderScheduleTarget are JetStream's message
+	// schedule headers (nats-server 2.12+), which delay a task: "@at
+	// <RFC 3339 time>" and the task subject it is published to then.
+	HeaderSchedule       = "Nats-Schedule"
+	HeaderScheduleTarget = "Nats-Schedule-Target"
 )
 
 // Task is a task to submit.
@@ -35,6 +40,10 @@ type Task struct {
 	Priority string
 	// Payload is the handler's input.
 	Payload []byte
+	// NotBefore, when later than now, delays the task: the stream keeps it
+	// aside (a JetStream message schedule) and queues it at that time, to
+	// the millisecond or so. Needs an ID.
+	NotBefore time.Time
 	// Deadline, when set, is when the task expires: a worker that gets it
 	// later dead-letters it (error "expired") without running it.
 	Deadline time.Time
@@ -66,6 +75,14 @@ func (p *Producer) msg(t Task) (*nats.Msg, error) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidTask, err)
 	}
 	m := nats.NewMsg(p.names.TaskSubject(t.Priority))
+	if !t.NotBefore.IsZero() && t.NotBefore.After(time.Now()) {
+		if t.ID == "" {
+			return nil, fmt.Errorf("%w: a delayed task needs an id", ErrInvalidTask)
+		}
+		m = nats.NewMsg(p.names.ScheduledSubject(t.Priority, t.ID))
+		m.Header.Set(HeaderSchedule, "@at "+t.NotBefore.UTC().Format(time.RFC3339Nano))
+		m.Header.Set(HeaderScheduleTarget, p.names.TaskSubject(t.Priority))
+	}
 	m.Header.Set(HeaderKind, t.Kind)
 	if t.ID != "" {
 		m.Header.Set(HeaderTaskID, t.ID)

@@ -379,3 +379,31 @@ func TestEnsureSetsTheDuplicateWindowAndChangesIt(t *testing.T) {
 		}
 	}
 }
+
+func TestADelayedTaskWaitsAsideNotInTheBacklogNorAsTheOldestTask(t *testing.T) {
+	_, js := natstest.Start(t).Connect()
+	names := queue.NewNames("LOOP_later", "loops.later")
+	if _, err := queue.Ensure(t.Context(), js, names, queue.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	p := queue.NewProducer(js, names)
+	if _, _, err := p.Submit(t.Context(), queue.Task{ID: "later", Kind: "k", NotBefore: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := p.Submit(t.Context(), queue.Task{Kind: "k", NotBefore: time.Now().Add(time.Hour)}); !errors.Is(err, queue.ErrInvalidTask) {
+		t.Errorf("a delayed task without an id: %v, want ErrInvalidTask", err)
+	}
+	b, err := queue.Observe(t.Context(), js, names, []string{queue.DefaultPriority})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pending, inFlight := b.Demand(); pending != 0 || inFlight != 0 || !b.Oldest.IsZero() {
+		t.Errorf("backlog with only a delayed task: %d pending, %d in flight, oldest %s; want none", pending, inFlight, b.Oldest)
+	}
+	if _, _, err := p.Submit(t.Context(), queue.Task{ID: "now", Kind: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = queue.Observe(t.Context(), js, names, []string{queue.DefaultPriority}); err != nil || b.Oldest.IsZero() {
+		t.Errorf("backlog with a task to run: oldest %s, %v", b.Oldest, err)
+	}
+}

@@ -84,6 +84,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n Names, c Config) ([]j
 		}
 		subjects = append(subjects, n.TaskSubject(p))
 	}
+	for _, p := range c.Priorities {
+		subjects = append(subjects, n.ScheduledSubjects(p))
+	}
 	var meta map[string]string
 	if c.Owner != nil {
 		meta = c.Owner.metadata()
@@ -99,6 +102,10 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n Names, c Config) ([]j
 		Storage:     jetstream.FileStorage,
 		Replicas:    c.Replicas,
 		Duplicates:  c.DuplicateWindow,
+		// Delayed tasks are JetStream message schedules (nats-server
+		// 2.12+), which need roll-ups allowed.
+		AllowMsgSchedules: true,
+		AllowRollup:       true,
 		Metadata:    meta,
 	}); err != nil {
 		return nil, err
@@ -236,6 +243,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 		if have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
 			have.Retention == want.Retention && have.Storage == want.Storage && have.Replicas == want.Replicas &&
 			have.Duplicates == want.Duplicates && have.MaxAge == want.MaxAge && have.Discard == want.Discard &&
+			have.AllowMsgSchedules == want.AllowMsgSchedules && (have.AllowRollup || !want.AllowRollup) &&
 			(want.Metadata == nil || metadataHolds(have.Metadata, want.Metadata)) {
 			return nil
 		}
