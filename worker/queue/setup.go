@@ -106,7 +106,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n Names, c Config) ([]j
 		// 2.12+), which need roll-ups allowed.
 		AllowMsgSchedules: true,
 		AllowRollup:       true,
-		Metadata:    meta,
+		Metadata:          meta,
 	}); err != nil {
 		return nil, err
 	}
