@@ -135,12 +135,17 @@ func newPod(ld *loopsv1alpha1.LoopDeployment, spec loopsv1alpha1.LoopDeploymentS
 	)
 	ensureAdminPort(w)
 	if w.ReadinessProbe == nil {
+		// Every second, so that a new pod counts as Ready about a second
+		// after its worker binds (a scale-up's reaction time is the poll
+		// interval plus this); three failures in a row, so that a probe
+		// slowed by a busy node does not flip it, and a draining worker is
+		// still seen unready within about 3s.
 		w.ReadinessProbe = &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 				Path: readinessPath, Port: intstr.FromString(loopsv1alpha1.WorkerAdminPortName),
 			}},
-			PeriodSeconds:    5,
-			FailureThreshold: 1,
+			PeriodSeconds:    1,
+			FailureThreshold: 3,
 		}
 	}
 	if w.LivenessProbe == nil {

@@ -86,7 +86,8 @@ func TestNewPod(t *testing.T) {
 			if len(w.Ports) != 1 || w.Ports[0].Name != "admin" || w.Ports[0].ContainerPort != 8081 {
 				t.Errorf("ports = %+v", w.Ports)
 			}
-			if w.ReadinessProbe == nil || w.ReadinessProbe.HTTPGet.Path != "/readyz" || w.ReadinessProbe.HTTPGet.Port.StrVal != "admin" {
+			if w.ReadinessProbe == nil || w.ReadinessProbe.HTTPGet.Path != "/readyz" || w.ReadinessProbe.HTTPGet.Port.StrVal != "admin" ||
+				w.ReadinessProbe.PeriodSeconds != 1 || w.ReadinessProbe.FailureThreshold != 3 {
 				t.Errorf("readiness probe = %+v", w.ReadinessProbe)
 			}
 			if w.LivenessProbe == nil || w.LivenessProbe.HTTPGet.Path != "/healthz" {

@@ -178,6 +178,15 @@ func (r *LoopDeploymentReconciler) reconcileAutoscaling(ctx context.Context, s *
 	if !in.LastActive.IsZero() && (st.LastActiveTime == nil || in.LastActive.Sub(st.LastActiveTime.Time) >= policy.QueueStatusMaxAge) {
 		st.LastActiveTime = &metav1.Time{Time: in.LastActive}
 	}
+	if d.Held && s.queue == nil {
+		// Not read yet: a new LoopDeployment (its first poll is kicked) or
+		// a restarted operator. Nothing failed, so no Warning event; the
+		// next poll wakes this reconciler.
+		setCondition(s, loopsv1alpha1.ConditionScalingActive, false, loopsv1alpha1.ReasonBacklogUnavailable,
+			"the operator has not read the queue yet; holding %d replicas", in.Current)
+		s.ld.Status.Autoscaling = st
+		return ctrl.Result{}, nil
+	}
 	if d.Held {
 		if !h.held {
 			r.Recorder.Eventf(s.ld, nil, corev1.EventTypeWarning, loopsv1alpha1.EventAutoscalingHeld, actionScale, "%s", d.Reason)

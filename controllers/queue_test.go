@@ -2,14 +2,11 @@ package controllers
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -186,6 +183,42 @@ func TestTheAutoscalerFollowsTheBacklogUpAndDownToZeroAndBack(t *testing.T) {
 	h.g.Eventually(replicas).Should(gomega.Equal(int32(1)), "one pending task wakes the loop")
 }
 
+// A loop with minReplicas 0 whose queue never held a task goes to zero
+// scaleToZeroAfter after the operator first read the queue empty: the idle
+// time does not wait for a first task.
+func TestALoopWhoseQueueNeverHeldATaskScalesToZero(t *testing.T) {
+	h, srv, _ := queueHarness(t)
+	ld := h.queueLD("never-busy", srv.URL)
+	ld.Spec.Autoscaling = &loopsv1alpha1.AutoscalingSpec{
+		MinReplicas: ptr.To[int32](0), MaxReplicas: 2, TargetBacklogPerReplica: ptr.To[int32](10),
+		ScaleToZeroAfter: &metav1.Duration{Duration: time.Second},
+		Behavior: &loopsv1alpha1.AutoscalingBehavior{ScaleDown: &loopsv1alpha1.ScalingRules{
+			StabilizationWindowSeconds: ptr.To[int32](0),
+		}},
+	}
+	h.create(ld)
+	h.g.Eventually(func() int32 { return *h.get("never-busy").Spec.Replicas }, time.Minute).Should(gomega.Equal(int32(0)),
+		"an empty queue for scaleToZeroAfter, though it never held a task")
+	st := h.get("never-busy").Status.Autoscaling
+	if st == nil || st.LastActiveTime == nil {
+		t.Errorf("status.autoscaling = %+v, want lastActiveTime set to the first reading", st)
+	}
+}
+
+// A new autoscaled loop is reconciled before its queue is first read: the
+// autoscaler holds the count without a Warning event, which it keeps for a
+// queue that could not be read.
+func TestANewAutoscaledLoopIsNotReportedAsHeld(t *testing.T) {
+	h, srv, _ := queueHarness(t)
+	ld := h.queueLD("fresh", srv.URL)
+	ld.Spec.Autoscaling = &loopsv1alpha1.AutoscalingSpec{MinReplicas: ptr.To[int32](1), MaxReplicas: 2, TargetBacklogPerReplica: ptr.To[int32](10)}
+	h.create(ld)
+	h.g.Eventually(func() *metav1.Condition {
+		return meta.FindStatusCondition(h.get("fresh").Status.Conditions, loopsv1alpha1.ConditionScalingActive)
+	}).Should(haveReason(loopsv1alpha1.ReasonAutoscaling))
+	h.g.Consistently(func() []string { return h.events("fresh") }, time.Second).ShouldNot(gomega.ContainElement(loopsv1alpha1.EventAutoscalingHeld))
+}
+
 func TestTasksOfARemovedPriorityAreMovedNotStranded(t *testing.T) {
 	h, srv, js := queueHarness(t)
 	ld := h.queueLD("shrinking", srv.URL, "high", "low")
@@ -280,14 +313,10 @@ func TestTheOperatorProvisionsWithTheSecretsCredentialsAndSaysWhenNATSRefusesThe
 
 	// The granted loop's queue is there, read with the trusted user's own
 	// credentials; the refused loop keeps its pods.
-	dir := t.TempDir()
-	credsFile := filepath.Join(dir, "nats.creds")
-	h.g.Expect(os.WriteFile(credsFile, srv.Creds, 0o600)).To(gomega.Succeed())
-	nc, err := nats.Connect(srv.URL, nats.UserCredentials(credsFile))
+	nc, err := srv.Connect(t, srv.Creds)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)

@@ -89,6 +89,7 @@ func TestLoopDeploymentRoundTripsWithDefaults(t *testing.T) {
 		{"queue.nats.ackWait", spec.Queue.NATS.AckWait.Duration.String(), "30s"},
 		{"queue.nats.maxAckPending", spec.Queue.NATS.MaxAckPending, int32(1000)},
 		{"queue.nats.resultRetention", spec.Queue.NATS.ResultRetention.Duration.String(), "1h0m0s"},
+		{"queue.nats.replicas", spec.Queue.NATS.Replicas, int32(1)},
 		{"drain.timeout", spec.Drain.Timeout.Duration.String(), "5m0s"},
 		{"drain.maxConcurrent", spec.Drain.MaxConcurrent.String(), "25%"},
 		{"updateStrategy.maxSurge", spec.UpdateStrategy.MaxSurge.String(), "25%"},
@@ -275,6 +276,16 @@ func TestInvalidLoopDeploymentsAreRejectedWithMessagesThatSayWhatToFix(t *testin
 			want:   "queue.nats.resultRetention must be 0s (keep no records) or a positive duration such as 1h",
 		},
 		{
+			name:   "queue replicas of 0 are rejected",
+			mutate: func(s map[string]any) { set(s, "queue.nats.replicas", int64(0)) },
+			want:   "queue.nats.replicas must be from 1 to 5 (JetStream's limit), and no more than the servers of the NATS cluster",
+		},
+		{
+			name:   "queue replicas above 5 are rejected",
+			mutate: func(s map[string]any) { set(s, "queue.nats.replicas", int64(7)) },
+			want:   "queue.nats.replicas must be from 1 to 5",
+		},
+		{
 			name:   "a stream name with dots is rejected",
 			mutate: func(s map[string]any) { set(s, "queue.nats.stream", "my.tasks") },
 			want:   "spec.queue.nats.stream in body should match",
@@ -372,7 +383,8 @@ func TestNamesAreShortEnoughForTheirPods(t *testing.T) {
 // credentials in queue.nats.url leaves ordinary URLs and lists alone.
 func TestQueueURLsWithoutCredentialsAreAccepted(t *testing.T) {
 	c := newClient(t)
-	for i, url := range []string{"nats://nats.nats:4222", "tls://nats.nats:4222,tls://nats-2.nats:4222", "wss://nats.example.com/path@x"} {
+	for i, url := range []string{"nats://nats.nats:4222", "tls://nats.nats:4222,tls://nats-2.nats:4222",
+		"nats://nats-0.nats.nats:4222,nats://nats-1.nats.nats:4222,nats://nats-2.nats.nats:4222", "wss://nats.example.com/path@x"} {
 		u := valid(t, fmt.Sprintf("url-%d", i))
 		set(u.Object["spec"].(map[string]any), "queue.nats.url", url)
 		if err := c.Create(t.Context(), u); err != nil {

@@ -235,7 +235,10 @@ type QueueSpec struct {
 
 // NATSQueueSpec is a NATS JetStream work queue.
 type NATSQueueSpec struct {
-	// url of the NATS server, e.g. nats://nats.nats:4222.
+	// url of the NATS server, e.g. nats://nats.nats:4222, or of several
+	// servers of a cluster, separated by commas
+	// (nats://nats-0.nats.nats:4222,nats://nats-1.nats.nats:4222); clients
+	// learn the cluster's other servers from the one they reach.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:XValidation:rule="self.matches('^(nats|tls|ws|wss)://[^\\\\s]+$')",message="queue.nats.url must be a NATS URL such as nats://nats.nats:4222"
 	// +kubebuilder:validation:XValidation:rule="!self.matches('(^|,)[a-z]+://[^/@,]*@')",message="queue.nats.url must not carry credentials (user:password@ or token@): put them in a Secret and name it in queue.nats.credentialsSecretRef"
@@ -288,10 +291,18 @@ type NATSQueueSpec struct {
 	// +optional
 	DuplicateWindow *metav1.Duration `json:"duplicateWindow,omitempty"`
 
-	// replicas is the stream's replication factor. Defaults to 1.
+	// replicas is how many servers of a JetStream cluster keep a copy of
+	// the queue: the work-queue, dead-letter and result streams and the
+	// checkpoint bucket get this many replicas, and the consumers inherit
+	// their stream's. 3 keeps the queue serving, with nothing lost, while
+	// one server of a three-server cluster is down; it needs a cluster of
+	// at least that many servers (list them in url). Changing it on an
+	// existing queue updates the streams and the bucket in place: JetStream
+	// copies their contents to the new replicas. Defaults to 1.
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=5
+	// +kubebuilder:validation:XValidation:rule="self >= 1 && self <= 5",message="queue.nats.replicas must be from 1 to 5 (JetStream's limit), and no more than the servers of the NATS cluster"
 	// +optional
 	Replicas int32 `json:"replicas,omitempty"`
 

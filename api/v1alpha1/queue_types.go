@@ -218,8 +218,10 @@ type AutoscalingStatus struct {
 	// lastScaleTime is when the autoscaler last changed replicas.
 	// +optional
 	LastScaleTime *metav1.Time `json:"lastScaleTime,omitempty"`
-	// lastActiveTime is when the queue last held a task; a loop with
-	// minReplicas 0 scales to zero scaleToZeroAfter later.
+	// lastActiveTime is when the queue last held a task (for a queue that
+	// has held none since the operator started, when the operator first
+	// read it empty); a loop with minReplicas 0 scales to zero
+	// scaleToZeroAfter later.
 	// +optional
 	LastActiveTime *metav1.Time `json:"lastActiveTime,omitempty"`
 }

@@ -93,7 +93,7 @@ func (o *options) connectQueue(ctx context.Context, k *kube, ld *loopsv1alpha1.L
 	}
 	nc, err := nats.Connect(target, natsOpts...)
 	if err != nil && o.natsURL == "" && clusterInternal(target) {
-		local, stop, pfErr := portForward(ctx, k, ld.Namespace, target, o.streams.ErrOut)
+		local, stop, pfErr := portForward(ctx, k, target, o.streams.ErrOut)
 		if pfErr != nil {
 			return fail(fmt.Errorf("cannot reach NATS at %s (%w) nor through a port-forward (%w); use --nats-url with an address this machine can reach", target, err, pfErr))
 		}
@@ -152,14 +152,49 @@ func credentialsFile(ctx context.Context, k *kube, secretName string) (string, f
 	return file, func() { _ = os.RemoveAll(dir) }, nil
 }
 
-// clusterInternal reports whether a NATS URL names a host that only
-// resolves inside a cluster: service.namespace[.svc[.cluster.local]].
+// clusterInternal reports whether a NATS URL, or one of a list, names a
+// host that only resolves inside a cluster (see serviceOf).
 func clusterInternal(rawURL string) bool {
-	host, _, ok := urlHostPort(rawURL)
-	if !ok || net.ParseIP(host) != nil || host == "localhost" {
+	_, _, _, ok := serviceOf(rawURL)
+	return ok
+}
+
+// serviceOf returns the Service, its namespace and the port of the first
+// URL of a comma-separated list whose host resolves only inside a
+// cluster: service.namespace[.svc[.cluster.local]], or a pod of a
+// StatefulSet behind its headless Service of the same name,
+// service-N.service.namespace[.svc[.cluster.local]] (as
+// config/nats/cluster names its servers).
+func serviceOf(rawURL string) (service, namespace string, port int, ok bool) {
+	for one := range strings.SplitSeq(rawURL, ",") {
+		host, port, ok := urlHostPort(strings.TrimSpace(one))
+		if !ok || net.ParseIP(host) != nil || host == "localhost" {
+			continue
+		}
+		name, fqdn := strings.CutSuffix(host, ".svc.cluster.local")
+		if !fqdn {
+			name, _ = strings.CutSuffix(host, ".svc")
+		}
+		labels := strings.Split(name, ".")
+		switch {
+		case len(labels) == 2:
+			return labels[0], labels[1], port, true
+		case len(labels) == 3 && statefulPod(labels[0], labels[1]):
+			return labels[1], labels[2], port, true
+		}
+	}
+	return "", "", 0, false
+}
+
+// statefulPod reports whether pod is a pod name of a StatefulSet named as
+// its Service (service-N), as a headless Service names its pods.
+func statefulPod(pod, service string) bool {
+	ordinal, found := strings.CutPrefix(pod, service+"-")
+	if !found || ordinal == "" {
 		return false
 	}
-	return strings.HasSuffix(host, ".svc") || strings.HasSuffix(host, ".svc.cluster.local") || strings.Count(host, ".") == 1
+	_, err := strconv.ParseUint(ordinal, 10, 32)
+	return err == nil
 }
 
 func urlHostPort(rawURL string) (host string, port int, ok bool) {
@@ -176,15 +211,14 @@ func urlHostPort(rawURL string) (host string, port int, ok bool) {
 	return u.Hostname(), port, true
 }
 
-// portForward forwards a local port to the pod behind the Service that a
-// cluster-internal NATS URL names, through the API server, and returns the
-// local NATS URL.
-func portForward(ctx context.Context, k *kube, defaultNamespace, rawURL string, progress io.Writer) (string, func(), error) {
-	host, port, _ := urlHostPort(rawURL)
-	labels := strings.Split(host, ".")
-	svcName, namespace := labels[0], defaultNamespace
-	if len(labels) > 1 {
-		namespace = labels[1]
+// portForward forwards a local port to a pod behind the Service that a
+// cluster-internal NATS URL (or the first of a list) names, through the
+// API server, and returns the local NATS URL. One server of a cluster is
+// enough for the plugin.
+func portForward(ctx context.Context, k *kube, rawURL string, progress io.Writer) (string, func(), error) {
+	svcName, namespace, port, ok := serviceOf(rawURL)
+	if !ok {
+		return "", nil, fmt.Errorf("%s names no Service of the cluster", rawURL)
 	}
 	var svc corev1.Service
 	if err := k.client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: svcName}, &svc); err != nil {

@@ -282,9 +282,13 @@ func QueueStatusDue(prev, next *loopsv1alpha1.QueueStatus, now time.Time) bool {
 	return age >= QueueStatusMaxAge && !same
 }
 
+// timesEqual compares a and b at the precision a metav1.Time keeps in the
+// API, a second: the oldest task time read back from the status equals
+// the observation it was written from, or an unchanged backlog would be
+// rewritten every QueueStatusMaxAge.
 func timesEqual(a, b *metav1.Time) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	return a.Equal(b)
+	return a.Truncate(time.Second).Equal(b.Truncate(time.Second))
 }

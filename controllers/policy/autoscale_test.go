@@ -199,6 +199,15 @@ func TestQueueStatusDue(t *testing.T) {
 		{"a backlog that moved by half is written after 30s", status(1000, 0, 31*time.Second, "a"), status(500, 0, 0, "a"), true},
 		{"a small drift waits a minute", status(1000, 0, 45*time.Second, "a"), status(990, 0, 0, "a"), false},
 		{"a small drift is written after a minute", status(1000, 0, 61*time.Second, "a"), status(990, 0, 0, "a"), true},
+		{"an unchanged oldest task read back at the API's second precision is not a change", func() *loopsv1alpha1.QueueStatus {
+			q := status(500, 8, time.Hour, "a")
+			q.OldestTaskTime = &metav1.Time{Time: now.Add(-10 * time.Minute).Truncate(time.Second)} // as read from the API server
+			return q
+		}(), func() *loopsv1alpha1.QueueStatus {
+			q := status(500, 8, 0, "a")
+			q.OldestTaskTime = &metav1.Time{Time: now.Add(-10*time.Minute + 123456789*time.Nanosecond)} // as JetStream reports it
+			return q
+		}(), false},
 		{"new dead letters are written at once", status(5, 0, time.Second, "a"), func() *loopsv1alpha1.QueueStatus {
 			q := status(5, 0, 0, "a")
 			q.DeadLetters = 1

@@ -55,7 +55,10 @@ type Observation struct {
 	// Moved counts the tasks moved from retiring consumers by this poll.
 	Moved int
 	// LastActive is when the queue last held a task (pending or in
-	// flight), as far as the Poller has seen since it started.
+	// flight), as far as the Poller has seen since it started; for a
+	// queue that has held none since then, when the Poller first read
+	// it (it has been empty at least since). Zero until a reading
+	// succeeds.
 	LastActive time.Time
 	// Generation is the LoopDeployment's generation the poll acted on.
 	Generation int64
@@ -221,6 +224,13 @@ func (p *Poller) Poll(ctx context.Context, ld *loopsv1alpha1.LoopDeployment) Obs
 	}
 	if !seen && o.LastActive.IsZero() && ld.Status.Autoscaling != nil && ld.Status.Autoscaling.LastActiveTime != nil {
 		o.LastActive = ld.Status.Autoscaling.LastActiveTime.Time // kept across operator restarts
+	}
+	if o.Ready && o.LastActive.IsZero() {
+		// A queue that has held no task since the poller started has been
+		// empty at least since this first reading: the idle time counts
+		// from here, or a loop that never got a task would never scale to
+		// zero.
+		o.LastActive = o.At
 	}
 	p.mu.Lock()
 	p.obs[ld.UID] = o

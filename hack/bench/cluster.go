@@ -159,3 +159,53 @@ func writesTable(phase string, p benchresult.OperatorPair) string {
 	}
 	return b.String()
 }
+
+func runAutoscale(ctx context.Context, o *options) (*section, error) {
+	env := []string{"TENIRE_BENCH_AUTOSCALE_TASKS=10000", "TENIRE_BENCH_AUTOSCALE_ROUNDS=5", "TENIRE_BENCH_AUTOSCALE_WINDOW=2m"}
+	if o.quick {
+		env = []string{"TENIRE_BENCH_AUTOSCALE_TASKS=1000", "TENIRE_BENCH_AUTOSCALE_ROUNDS=1", "TENIRE_BENCH_AUTOSCALE_WINDOW=10s", "TENIRE_BENCH_AUTOSCALE_QUICK=1"}
+	}
+	var r benchresult.Autoscale
+	cmd, err := runE2EBench(ctx, o, "autoscale", "TestBenchAutoscale", "TENIRE_BENCH_AUTOSCALE_OUT", env, &r)
+	if err != nil {
+		return nil, err
+	}
+	if len(r.Samples) == 0 || r.Fixed == 0 {
+		return nil, fmt.Errorf("TestBenchAutoscale reported no rounds")
+	}
+	n := strconv.Itoa(len(r.Samples))
+	sec := &section{Title: "7. Autoscaling", Intro: introAutoscale, Commands: []string{cmd}}
+	sec.add(&figure{
+		What: fmt.Sprintf("%d tasks of %d ms, completion time, median of %s rounds", r.Tasks, r.TaskMs, n), Unit: "s",
+		Ours: fmt.Sprintf("autoscaled %d-%d", r.MinReplicas, r.MaxReplicas), OursV: r.Autoscaled,
+		Anchor: fmt.Sprintf("fixed at %d", r.MaxReplicas), AnchorV: r.Fixed, Ratio: r.CompletionRatio, GoalMax: 1.3,
+	})
+	sec.add(&figure{
+		What: "first pending task → first new pod Ready, seconds, median of " + n + " rounds", Unit: "s",
+		Ours: "autoscaled", OursV: r.FirstPodReady, Anchor: "poll interval + 2 s", AnchorV: r.FirstPodGoal,
+		Ratio: r.FirstPodReady / r.FirstPodGoal, Goal: fmt.Sprintf("≤ poll interval (%gs) + 2 s", r.PollInterval),
+		Met: ptr(r.FirstPodReady <= r.FirstPodGoal),
+	})
+	sec.add(&figure{
+		What: "status writes per LoopDeployment per minute, steady backlog", Unit: "writes/min",
+		Ours: "autoscaled", OursV: r.StatusWritesPerMinute, Anchor: "goal", AnchorV: 2, Ratio: -1,
+		Goal: "≤ 2 per minute", Met: ptr(r.StatusWritesPerMinute <= 2),
+	})
+	var b strings.Builder
+	fmt.Fprintf(&b, "Pods with a pool of %d; the autoscaled loop targets %d tasks per replica; the manager polls every %gs. "+
+		"%d tasks submitted over both runs, %d completed, %d duplicates.\n\n", r.PoolMaxWorkers, r.TargetBacklogPerReplica, r.PollInterval,
+		r.Submitted, r.Completed, r.Duplicates)
+	fmt.Fprintf(&b, "Worst of the rounds: completion %.2f× the fixed loop's, first new pod Ready after %.2f s.\n\n", r.WorstRatio, r.WorstFirstPodReady)
+	b.WriteString("| round | fixed (s) | autoscaled (s) | ratio | first new pod Ready (s) | status writes in the burst | replicas of the autoscaled loop, spec/ready, from the first task |\n| --- | --- | --- | --- | --- | --- | --- |\n")
+	for _, s := range r.Samples {
+		fmt.Fprintf(&b, "| %d | %.2f | %.2f | %.2f× | %.2f | %d in %.1f s | %s |\n", s.Round, s.Fixed, s.Autoscaled, s.Ratio, s.FirstPodReady, s.BurstStatusWrites, s.BurstWindow, s.Trajectory)
+	}
+	fmt.Fprintf(&b, "\nAt the steady backlog (%d pending, %d in flight): %d status writes in %.0f s",
+		r.SteadyPending, r.SteadyInFlight, r.SteadyStatusWrites, r.SteadyWindow)
+	if len(r.SteadyWrites) > 0 {
+		fmt.Fprintf(&b, ", each changing: %s", strings.Join(r.SteadyWrites, "; "))
+	}
+	b.WriteString(".")
+	sec.Details = b.String()
+	return sec, nil
+}

@@ -165,6 +165,7 @@ func parts(o *options) []part {
 		}},
 		{"operator", "5. Operator", runOperator},
 		{"drain", "6. Drain", runDrain},
+		{"autoscale", "7. Autoscaling", runAutoscale},
 	}
 }
 

@@ -123,3 +123,71 @@ type OperatorSample struct {
 	// followed by the status code when it is not 2xx ("DELETE pods 404").
 	WritesByRequest map[string]int `json:"writesByRequest"`
 }
+
+// Autoscale is what TestBenchAutoscale (test/e2e) writes to
+// TENIRE_BENCH_AUTOSCALE_OUT. Times are in seconds.
+type Autoscale struct {
+	// The set-up: Tasks sleep tasks of TaskMs each; the autoscaled loop
+	// runs between MinReplicas and MaxReplicas pods at
+	// TargetBacklogPerReplica, the fixed one at MaxReplicas; each pod has
+	// a pool of PoolMaxWorkers; the manager polls every PollInterval.
+	Tasks                   int     `json:"tasks"`
+	TaskMs                  int     `json:"taskMs"`
+	MinReplicas             int32   `json:"minReplicas"`
+	MaxReplicas             int32   `json:"maxReplicas"`
+	TargetBacklogPerReplica int32   `json:"targetBacklogPerReplica"`
+	PoolMaxWorkers          int32   `json:"poolMaxWorkers"`
+	PollInterval            float64 `json:"pollIntervalSeconds"`
+
+	// Rounds is the number of rounds, each a burst on a fixed loop then
+	// on an autoscaled one; Samples holds each round's figures.
+	Rounds  int              `json:"rounds"`
+	Samples []AutoscaleRound `json:"samples"`
+	// The medians over the rounds of the completion times, their ratio
+	// and the first new pod Ready, and the worst ratio and reaction.
+	Fixed              float64 `json:"fixedSeconds"`
+	Autoscaled         float64 `json:"autoscaledSeconds"`
+	CompletionRatio    float64 `json:"completionRatio"`
+	WorstRatio         float64 `json:"worstRatio"`
+	FirstPodReady      float64 `json:"firstPodReadySeconds"`
+	WorstFirstPodReady float64 `json:"worstFirstPodReadySeconds"`
+	// FirstPodGoal is PollInterval + 2 s.
+	FirstPodGoal float64 `json:"firstPodGoalSeconds"`
+
+	// The steady backlog: SteadyPending and SteadyInFlight tasks held
+	// still (tasks far longer than the window, pods at their maximum),
+	// SteadyStatusWrites writes counted over SteadyWindow;
+	// StatusWritesPerMinute is their rate, goal ≤ 2.
+	SteadyPending         int64   `json:"steadyPending"`
+	SteadyInFlight        int64   `json:"steadyInFlight"`
+	SteadyWindow          float64 `json:"steadyWindowSeconds"`
+	SteadyStatusWrites    int     `json:"steadyStatusWrites"`
+	StatusWritesPerMinute float64 `json:"statusWritesPerMinute"`
+	// SteadyWrites describes each write of the window: what changed.
+	SteadyWrites []string `json:"steadyWrites,omitempty"`
+
+	// The ledger of both burst runs together.
+	Submitted  int `json:"submitted"`
+	Completed  int `json:"completed"`
+	Duplicates int `json:"duplicates"`
+}
+
+// AutoscaleRound is one round of TestBenchAutoscale. Times in seconds.
+type AutoscaleRound struct {
+	Round int `json:"round"`
+	// Fixed and Autoscaled are the completion times (first submission →
+	// last result record) of the fixed and the autoscaled loop; Ratio is
+	// Autoscaled / Fixed.
+	Fixed      float64 `json:"fixedSeconds"`
+	Autoscaled float64 `json:"autoscaledSeconds"`
+	Ratio      float64 `json:"ratio"`
+	// FirstPodReady is the first submission → the first new pod Ready.
+	FirstPodReady float64 `json:"firstPodReadySeconds"`
+	// Trajectory is the autoscaled loop's spec.replicas/readyReplicas
+	// over the burst.
+	Trajectory string `json:"trajectory"`
+	// BurstStatusWrites counts the autoscaled loop's status writes from
+	// the first submission to the last result, over BurstWindow.
+	BurstStatusWrites int     `json:"burstStatusWrites"`
+	BurstWindow       float64 `json:"burstWindowSeconds"`
+}

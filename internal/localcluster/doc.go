@@ -14,8 +14,11 @@
 //
 // Nothing here runs containers: pods bound to a node are run by the
 // test-only node agent in internal/nodeagent. StartNATS adds a NATS server with
-// JetStream, embedded in the calling process, whose store lives in the run
-// folder and survives Restart.
+// JetStream, a nats-server process (the binary hack/kube-bins.sh builds),
+// whose store lives in the run folder and survives Restart.
+// StartNATSCluster (and StartNATSClusterForTest) starts a JetStream cluster
+// of such processes on loopback, routed to each other, each with its own
+// store; a node can be killed and started again on the same ports and store.
 //
 // This is test infrastructure. It trades every production concern (high
 // availability, durable storage, security beyond loopback) for start-up

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 )
 
@@ -61,10 +60,9 @@ func (p *Process) Stop(timeout time.Duration) error { return p.p.stop(timeout) }
 // Kill sends SIGKILL to the process group (kill -9) and waits until the
 // process is gone.
 func (p *Process) Kill() error {
-	if err := syscall.Kill(-p.PID(), syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("localcluster: killing %s: %w", p.p.name, err)
+	if err := p.p.kill(); err != nil {
+		return fmt.Errorf("localcluster: %w", err)
 	}
-	<-p.p.done
 	return nil
 }
 

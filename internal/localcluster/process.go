@@ -93,6 +93,16 @@ func (p *process) stop(timeout time.Duration) error {
 	return result
 }
 
+// kill sends SIGKILL to the process group (kill -9) and waits until the
+// process is gone.
+func (p *process) kill() error {
+	if err := syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("killing %s: %w", p.name, err)
+	}
+	<-p.done
+	return nil
+}
+
 // tail returns the last n lines of the process's log.
 func (p *process) tail(n int) string { return tailFile(p.logPath, n) }
 

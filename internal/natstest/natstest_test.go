@@ -1,11 +1,8 @@
 package natstest_test
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tenire/loop-operator/internal/natstest"
@@ -37,19 +34,10 @@ func TestRestartKeepsStreamsAndURL(t *testing.T) {
 
 func TestASecuredServerTakesItsOwnUsersCredentialsOnly(t *testing.T) {
 	s := natstest.StartSecured(t)
-	dir := t.TempDir()
-	write := func(name string, b []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	nc, err := nats.Connect(s.URL, nats.UserCredentials(write("good.creds", s.Creds)))
+	nc, err := s.Connect(t, s.Creds)
 	if err != nil {
 		t.Fatalf("connecting with the trusted user's credentials: %v", err)
 	}
-	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -57,12 +45,10 @@ func TestASecuredServerTakesItsOwnUsersCredentialsOnly(t *testing.T) {
 	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "S", Subjects: []string{"s"}}); err != nil {
 		t.Errorf("the trusted user has no JetStream: %v", err)
 	}
-	if nc, err := nats.Connect(s.URL, nats.UserCredentials(write("bad.creds", s.Untrusted))); err == nil {
-		nc.Close()
+	if _, err := s.Connect(t, s.Untrusted); err == nil {
 		t.Error("a user of an untrusted account connected")
 	}
-	if nc, err := nats.Connect(s.URL); err == nil {
-		nc.Close()
+	if _, err := s.Connect(t, nil); err == nil {
 		t.Error("a client without credentials connected")
 	}
 }

@@ -1,11 +1,14 @@
 package natstest
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
 
@@ -120,4 +123,23 @@ func publicKey(t testing.TB, kp nkeys.KeyPair) string {
 		t.Fatalf("natstest: public key: %v", err)
 	}
 	return pub
+}
+
+// Connect connects with a credentials file's contents (Creds, Untrusted or
+// none when nil), closed when the test ends.
+func (s *Secured) Connect(t testing.TB, creds []byte) (*nats.Conn, error) {
+	t.Helper()
+	var opts []nats.Option
+	if creds != nil {
+		file := filepath.Join(t.TempDir(), "nats.creds")
+		if err := os.WriteFile(file, creds, 0o600); err != nil {
+			t.Fatalf("natstest: %v", err)
+		}
+		opts = append(opts, nats.UserCredentials(file))
+	}
+	nc, err := nats.Connect(s.URL, opts...)
+	if err == nil {
+		t.Cleanup(nc.Close)
+	}
+	return nc, err
 }

@@ -5,9 +5,6 @@ package e2e
 import (
 	"testing"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
 
 // Scenario 7: `kubectl delete pod` of a busy worker: the worker drains on
@@ -20,25 +17,9 @@ func TestDeletingABusyWorkerPodDrainsItWithinItsGracePeriod(t *testing.T) {
 
 	l.submitSleeps(1500, 500, 2000)
 	victim, held := l.busyPod(kindSink)
-	pod := &corev1.Pod{}
-	if err := env.Client.Get(t.Context(), clientKey(l.ns, victim), pod); err != nil {
-		t.Fatal(err)
-	}
-	grace := time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
-	start := time.Now()
-	if out, err := kubectl(t, "-n", l.ns, "delete", "pod", victim, "--wait=false"); err != nil {
-		t.Fatalf("kubectl delete pod: %v\n%s", err, out)
-	}
-	t.Logf("deleted pod %s holding %d sink tasks (grace period %s), with %s", victim, held, grace, l.book.Summary())
-	eventually(t, grace+30*time.Second, "the deleted pod to be gone", func() (bool, error) {
-		err := env.Client.Get(t.Context(), clientKey(l.ns, victim), &corev1.Pod{})
-		if apierrors.IsNotFound(err) {
-			return true, nil
-		}
-		return false, err
-	})
-	took := time.Since(start)
-	t.Logf("pod %s was gone after %s", victim, took.Round(100*time.Millisecond))
+	t.Logf("deleting pod %s holding %d sink tasks, with %s", victim, held, l.book.Summary())
+	took, grace := l.deletePod(victim)
+	t.Logf("pod %s was gone after %s (grace period %s)", victim, took.Round(100*time.Millisecond), grace)
 	if took >= grace {
 		t.Errorf("pod %s took %s to go, not less than its grace period %s: it had to be killed with SIGKILL", victim, took, grace)
 	}

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -146,23 +145,7 @@ func TestAHandlerThatIgnoresCancellationDoesNotHoldItsPodsDrainAndItsTaskRunsEls
 	l.submit("stubborn", "exec", "")
 	victim, _ := l.busyPod("exec")
 	eventually(t, time.Minute, "the stubborn task to start", func() (bool, error) { return rec.count(t, "start", "stubborn") > 0, nil })
-	pod := &corev1.Pod{}
-	if err := env.Client.Get(t.Context(), clientKey(l.ns, victim), pod); err != nil {
-		t.Fatal(err)
-	}
-	grace := time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
-	start := time.Now()
-	if out, err := kubectl(t, "-n", l.ns, "delete", "pod", victim, "--wait=false"); err != nil {
-		t.Fatalf("kubectl delete pod: %v\n%s", err, out)
-	}
-	eventually(t, grace+30*time.Second, "pod "+victim+" to be gone", func() (bool, error) {
-		err := env.Client.Get(t.Context(), clientKey(l.ns, victim), &corev1.Pod{})
-		if apierrors.IsNotFound(err) {
-			return true, nil
-		}
-		return false, err
-	})
-	took := time.Since(start)
+	took, grace := l.deletePod(victim)
 	t.Logf("pod %s, running a task that ignores SIGTERM, was gone %s after its deletion (drain timeout 2s, grace period %s)", victim, took.Round(100*time.Millisecond), grace)
 	if took >= grace {
 		t.Errorf("pod %s took %s to go, its whole grace period %s: the stubborn handler held its drain", victim, took, grace)

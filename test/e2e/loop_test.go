@@ -729,6 +729,30 @@ func (l *loop) queuedEqualsOpen() int {
 	return open
 }
 
+// deletePod deletes a pod of the loop with kubectl, as a user would, waits
+// until it is gone (its grace period and 30 s more at most) and returns how
+// long that took and its grace period.
+func (l *loop) deletePod(name string) (took, grace time.Duration) {
+	l.t.Helper()
+	pod := &corev1.Pod{}
+	if err := env.Client.Get(l.t.Context(), clientKey(l.ns, name), pod); err != nil {
+		l.t.Fatal(err)
+	}
+	grace = time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
+	start := time.Now()
+	if out, err := kubectl(l.t, "-n", l.ns, "delete", "pod", name, "--wait=false"); err != nil {
+		l.t.Fatalf("kubectl delete pod: %v\n%s", err, out)
+	}
+	eventually(l.t, grace+30*time.Second, "pod "+name+" to be gone", func() (bool, error) {
+		err := env.Client.Get(l.t.Context(), clientKey(l.ns, name), &corev1.Pod{})
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		return false, err
+	})
+	return time.Since(start), grace
+}
+
 func clientKey(namespace, name string) client.ObjectKey {
 	return client.ObjectKey{Namespace: namespace, Name: name}
 }

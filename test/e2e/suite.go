@@ -8,6 +8,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -43,7 +44,8 @@ import (
 //	(s *Suite) SinkHost() (listen, advertise string, err error)
 //	(s *Suite) CutOffWorker(ctx, namespace, pod, cut) error
 //
-// and the worker image of the loops, WorkerImage.
+// and the worker image of the loops, WorkerImage, and the manager's
+// --queue-poll-interval, QueuePollInterval.
 type Suite struct {
 	Log  logr.Logger
 	Root string
@@ -52,6 +54,9 @@ type Suite struct {
 	Kubeconfig string
 	Client     client.Client
 	Clientset  kubernetes.Interface
+	// Config is the REST config of Client and Clientset, for other
+	// clients (a dynamic client's watches).
+	Config *rest.Config
 
 	// mode holds what only one mode has: in local mode the cluster, NATS,
 	// node agent and manager processes (Cluster, NATS, Agent, Manager,

@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/controllers/stream"
 	"github.com/tenire/loop-operator/internal/testenv"
 	workerloop "github.com/tenire/loop-operator/worker/loop"
 )
@@ -73,6 +74,10 @@ var WorkerImage = envOr("E2E_WORKER_IMAGE", "ghcr.io/tenire/loop-worker:dev")
 // scenario that runs it is skipped when it is not given.
 var CustomWorkerImage = envOr("E2E_CUSTOM_WORKER_IMAGE", "")
 
+// QueuePollInterval is the deployed manager's --queue-poll-interval:
+// config/manager leaves it at the default.
+const QueuePollInterval = stream.DefaultInterval
+
 // mode is what the kind mode adds to the Suite.
 type mode struct {
 	// kindCluster is the kind cluster's name, containerTool the CLI of its
@@ -117,6 +122,7 @@ func StartSuite(ctx context.Context) (*Suite, error) {
 		return nil, fmt.Errorf("reading the kubeconfig: %w", err)
 	}
 	cfg.QPS, cfg.Burst = 100, 200
+	s.Config = cfg
 	if s.Client, err = client.New(cfg, client.Options{Scheme: testenv.Scheme}); err != nil {
 		return nil, err
 	}

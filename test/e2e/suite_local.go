@@ -37,6 +37,10 @@ const WorkerImage = "ghcr.io/tenire/loop-worker:e2e"
 // runs the example built from this tree for it.
 var CustomWorkerImage = "example.com/custom-worker:e2e"
 
+// QueuePollInterval is the manager's --queue-poll-interval: shorter than
+// the default 10s, so that the autoscaling scenarios react in test time.
+const QueuePollInterval = 2 * time.Second
+
 // Nodes are the nodes the agent registers.
 var Nodes = []string{"e2e-node-1", "e2e-node-2", "e2e-node-3"}
 
@@ -99,6 +103,7 @@ func StartSuite(ctx context.Context) (*Suite, error) {
 	}); err != nil {
 		return s, err
 	}
+	s.Config = s.Cluster.Config
 	if s.Client, err = client.New(s.Cluster.Config, client.Options{Scheme: testenv.Scheme}); err != nil {
 		return s, err
 	}
@@ -121,7 +126,8 @@ func (s *Suite) StartManager() error {
 		}
 	}
 	p, err := s.Cluster.StartProcess("manager", s.Bins["manager"],
-		[]string{"--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0", "--drain-grace=10s"},
+		[]string{"--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0", "--drain-grace=10s",
+			"--queue-poll-interval=" + QueuePollInterval.String()},
 		[]string{"KUBECONFIG=" + s.Cluster.KubeconfigPath})
 	if err != nil {
 		return fmt.Errorf("starting the manager: %w", err)

@@ -94,6 +94,12 @@ type Config struct {
 	// stream <stream>_RESULTS, which keeps records this long (see package
 	// ledger). Zero keeps no records and saves one write per task.
 	ResultRetention time.Duration
+	// ResultWindow is how long the loop keeps trying to write a task's
+	// result record before it acks the task without one. It outlasts the
+	// leader election of a replicated result stream that lost its leader's
+	// server (seconds); the task stays held, with heartbeats, meanwhile.
+	// Default 20s.
+	ResultWindow time.Duration
 	// AnnounceInterval is how often the loop publishes its Status on the
 	// queue's status subject, for `kubectl loops status` and `top`.
 	// Default 2s.
@@ -261,6 +267,9 @@ func (c Config) withDefaults() Config {
 	if c.AnnounceInterval == 0 {
 		c.AnnounceInterval = 2 * time.Second
 	}
+	if c.ResultWindow == 0 {
+		c.ResultWindow = 20 * time.Second
+	}
 	if c.Worker == "" {
 		c.Worker, _ = os.Hostname()
 	}
@@ -302,7 +311,7 @@ func (c Config) validate() error {
 	for name, d := range map[string]time.Duration{
 		"IdleTimeout": c.IdleTimeout, "TaskTimeout": c.TaskTimeout, "AckWait": c.AckWait,
 		"FetchWait": c.FetchWait, "DrainTimeout": c.DrainTimeout, "BreakerCooldown": c.BreakerCooldown,
-		"ResultRetention": c.ResultRetention, "AnnounceInterval": c.AnnounceInterval,
+		"ResultRetention": c.ResultRetention, "ResultWindow": c.ResultWindow, "AnnounceInterval": c.AnnounceInterval,
 		"StuckGrace": c.StuckGrace, "AbortGrace": c.AbortGrace,
 	} {
 		if d < 0 {

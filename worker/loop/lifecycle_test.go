@@ -316,6 +316,7 @@ func TestAResultRecordThatCannotBeWrittenDoesNotRerunTheTask(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config(t)
 	cfg.ResultRetention = time.Hour
+	cfg.ResultWindow = 500 * time.Millisecond
 	var runs atomic.Int64
 	l := start(t, cfg, map[string]loop.Handler{"echo": func(context.Context, *loop.Task) error {
 		runs.Add(1)
@@ -333,5 +334,58 @@ func TestAResultRecordThatCannotBeWrittenDoesNotRerunTheTask(t *testing.T) {
 	}
 	if _, body := admin(t, l, "/metrics"); !strings.Contains(body, "tenire_loop_result_records_lost_total 1") {
 		t.Errorf("metrics lack tenire_loop_result_records_lost_total 1")
+	}
+}
+
+// TestAResultRecordIsRetriedUntilTheStreamTakesIt: a result stream that
+// refuses records for a few seconds (as a replicated one does while it
+// elects a new leader) gets the record once it takes writes again; the
+// task is neither run again nor acked without its record.
+func TestAResultRecordIsRetriedUntilTheStreamTakesIt(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config(t)
+	cfg.ResultRetention = time.Hour
+	cfg.ResultWindow = 15 * time.Second
+	var runs atomic.Int64
+	l := start(t, cfg, map[string]loop.Handler{"echo": func(context.Context, *loop.Task) error {
+		runs.Add(1)
+		return nil
+	}})
+	if err := e.js.DeleteStream(t.Context(), names.ResultStream()); err != nil {
+		t.Fatal(err)
+	}
+	// The tries, seen on the subject while no stream stores them.
+	nc, _ := e.srv.Connect()
+	tries, err := nc.SubscribeSync(names.ResultSubject())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.submit(t, queue.Task{ID: "r", Kind: "echo"})
+	if _, err := tries.NextMsg(10 * time.Second); err != nil {
+		t.Fatalf("no try to write the record: %v", err)
+	}
+	start := time.Now()
+	for time.Since(start) < 3*time.Second {
+		if _, err := tries.NextMsg(10 * time.Second); err != nil {
+			t.Fatalf("the loop stopped trying after %s: %v", time.Since(start).Round(time.Millisecond), err)
+		}
+	}
+	if got := l.Status().Counters[loop.OutcomeSucceeded]; got != 0 {
+		t.Fatalf("the task succeeded without its record (%d)", got)
+	}
+	qc := cfg.QueueConfig()
+	qc.ResultRetention = cfg.ResultRetention
+	if _, err := queue.Ensure(t.Context(), e.js, names, qc); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the task to succeed", func() bool { return l.Status().Counters[loop.OutcomeSucceeded] == 1 })
+	if n := e.resultRecords(t); n != 1 {
+		t.Errorf("%d result records, want 1", n)
+	}
+	if n := runs.Load(); n != 1 {
+		t.Errorf("the task ran %d times, want once", n)
+	}
+	if _, body := admin(t, l, "/metrics"); !strings.Contains(body, "tenire_loop_result_records_lost_total 0") {
+		t.Errorf("metrics lack tenire_loop_result_records_lost_total 0")
 	}
 }

@@ -19,9 +19,9 @@ const ackTimeout = 10 * time.Second
 // countsTimeout bounds reading or writing a task's delivery counts.
 const countsTimeout = 2 * time.Second
 
-// resultTries is how often publishing a result record is tried before the
-// task is acked without one.
-const resultTries = 3
+// resultTryTimeout bounds one try to write a result record (Config.ResultWindow
+// bounds them all).
+const resultTryTimeout = 2 * time.Second
 
 // fetchLoop pulls tasks while the pool has room, until ctx is done. Tasks
 // that arrive after ctx is done are handed back.
@@ -219,18 +219,18 @@ func (l *Loop) succeed(f *inflight, took time.Duration) {
 		// before its record is written.
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
-	defer cancel()
 	if l.cfg.ResultRetention > 0 {
 		// The record goes first: a crash before the ack leaves a duplicate
-		// record. A record that cannot be written after resultTries tries
-		// is given up: the task is acked without one rather than run again
+		// record. A record that cannot be written within ResultWindow is
+		// given up: the task is acked without one rather than run again
 		// and again.
-		if err := l.recordResult(ctx, f, took); err != nil {
+		if err := l.recordResult(f, took); err != nil {
 			l.metrics.resultsLost.Inc()
 			l.log.Error(err, "recording the result failed; acking the task without a record", "task", f.d.ID, "kind", f.d.Kind)
 		}
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
+	defer cancel()
 	if !l.settle(f, OutcomeSucceeded) {
 		return
 	}
@@ -245,23 +245,32 @@ func (l *Loop) succeed(f *inflight, took time.Duration) {
 	}
 }
 
-// recordResult publishes a task's result record, trying resultTries
-// times.
-func (l *Loop) recordResult(ctx context.Context, f *inflight, took time.Duration) error {
+// recordResult publishes a task's result record, trying again, with
+// pauses from 100ms up to 1s, until it is stored or ResultWindow has
+// passed (a replicated result stream whose leader's server was lost
+// refuses records until the others elect a new leader).
+func (l *Loop) recordResult(f *inflight, took time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.ResultWindow)
+	defer cancel()
 	pause := 100 * time.Millisecond
-	var err error
 	for try := 1; ; try++ {
-		if err = f.d.RecordResult(ctx, l.js, l.names, l.cfg.Worker, took); err == nil || try == resultTries {
-			return err
+		tctx, tcancel := context.WithTimeout(ctx, resultTryTimeout)
+		err := f.d.RecordResult(tctx, l.js, l.names, l.cfg.Worker, took)
+		tcancel()
+		if err == nil {
+			if try > 1 {
+				l.log.Info("recorded a result after retrying", "task", f.d.ID, "tries", try)
+			}
+			return nil
 		}
 		t := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return err
+			return fmt.Errorf("%d tries in %s: %w", try, l.cfg.ResultWindow, err)
 		case <-t.C:
 		}
-		pause *= 2
+		pause = min(2*pause, time.Second)
 	}
 }
 

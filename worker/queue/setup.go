@@ -22,7 +22,9 @@ type Config struct {
 	// MaxAckPending caps the unacknowledged tasks per consumer. Default
 	// 1000.
 	MaxAckPending int
-	// Replicas is the replication factor of the streams. Default 1.
+	// Replicas is the replication factor of the streams and the bucket
+	// (the consumers inherit their stream's): how many servers of a
+	// JetStream cluster hold a copy of each. Default 1.
 	Replicas int
 	// DuplicateWindow is how long the stream remembers task ids to drop
 	// duplicates. Default 2m.
@@ -62,6 +64,12 @@ func (c Config) withDefaults() Config {
 // dead-letter stream, the checkpoint bucket, one durable pull consumer per
 // priority and, with a ResultRetention, the result stream. It returns the
 // consumers in the order of c.Priorities.
+//
+// Every stream and the bucket get c.Replicas replicas; the consumers
+// inherit their stream's. When an existing stream or bucket has another
+// count, Ensure updates it in place: JetStream adds (or removes) replicas
+// and copies the data to the new ones, and the consumers follow; tasks,
+// dead letters, results and checkpoints stay.
 //
 // The work-queue stream holds exactly the subjects of c.Priorities, so
 // that a task published to a priority the loop does not have is refused at
@@ -219,16 +227,47 @@ func Bind(ctx context.Context, js jetstream.JetStream, n Names, priorities []str
 }
 
 // ensureBucket creates the key-value bucket, or leaves it alone when it
-// exists.
+// exists with the wanted replicas (otherwise it updates them; the bucket's
+// keys stay).
 func ensureBucket(ctx context.Context, js jetstream.JetStream, want jetstream.KeyValueConfig) error {
-	if _, err := js.KeyValue(ctx, want.Bucket); err == nil {
-		return nil
+	if kv, err := js.KeyValue(ctx, want.Bucket); err == nil {
+		st, err := kv.Status(ctx)
+		if err != nil {
+			return fmt.Errorf("queue: read bucket %s: %w", want.Bucket, err)
+		}
+		if b, ok := st.(*jetstream.KeyValueBucketStatus); !ok || b.StreamInfo().Config.Replicas == want.Replicas {
+			return nil
+		}
 	}
 	if _, err := js.CreateOrUpdateKeyValue(ctx, want); err != nil {
-		return fmt.Errorf("queue: ensure bucket %s: %w", want.Bucket, err)
+		return fmt.Errorf("queue: ensure bucket %s: %w", want.Bucket, withReplicasHint(err, want.Replicas))
 	}
 	return nil
 }
+
+// withReplicasHint adds to JetStream's refusal of a replicated stream
+// what would make it work: as many servers in the cluster as replicas.
+func withReplicasHint(err error, replicas int) error {
+	var apiErr *jetstream.APIError
+	if replicas <= 1 || !errors.As(err, &apiErr) {
+		return err
+	}
+	switch apiErr.ErrorCode {
+	case errCodeReplicasNotSupported, errCodeInsufficientResources:
+		return fmt.Errorf("%w (%d replicas need a JetStream cluster of at least %d servers)", err, replicas, replicas)
+	}
+	return err
+}
+
+// JetStream's error codes for a replica count the servers cannot hold.
+const (
+	// errCodeInsufficientResources: fewer servers (with room) in the
+	// cluster than replicas.
+	errCodeInsufficientResources jetstream.ErrorCode = 10023
+	// errCodeReplicasNotSupported: replicas above 1 on a server that is
+	// not part of a cluster.
+	errCodeReplicasNotSupported jetstream.ErrorCode = 10074
+)
 
 // ErrNotFound is returned when a task or dead letter does not exist.
 var ErrNotFound = errors.New("queue: not found")
@@ -249,7 +288,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 		}
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, want); err != nil {
-		return fmt.Errorf("queue: ensure stream %s: %w", want.Name, err)
+		return fmt.Errorf("queue: ensure stream %s: %w", want.Name, withReplicasHint(err, want.Replicas))
 	}
 	return nil
 }
