@@ -118,7 +118,7 @@ func TestAStreamOwnedByAnotherLoopDeploymentIsNeverTouched(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if subjects := s.CachedInfo().Config.Subjects; !slices.Equal(subjects, []string{"loops." + h.ns + ".first.tasks.high"}) {
+	if subjects := s.CachedInfo().Config.Subjects; !slices.Equal(subjects, []string{"loops." + h.ns + ".first.tasks.high", "loops." + h.ns + ".first.scheduled.high.>"}) {
 		t.Errorf("the owner's stream now holds %v: the second LoopDeployment rewrote it", subjects)
 	}
 	if _, err := js.Consumer(t.Context(), "SHARED", "other"); err == nil {

@@ -47,6 +47,9 @@ const (
 	DefaultAckWait = 30 * time.Second
 	// DefaultMaxAckPending is queue.nats.maxAckPending when unset.
 	DefaultMaxAckPending int32 = 1000
+	// DefaultDuplicateWindow is queue.nats.duplicateWindow when unset:
+	// JetStream's own default.
+	DefaultDuplicateWindow = 2 * time.Minute
 	// DefaultResultRetention is queue.nats.resultRetention when unset.
 	DefaultResultRetention = time.Hour
 	// DefaultStreamReplicas is queue.nats.replicas when unset.
@@ -108,6 +111,7 @@ func WithDefaults(spec LoopDeploymentSpec) LoopDeploymentSpec {
 	setInt32(&q.MaxAckPending, DefaultMaxAckPending)
 	setInt32(&q.Replicas, DefaultStreamReplicas)
 	setDuration(&q.ResultRetention, DefaultResultRetention)
+	setDuration(&q.DuplicateWindow, DefaultDuplicateWindow)
 	if q.DeletionPolicy == "" {
 		q.DeletionPolicy = DefaultDeletionPolicy
 	}

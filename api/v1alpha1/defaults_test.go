@@ -38,6 +38,7 @@ func TestCRDDefaultsAreTheGoDefaults(t *testing.T) {
 		"spec.queue.nats.ackWait":                   loopsv1alpha1.DefaultAckWait,
 		"spec.queue.nats.maxAckPending":             loopsv1alpha1.DefaultMaxAckPending,
 		"spec.queue.nats.resultRetention":           loopsv1alpha1.DefaultResultRetention,
+		"spec.queue.nats.duplicateWindow":           loopsv1alpha1.DefaultDuplicateWindow,
 		"spec.queue.nats.replicas":                  loopsv1alpha1.DefaultStreamReplicas,
 		"spec.drain.timeout":                        loopsv1alpha1.DefaultDrainTimeout,
 		"spec.drain.maxConcurrent":                  loopsv1alpha1.DefaultMaxConcurrent,

@@ -281,6 +281,16 @@ type NATSQueueSpec struct {
 	// +optional
 	ResultRetention *metav1.Duration `json:"resultRetention,omitempty"`
 
+	// duplicateWindow is how long the work-queue stream remembers task ids
+	// (the Nats-Msg-Id header, which producers set to the task id): a task
+	// submitted again with an id seen within the window is dropped as a
+	// duplicate, and the producer's acknowledgement says so. Longer windows
+	// cost server memory per id. Defaults to 2m.
+	// +kubebuilder:default="2m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('168h')",message="queue.nats.duplicateWindow must be between 1s and 168h (7 days)"
+	// +optional
+	DuplicateWindow *metav1.Duration `json:"duplicateWindow,omitempty"`
+
 	// replicas is how many servers of a JetStream cluster keep a copy of
 	// the queue: the work-queue, dead-letter and result streams and the
 	// checkpoint bucket get this many replicas, and the consumers inherit

@@ -169,8 +169,12 @@ func TestSubmitStatusAndDeadLetters(t *testing.T) {
 	}
 
 	// The same ids again within the duplicate window are dropped.
-	if _, errOut, err := w.run("submit", "orders", "--kind", "sleep", "--priority", "low", "--count", "1200", "--id", "batch"); err != nil {
+	again, errOut, err := w.run("submit", "orders", "--kind", "sleep", "--priority", "low", "--count", "1200", "--id", "batch")
+	if err != nil {
 		t.Fatalf("second submit: %v\n%s", err, errOut)
+	}
+	if !strings.Contains(again, "1200 of them dropped by the queue as duplicates") {
+		t.Errorf("the second submit printed\n%s\nwant the duplicates counted", again)
 	}
 	if got := pending(w.status("orders"), "low"); got != 1200 {
 		t.Errorf("after submitting the same ids again low has %d pending tasks, want 1200", got)
@@ -383,6 +387,7 @@ func TestSubmitWaitReportsCompletionsAndFailures(t *testing.T) {
 				if err == nil && d.ID == "w-3" {
 					err = d.DeadLetter(t.Context(), w.js, names, errors.New("boom"))
 				} else if err == nil {
+					d.Result = []byte("done " + d.ID)
 					if err = d.RecordResult(t.Context(), w.js, names, "test-worker", time.Millisecond); err == nil {
 						err = d.Msg.DoubleAck(t.Context())
 					}
@@ -420,6 +425,25 @@ func TestSubmitWaitReportsCompletionsAndFailures(t *testing.T) {
 	}
 	if _, _, err := w.run("wait", "orders", "--count", "5"); err == nil || !strings.Contains(err.Error(), "--id and a --count") {
 		t.Errorf("wait without --id: %v", err)
+	}
+
+	// result shows one task's record and the result its handler set, or
+	// why there is none.
+	out, _, err = w.run("result", "orders", "w-2")
+	if err != nil || !strings.Contains(out, "task w-2 (kind sleep, priority low) completed on attempt 1 (delivery 1) in 1ms by test-worker") ||
+		!strings.HasSuffix(out, "\ndone w-2\n") {
+		t.Errorf("result w-2 printed\n%s\nand returned %v", out, err)
+	}
+	out, _, err = w.run("result", "orders", "w-2", "-o", "json")
+	var rep resultReport
+	if err != nil || json.Unmarshal([]byte(out), &rep) != nil || rep.Payload != "done w-2" || rep.Worker != "test-worker" {
+		t.Errorf("result -o json printed %s and returned %v", out, err)
+	}
+	if _, _, err := w.run("result", "orders", "w-3"); err == nil || !strings.Contains(err.Error(), "task w-3 (sleep) failed for good on attempt 1: boom") {
+		t.Errorf("result of a dead-lettered task: %v", err)
+	}
+	if _, _, err := w.run("result", "orders", "never"); err == nil || !strings.Contains(err.Error(), "task never has no result: it has not finished") {
+		t.Errorf("result of an unknown task: %v", err)
 	}
 }
 

@@ -73,6 +73,7 @@ watches it at work and inspects and requeues dead letters.`,
 		newDrainCommand(o),
 		newTopCommand(o),
 		newDeadLettersCommand(o),
+		newResultCommand(o),
 	)
 	return cmd
 }

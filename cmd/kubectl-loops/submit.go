@@ -16,6 +16,7 @@ import (
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/api/v1alpha1/contract"
+	"github.com/tenire/loop-operator/loopclient"
 	"github.com/tenire/loop-operator/worker/ledger"
 	"github.com/tenire/loop-operator/worker/queue"
 )
@@ -41,7 +42,8 @@ The payload is JSON, given with --payload, read from --payload-file, or read
 from standard input when the last argument is "-"; --raw sends bytes that are
 not JSON (the exec kind takes any input). Every task gets an id (--id, with
 -1, -2, … appended for --count > 1, or a random one) that the queue uses to
-drop duplicates: submitting the same id twice within two minutes runs it once.
+drop duplicates: submitting the same id twice within the loop's duplicate window
+(spec.queue.nats.duplicateWindow, two minutes by default) runs it once.
 
 --wait waits until every task completed or failed for good, with a progress
 bar, and lists the failures with their errors; it exits non-zero when any
@@ -135,6 +137,7 @@ func (s *submitOptions) run(cmd *cobra.Command, o *options, args []string) error
 		priority = classes[0]
 	}
 	if !slices.Contains(classes, priority) {
+		// Said before connecting; loopclient would refuse it too.
 		return fmt.Errorf("loopdeployment %q has no priority %q; its priorities are %v", ld.Name, priority, classes)
 	}
 	q, err := o.connectQueue(ctx, k, ld)
@@ -164,17 +167,27 @@ func (s *submitOptions) run(cmd *cobra.Command, o *options, args []string) error
 		book.Expect(ids...)
 	}
 
-	producer := queue.NewProducer(q.js, q.names)
+	producer, err := loopclient.New(q.js, qs)
+	if err != nil {
+		return err
+	}
 	bar := newProgress(o.streams.ErrOut, "submitting", s.count)
+	var duplicates []string
 	for start := 0; start < len(ids); start += submitBatch {
 		end := min(start+submitBatch, len(ids))
-		batch := make([]queue.Task, 0, end-start)
+		batch := make([]loopclient.Task, 0, end-start)
 		for _, id := range ids[start:end] {
-			batch = append(batch, queue.Task{ID: id, Kind: s.kind, Priority: priority, Payload: payload})
+			batch = append(batch, loopclient.Task{ID: id, Kind: s.kind, Priority: priority, Payload: payload})
 		}
-		if err := producer.SubmitBatch(ctx, batch); err != nil {
+		receipts, err := producer.SubmitBatch(ctx, batch)
+		for _, r := range receipts {
+			if r.Duplicate {
+				duplicates = append(duplicates, r.ID)
+			}
+		}
+		if err != nil {
 			bar.done()
-			return fmt.Errorf("submitted %d of %d tasks, then: %w", start, s.count, err)
+			return fmt.Errorf("submitted %d of %d tasks, then: %w", start+len(receipts), s.count, err)
 		}
 		bar.set(end)
 	}
@@ -185,6 +198,10 @@ func (s *submitOptions) run(cmd *cobra.Command, o *options, args []string) error
 	}
 	fmt.Fprintf(o.streams.Out, "submitted %s (kind %s, priority %s) to loopdeployment %s/%s, stream %s\n",
 		what, s.kind, priority, ld.Namespace, ld.Name, q.names.Stream)
+	if len(duplicates) > 0 {
+		fmt.Fprintf(o.streams.Out, "%d of them dropped by the queue as duplicates of tasks with the same id submitted within its duplicate window (first: %s): those run once\n",
+			len(duplicates), duplicates[0])
+	}
 	if book == nil {
 		return nil
 	}

@@ -17,12 +17,10 @@ import (
 	"github.com/go-logr/logr"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/worker"
 	"github.com/tenire/loop-operator/worker/embedded"
 	"github.com/tenire/loop-operator/worker/loop"
-	"github.com/tenire/loop-operator/worker/podwatch"
 	"github.com/tenire/loop-operator/worker/queue"
-	"github.com/tenire/loop-operator/worker/settings"
 )
 
 // Defaults of --standalone and of the submit subcommand.
@@ -173,60 +171,39 @@ func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 	return nil
 }
 
-// loopConfig builds the loop configuration from the settings and options.
-func loopConfig(o *options, getenv func(string) string) (loop.Config, error) {
-	var cfg loop.Config
-	switch {
-	case o.config != "":
-		data, err := os.ReadFile(o.config)
-		if err != nil {
-			return cfg, fmt.Errorf("%w: --config: %w", errUsage, err)
-		}
-		s, err := settings.Parse(data)
-		if err == nil {
-			cfg, err = settings.Config(s)
-		}
-		if err != nil {
-			return cfg, fmt.Errorf("%w: --config %s: %w", errUsage, o.config, err)
-		}
-	default:
-		s, ok, err := settings.FromEnvironment(getenv)
-		if err == nil && ok {
-			cfg, err = settings.Config(s)
-		}
-		if err != nil {
-			return cfg, fmt.Errorf("%w: %w", errUsage, err)
-		}
-	}
-	if o.standalone {
-		if cfg.Stream == "" {
+// adjust applies the options to the configuration that worker.Config
+// read from the settings: the default worker's flags and their
+// environment variables win over the settings.
+func adjust(o *options) func(*loop.Config) error {
+	return func(cfg *loop.Config) error {
+		if o.standalone && cfg.Stream == "" {
 			cfg.Stream, cfg.SubjectPrefix = standaloneStream, standalonePrefix
 		}
+		cfg.EnsureQueue = o.ensureQueue || o.standalone
+		if o.natsURL != "" {
+			cfg.NATSURL = o.natsURL
+		}
+		if o.stream != "" {
+			cfg.Stream = o.stream
+		}
+		if o.subjectPrefix != "" {
+			cfg.SubjectPrefix = o.subjectPrefix
+		}
+		if o.drainTimeout > 0 {
+			cfg.DrainTimeout = o.drainTimeout
+		}
+		if o.maxWorkers > 0 {
+			cfg.MaxWorkers = o.maxWorkers
+		}
+		cfg.AdminAddr = o.adminAddr
+		if cfg.NATSURL == "" && !o.standalone {
+			return fmt.Errorf("%w: no queue configured: set LOOP_SETTINGS or --config, or --nats-url with --stream and --subject-prefix, or use --standalone", errUsage)
+		}
+		if cfg.Stream == "" || cfg.SubjectPrefix == "" {
+			return fmt.Errorf("%w: --stream and --subject-prefix (or settings that name them) are required", errUsage)
+		}
+		return nil
 	}
-	cfg.EnsureQueue = o.ensureQueue || o.standalone
-	if o.natsURL != "" {
-		cfg.NATSURL = o.natsURL
-	}
-	if o.stream != "" {
-		cfg.Stream = o.stream
-	}
-	if o.subjectPrefix != "" {
-		cfg.SubjectPrefix = o.subjectPrefix
-	}
-	if o.drainTimeout > 0 {
-		cfg.DrainTimeout = o.drainTimeout
-	}
-	if o.maxWorkers > 0 {
-		cfg.MaxWorkers = o.maxWorkers
-	}
-	cfg.AdminAddr = o.adminAddr
-	if cfg.NATSURL == "" && !o.standalone {
-		return cfg, fmt.Errorf("%w: no queue configured: set LOOP_SETTINGS or --config, or --nats-url with --stream and --subject-prefix, or use --standalone", errUsage)
-	}
-	if cfg.Stream == "" || cfg.SubjectPrefix == "" {
-		return cfg, fmt.Errorf("%w: --stream and --subject-prefix (or settings that name them) are required", errUsage)
-	}
-	return cfg, nil
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
@@ -242,26 +219,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	log := zap.New(zap.UseFlagOptions(&o.zap), zap.WriteTo(stderr))
-	cfg, err := loopConfig(o, getenv)
-	if err != nil {
-		return err
-	}
-	cfg.Logger = log
-	if pod := getenv(loopsv1alpha1.EnvPodName); pod != "" {
-		cfg.Worker = pod
-	}
-
-	// The pod's own Pod object, when running in one.
-	w, err := podwatch.FromEnvironment(getenv, nil)
+	// What the operator passes to the pod (settings, credentials, pod
+	// identity, the pod watch), read as every worker reads it, with the
+	// flags on top.
+	cfg, err := worker.Config(worker.Options{Getenv: getenv, SettingsFile: o.config, Logger: &log, Adjust: adjust(o)})
 	switch {
-	case errors.Is(err, podwatch.ErrNotInPod):
-		log.Info("not in a pod (no POD_NAME); drains come from signals and POST /drain")
+	case errors.Is(err, worker.ErrSettings):
+		return fmt.Errorf("%w: %w", errUsage, err)
 	case err != nil:
 		return err
-	default:
-		w.Log = log.WithName("podwatch")
-		w.FallbackTimeout = cfg.DrainTimeout
-		cfg.Pod = w
 	}
 
 	if o.standalone {

@@ -481,6 +481,7 @@ func Layout(ld *loopsv1alpha1.LoopDeployment) (queue.Names, queue.Config) {
 		MaxAckPending:   q.MaxAckPending,
 		Replicas:        q.Replicas,
 		ResultRetention: q.ResultRetention,
+		DuplicateWindow: q.DuplicateWindow,
 		Owner:           &queue.Owner{Namespace: ld.Namespace, Name: ld.Name, UID: string(ld.UID)},
 	}
 }

@@ -69,6 +69,11 @@ const (
 // use the loaded image.
 var WorkerImage = envOr("E2E_WORKER_IMAGE", "ghcr.io/tenire/loop-worker:dev")
 
+// CustomWorkerImage is the image of examples/custom-worker
+// (examples/custom-worker/Dockerfile), loaded into the nodes by hand; the
+// scenario that runs it is skipped when it is not given.
+var CustomWorkerImage = envOr("E2E_CUSTOM_WORKER_IMAGE", "")
+
 // QueuePollInterval is the deployed manager's --queue-poll-interval:
 // config/manager leaves it at the default.
 const QueuePollInterval = stream.DefaultInterval

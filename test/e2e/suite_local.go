@@ -33,6 +33,10 @@ import (
 // loop-worker binary built from this tree for it.
 const WorkerImage = "ghcr.io/tenire/loop-worker:e2e"
 
+// CustomWorkerImage is the image of examples/custom-worker; the node agent
+// runs the example built from this tree for it.
+var CustomWorkerImage = "example.com/custom-worker:e2e"
+
 // QueuePollInterval is the manager's --queue-poll-interval: shorter than
 // the default 10s, so that the autoscaling scenarios react in test time.
 const QueuePollInterval = 2 * time.Second
@@ -64,13 +68,13 @@ func StartSuite(ctx context.Context) (*Suite, error) {
 		return nil, err
 	}
 	s.BinDir = binDir
-	for _, name := range []string{"manager", "loop-worker"} {
+	for name, pkg := range map[string]string{"manager": "./cmd/manager", "loop-worker": "./cmd/loop-worker", "custom-worker": "./examples/custom-worker"} {
 		start := time.Now()
 		out := filepath.Join(binDir, name)
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/"+name)
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
 		cmd.Dir = root
 		if b, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("go build ./cmd/%s: %w\n%s", name, err, b)
+			return nil, fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
 		}
 		s.Bins[name] = out
 		s.Log.Info("built", "binary", name, "took", time.Since(start).Round(time.Millisecond))
@@ -93,7 +97,7 @@ func StartSuite(ctx context.Context) (*Suite, error) {
 	if s.Agent, err = nodeagent.Start(ctx, nodeagent.Options{
 		Config: s.Cluster.Config,
 		Nodes:  Nodes,
-		Images: nodeagent.ImageMap{{Match: "loop-worker", Binary: s.Bins["loop-worker"]}},
+		Images: nodeagent.ImageMap{{Match: "loop-worker", Binary: s.Bins["loop-worker"]}, {Match: "custom-worker", Binary: s.Bins["custom-worker"]}},
 		RunDir: filepath.Join(s.Cluster.RunDir, "pods"),
 		Log:    s.Log.WithName("nodeagent"),
 	}); err != nil {

@@ -140,6 +140,11 @@ type Config struct {
 	// LOOP_ADMIN_TOKEN_FILE.
 	AdminTokenFile string
 
+	// Mux routes tasks to their kind's handler through its middleware.
+	// Default a new empty Mux, which Loop.Handle and Loop.Use fill; a Mux
+	// built beforehand (and tested on its own) can be given here instead.
+	Mux *Mux
+
 	// Pod, when set, tells the loop when its pod is asked to drain and
 	// takes the Drained report. Nil outside a cluster.
 	Pod Pod

@@ -92,10 +92,13 @@ func New(cfg Config) (*Loop, error) {
 	if cfg.Registry == nil {
 		cfg.Registry = newRegistry()
 	}
+	if cfg.Mux == nil {
+		cfg.Mux = NewMux()
+	}
 	l := &Loop{
 		cfg:      cfg,
 		log:      cfg.Logger.WithValues("loop", cfg.Name),
-		mux:      NewMux(),
+		mux:      cfg.Mux,
 		ready:    make(chan struct{}),
 		drainReq: make(chan drainRequest, 1),
 		names:    queue.NewNames(cfg.Stream, cfg.SubjectPrefix),

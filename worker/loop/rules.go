@@ -15,6 +15,10 @@ import (
 // before running again.
 var ErrDeliveryCap = errors.New("delivery cap reached")
 
+// ErrExpired is wrapped by the error a task is dead-lettered with when it
+// had not started by its deadline (queue.Task.Deadline): it never runs.
+var ErrExpired = errors.New("expired")
+
 // ErrAbandoned is wrapped by the error of an attempt whose handler was
 // still running Config.StuckGrace after its TaskTimeout: the loop settled
 // the task without it and counts the slot as stuck until it returns.

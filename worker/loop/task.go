@@ -3,6 +3,9 @@ package loop
 import (
 	"context"
 	"errors"
+	"fmt"
+
+	"github.com/tenire/loop-operator/worker/queue"
 )
 
 // Task is one delivery of a task, as a handler sees it.
@@ -22,8 +25,40 @@ type Task struct {
 	// Checkpoint is the last checkpoint saved by an earlier attempt, or nil.
 	Checkpoint []byte
 
-	save func(ctx context.Context, data []byte) error
+	save   func(ctx context.Context, data []byte) error
+	result []byte
+	// tooLarge is the size of a result SetResult refused, 0 if none.
+	tooLarge int
 }
+
+// MaxResultSize bounds a task's result: 64 KiB.
+const MaxResultSize = queue.MaxResultSize
+
+// ErrResultTooLarge is wrapped by the error of SetResult for a result of
+// more than MaxResultSize bytes, and by the error of the attempt whose
+// handler set one and returned nil. It wraps ErrPermanent: the same task
+// would give the same result again, so it is dead-lettered at once.
+var ErrResultTooLarge = fmt.Errorf("result larger than %d bytes: %w", MaxResultSize, ErrPermanent)
+
+// SetResult sets the task's result, kept with its result record when the
+// task succeeds (for the LoopDeployment's resultRetention; nothing is
+// kept when that is 0s) and returned to producers that wait for it
+// (loopclient.Client.Wait, kubectl loops result). A later call replaces
+// it; a result of the attempt that does not succeed is dropped. A result
+// of more than MaxResultSize bytes is refused with an error wrapping
+// ErrResultTooLarge, and fails the attempt even if the handler then
+// returns nil: store large outputs elsewhere and return where they are.
+func (t *Task) SetResult(data []byte) error {
+	if len(data) > MaxResultSize {
+		t.tooLarge = len(data)
+		return fmt.Errorf("loop: task %s: %w (it is %d bytes)", t.ID, ErrResultTooLarge, len(data))
+	}
+	t.result, t.tooLarge = data, 0
+	return nil
+}
+
+// Result returns the result set with SetResult, or nil.
+func (t *Task) Result() []byte { return t.result }
 
 // SaveCheckpoint stores progress for the task. If the task is delivered
 // again (a drain deadline, a crash, a retry), the next attempt finds data in

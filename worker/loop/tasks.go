@@ -74,6 +74,10 @@ func (l *Loop) dispatch(f *inflight) {
 		l.fail(f, err)
 		return
 	}
+	if err := expired(d, time.Now()); err != nil {
+		l.fail(f, err)
+		return
+	}
 	if !l.mux.Has(d.Kind) {
 		l.fail(f, fmt.Errorf("%w %q", ErrNoHandler, d.Kind))
 		return
@@ -97,8 +101,13 @@ func (l *Loop) dispatch(f *inflight) {
 
 // run is the pool's handler.
 func (l *Loop) run(ctx context.Context, f *inflight) error {
-	f.started.Store(time.Now().UnixNano())
+	now := time.Now()
+	f.started.Store(now.UnixNano())
 	d := f.d
+	if err := expired(d, now); err != nil {
+		// It waited in the pool past its deadline.
+		return err
+	}
 	t := &Task{
 		ID:       d.ID,
 		Kind:     d.Kind,
@@ -122,6 +131,12 @@ func (l *Loop) run(ctx context.Context, f *inflight) error {
 		f.hadCheckpoint = cp != nil
 	}
 	err := l.serve(ctx, t)
+	if err == nil && t.tooLarge > 0 {
+		err = fmt.Errorf("the handler set a result of %d bytes: %w", t.tooLarge, ErrResultTooLarge)
+	}
+	if err == nil {
+		d.Result = t.result
+	}
 	if err == nil && ctx.Err() != nil {
 		// Cancellation wins over the handler's answer: a handler that
 		// returns nil on <-ctx.Done() has not finished its task. The pool
@@ -146,6 +161,10 @@ func (l *Loop) done(f *inflight, r pool.Result) {
 	case r.Err == nil:
 		l.breakers.Success(kind)
 		l.succeed(f, r.Finished.Sub(r.Started))
+	case errors.Is(r.Err, ErrExpired):
+		// Never ran: says nothing about the kind's health.
+		l.breakers.Ignore(kind)
+		l.fail(f, r.Err)
 	case r.Aborted:
 		// The drain deadline cancelled it: not the task's fault.
 		l.breakers.Ignore(kind)
@@ -253,6 +272,16 @@ func (l *Loop) recordResult(f *inflight, took time.Duration) error {
 		}
 		pause = min(2*pause, time.Second)
 	}
+}
+
+// expired returns an error wrapping ErrExpired and ErrPermanent when the
+// task's deadline passed before now.
+func expired(d *queue.Delivery, now time.Time) error {
+	if !d.Expired(now) {
+		return nil
+	}
+	return fmt.Errorf("%w: not started by its deadline %s (%s late): %w",
+		ErrExpired, d.Deadline.UTC().Format(time.RFC3339Nano), now.Sub(d.Deadline).Round(time.Millisecond), ErrPermanent)
 }
 
 // fail ends a failed attempt: a retry with backoff while attempts are

@@ -65,7 +65,8 @@ func Observe(ctx context.Context, js jetstream.JetStream, n Names, priorities []
 	}
 	info := s.CachedInfo()
 	if info.State.Msgs > 0 {
-		m, err := s.GetMsg(ctx, info.State.FirstSeq)
+		// The first task, not a delayed one waiting aside.
+		m, err := s.GetMsg(ctx, info.State.FirstSeq, jetstream.WithGetMsgSubject(n.TaskSubjects()))
 		if err == nil {
 			b.Oldest = m.Time
 		} else if !errors.Is(err, jetstream.ErrMsgNotFound) {

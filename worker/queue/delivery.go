@@ -38,6 +38,13 @@ type Delivery struct {
 	Received time.Time
 	// StreamSeq is the task's stream sequence.
 	StreamSeq uint64
+	// Deadline is when the task expires (Loop-Deadline header), or zero.
+	// A deadline that cannot be read expires the task at once: its
+	// producer meant it to expire, and running it late may be wrong.
+	Deadline time.Time
+	// Result is the task's result, the body of its result record
+	// (RecordResult); at most MaxResultSize bytes.
+	Result []byte
 }
 
 // NewDelivery reads the envelope of a message fetched from the consumer
@@ -62,7 +69,19 @@ func NewDelivery(m jetstream.Msg, class int, priority string) (*Delivery, error)
 	if d.ID == "" {
 		d.ID = "seq-" + strconv.FormatUint(md.Sequence.Stream, 10)
 	}
+	if v := m.Headers().Get(HeaderDeadline); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			t = time.Unix(0, 1) // unreadable: expired
+		}
+		d.Deadline = t
+	}
 	return d, nil
+}
+
+// Expired reports whether the task's deadline has passed at now.
+func (d *Delivery) Expired(now time.Time) bool {
+	return !d.Deadline.IsZero() && now.After(d.Deadline)
 }
 
 // Payload returns the task's payload.
@@ -88,7 +107,7 @@ const maxErrorHeader = 4 << 10
 // letter's Nats-Msg-Id is derived from the stream sequence, so doing it
 // twice (a crash between the two steps) stores it once.
 func (d *Delivery) DeadLetter(ctx context.Context, js jetstream.JetStream, names Names, cause error) error {
-	m := nats.NewMsg(names.DeadSubject)
+	m := nats.NewMsg(names.DeadSubjectOf(d.ID))
 	m.Data = d.Msg.Data()
 	m.Header.Set(HeaderKind, d.Kind)
 	m.Header.Set(HeaderTaskID, d.ID)

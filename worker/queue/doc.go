@@ -11,9 +11,13 @@
 //	<subjectPrefix>.tasks.<priority>   subject a task of that priority is published to
 //	<stream>                           work-queue stream holding <subjectPrefix>.tasks.>
 //	<priority>                         durable pull consumer of one priority (filter above)
-//	<subjectPrefix>.dead               subject of dead letters
+//	<subjectPrefix>.dead.<token>       subject of a task's dead letter (token: TaskToken(id))
 //	<stream>_DEAD                      limits-retention stream holding the dead letters
+//	<subjectPrefix>.results.<token>    subject of a task's result records
+//	<stream>_RESULTS                   limits-retention stream holding the results
 //	<stream>_CHECKPOINTS               key-value bucket of task checkpoints
+//
+// docs/wire-format.md specifies the messages for producers in any language.
 //
 // # Task envelope
 //

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -35,6 +36,8 @@ func FuzzNewDelivery(f *testing.F) {
 	f.Add([]byte("NATS/1.0\r\nloop-kind: lower\r\n\r\n"), []byte(nil), uint64(0), uint64(0))
 	f.Add([]byte("NATS/1.0 503\r\n\r\n"), []byte("x"), uint64(9), uint64(1))
 	f.Add([]byte("garbage"), []byte("x"), uint64(9), uint64(1))
+	f.Add([]byte("NATS/1.0\r\nLoop-Kind: k\r\nLoop-Deadline: 2026-01-02T03:04:05.123456789Z\r\n\r\n"), []byte("x"), uint64(1), uint64(1))
+	f.Add([]byte("NATS/1.0\r\nLoop-Kind: k\r\nLoop-Deadline: tomorrow\r\n\r\n"), []byte("x"), uint64(1), uint64(1))
 	f.Fuzz(func(t *testing.T, raw, data []byte, seq, delivered uint64) {
 		h, err := nats.DecodeHeadersMsg(raw)
 		if err != nil {
@@ -62,6 +65,18 @@ func FuzzNewDelivery(f *testing.F) {
 		}
 		if !bytes.Equal(d.Payload(), data) {
 			t.Errorf("payload %q, want %q", d.Payload(), data)
+		}
+		// A deadline header, readable or not, gives a deadline; an
+		// unreadable one has passed.
+		switch v := h.Get(queue.HeaderDeadline); {
+		case v == "" && !d.Deadline.IsZero():
+			t.Errorf("deadline %s without the header", d.Deadline)
+		case v != "" && d.Deadline.IsZero():
+			t.Errorf("no deadline from the header %q", v)
+		case v != "":
+			if _, err := time.Parse(time.RFC3339Nano, v); err != nil && !d.Expired(time.Unix(1, 0)) {
+				t.Errorf("an unreadable deadline %q has not expired", v)
+			}
 		}
 	})
 }

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"encoding/base64"
 	"fmt"
 	"regexp"
 )
@@ -35,10 +36,41 @@ func (n Names) TaskSubject(priority string) string {
 	return n.SubjectPrefix + ".tasks." + priority
 }
 
+// ScheduledSubject returns the subject a delayed task of a priority waits
+// on until its time: <subjectPrefix>.scheduled.<priority>.<TaskToken(id)>.
+// No consumer reads it; the server publishes the task to its TaskSubject
+// at the time (a JetStream message schedule) and removes it.
+func (n Names) ScheduledSubject(priority, id string) string {
+	return n.SubjectPrefix + ".scheduled." + priority + "." + TaskToken(id)
+}
+
+// ScheduledSubjects returns the wildcard of a priority's delayed tasks.
+func (n Names) ScheduledSubjects(priority string) string {
+	return n.SubjectPrefix + ".scheduled." + priority + ".>"
+}
+
 // TaskSubjects returns the wildcard subject the work-queue stream holds.
 func (n Names) TaskSubjects() string {
 	return n.SubjectPrefix + ".tasks.>"
 }
+
+// TaskToken returns the subject token that stands for a task id in the
+// subjects of its result record and dead letter: the id's unpadded
+// base64url encoding (RFC 4648 §5), since an id may hold characters that
+// a subject token cannot ('.', '*', '>', white space).
+func TaskToken(id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(id))
+}
+
+// ResultSubjectOf returns the subject of the result records of a task:
+// <subjectPrefix>.results.<TaskToken(id)>. The result stream keeps the
+// last one per subject at hand, so a reader finds a task's record without
+// reading the others.
+func (n Names) ResultSubjectOf(id string) string { return n.ResultSubject() + "." + TaskToken(id) }
+
+// DeadSubjectOf returns the subject of a task's dead letter:
+// <subjectPrefix>.dead.<TaskToken(id)>.
+func (n Names) DeadSubjectOf(id string) string { return n.DeadSubject + "." + TaskToken(id) }
 
 // Consumer returns the name of the durable consumer of a priority.
 func (n Names) Consumer(priority string) string {

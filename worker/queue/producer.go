@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -17,6 +18,15 @@ const (
 	HeaderError    = "Loop-Error"
 	HeaderAttempts = "Loop-Attempts"
 	HeaderFailedAt = "Loop-Failed-At"
+	// HeaderDeadline is the time, RFC 3339 with nanoseconds, after which
+	// a task that has not started is dead-lettered as expired instead of
+	// run.
+	HeaderDeadline = "Loop-Deadline"
+	// HeaderSchedule and HeaderScheduleTarget are JetStream's message
+	// schedule headers (nats-server 2.12+), which delay a task: "@at
+	// <RFC 3339 time>" and the task subject it is published to then.
+	HeaderSchedule       = "Nats-Schedule"
+	HeaderScheduleTarget = "Nats-Schedule-Target"
 )
 
 // Task is a task to submit.
@@ -30,6 +40,13 @@ type Task struct {
 	Priority string
 	// Payload is the handler's input.
 	Payload []byte
+	// NotBefore, when later than now, delays the task: the stream keeps it
+	// aside (a JetStream message schedule) and queues it at that time, to
+	// the millisecond or so. Needs an ID.
+	NotBefore time.Time
+	// Deadline, when set, is when the task expires: a worker that gets it
+	// later dead-letters it (error "expired") without running it.
+	Deadline time.Time
 }
 
 // ErrInvalidTask is wrapped by the error of Submit for a task that cannot
@@ -58,10 +75,21 @@ func (p *Producer) msg(t Task) (*nats.Msg, error) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidTask, err)
 	}
 	m := nats.NewMsg(p.names.TaskSubject(t.Priority))
+	if !t.NotBefore.IsZero() && t.NotBefore.After(time.Now()) {
+		if t.ID == "" {
+			return nil, fmt.Errorf("%w: a delayed task needs an id", ErrInvalidTask)
+		}
+		m = nats.NewMsg(p.names.ScheduledSubject(t.Priority, t.ID))
+		m.Header.Set(HeaderSchedule, "@at "+t.NotBefore.UTC().Format(time.RFC3339Nano))
+		m.Header.Set(HeaderScheduleTarget, p.names.TaskSubject(t.Priority))
+	}
 	m.Header.Set(HeaderKind, t.Kind)
 	if t.ID != "" {
 		m.Header.Set(HeaderTaskID, t.ID)
 		m.Header.Set(jetstream.MsgIDHeader, t.ID)
+	}
+	if !t.Deadline.IsZero() {
+		m.Header.Set(HeaderDeadline, t.Deadline.UTC().Format(time.RFC3339Nano))
 	}
 	m.Data = t.Payload
 	return m, nil
@@ -86,6 +114,23 @@ func (p *Producer) Submit(ctx context.Context, t Task) (seq uint64, duplicate bo
 // of them to be stored. It returns the first error; tasks after an invalid
 // one are not sent.
 func (p *Producer) SubmitBatch(ctx context.Context, tasks []Task) error {
+	_, err := p.SubmitAll(ctx, tasks)
+	return err
+}
+
+// Ack is the stream's acknowledgement of one submitted task.
+type Ack struct {
+	// Sequence is the task's stream sequence (the earlier task's, for a
+	// duplicate).
+	Sequence uint64
+	// Duplicate reports that the stream dropped the task as a duplicate
+	// of an earlier one with the same id within its duplicate window.
+	Duplicate bool
+}
+
+// SubmitAll is SubmitBatch that also returns the acknowledgements, one per
+// task in order, up to the first task that failed.
+func (p *Producer) SubmitAll(ctx context.Context, tasks []Task) ([]Ack, error) {
 	futures := make([]jetstream.PubAckFuture, 0, len(tasks))
 	var firstErr error
 	for _, t := range tasks {
@@ -101,16 +146,22 @@ func (p *Producer) SubmitBatch(ctx context.Context, tasks []Task) error {
 		}
 		futures = append(futures, f)
 	}
+	acks := make([]Ack, 0, len(futures))
+	failed := false
 	for _, f := range futures {
 		select {
-		case <-f.Ok():
+		case a := <-f.Ok():
+			if !failed {
+				acks = append(acks, Ack{Sequence: a.Sequence, Duplicate: a.Duplicate})
+			}
 		case err := <-f.Err():
-			if firstErr == nil {
+			if !failed {
+				failed = true
 				firstErr = fmt.Errorf("queue: submit task on %s: %w", f.Msg().Subject, err)
 			}
 		case <-ctx.Done():
-			return ctx.Err()
+			return acks, ctx.Err()
 		}
 	}
-	return firstErr
+	return acks, firstErr
 }

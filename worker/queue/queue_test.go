@@ -26,6 +26,8 @@ func TestNames(t *testing.T) {
 		{"the work-queue stream holds <prefix>.tasks.>", n.TaskSubjects(), "loops.ns.demo.tasks.>"},
 		{"the consumer of a priority is named after it", n.Consumer("high"), "high"},
 		{"dead letters go to <prefix>.dead", n.DeadSubject, "loops.ns.demo.dead"},
+		{"a task's dead letter goes to <prefix>.dead.<base64url id>", n.DeadSubjectOf("a.b c"), "loops.ns.demo.dead.YS5iIGM"},
+		{"a task's result record goes to <prefix>.results.<base64url id>", n.ResultSubjectOf("a.b c"), "loops.ns.demo.results.YS5iIGM"},
 		{"dead letters are kept in <stream>_DEAD", n.DeadStream, "LOOP_ns_demo_DEAD"},
 		{"checkpoints are kept in <stream>_CHECKPOINTS", n.CheckpointBucket, "LOOP_ns_demo_CHECKPOINTS"},
 	}
@@ -339,7 +341,7 @@ func TestRetryHandBackAndDeadLetter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := dead.GetLastMsgForSubject(t.Context(), names.DeadSubject)
+	m, err := dead.GetLastMsgForSubject(t.Context(), names.DeadSubjectOf("poison"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,5 +360,50 @@ func TestRetryHandBackAndDeadLetter(t *testing.T) {
 	}
 	if info.State.Msgs != 0 {
 		t.Errorf("work queue still holds %d messages after the dead letter", info.State.Msgs)
+	}
+}
+
+func TestEnsureSetsTheDuplicateWindowAndChangesIt(t *testing.T) {
+	_, js := natstest.Start(t).Connect()
+	names := queue.NewNames("LOOP_dup", "loops.dup")
+	for _, window := range []time.Duration{time.Hour, 5 * time.Second} {
+		if _, err := queue.Ensure(t.Context(), js, names, queue.Config{DuplicateWindow: window}); err != nil {
+			t.Fatal(err)
+		}
+		s, err := js.Stream(t.Context(), names.Stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.CachedInfo().Config.Duplicates; got != window {
+			t.Errorf("after Ensure with a window of %s the stream's is %s", window, got)
+		}
+	}
+}
+
+func TestADelayedTaskWaitsAsideNotInTheBacklogNorAsTheOldestTask(t *testing.T) {
+	_, js := natstest.Start(t).Connect()
+	names := queue.NewNames("LOOP_later", "loops.later")
+	if _, err := queue.Ensure(t.Context(), js, names, queue.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	p := queue.NewProducer(js, names)
+	if _, _, err := p.Submit(t.Context(), queue.Task{ID: "later", Kind: "k", NotBefore: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := p.Submit(t.Context(), queue.Task{Kind: "k", NotBefore: time.Now().Add(time.Hour)}); !errors.Is(err, queue.ErrInvalidTask) {
+		t.Errorf("a delayed task without an id: %v, want ErrInvalidTask", err)
+	}
+	b, err := queue.Observe(t.Context(), js, names, []string{queue.DefaultPriority})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pending, inFlight := b.Demand(); pending != 0 || inFlight != 0 || !b.Oldest.IsZero() {
+		t.Errorf("backlog with only a delayed task: %d pending, %d in flight, oldest %s; want none", pending, inFlight, b.Oldest)
+	}
+	if _, _, err := p.Submit(t.Context(), queue.Task{ID: "now", Kind: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = queue.Observe(t.Context(), js, names, []string{queue.DefaultPriority}); err != nil || b.Oldest.IsZero() {
+		t.Errorf("backlog with a task to run: oldest %s, %v", b.Oldest, err)
 	}
 }

@@ -28,10 +28,18 @@ const (
 	HeaderDeliveries = "Loop-Deliveries"
 )
 
+// MaxResultSize bounds a task's result, the body of its result record:
+// 64 KiB, well below the NATS server's default message limit of 1 MiB, so
+// that a record always fits and the result stream stays cheap to keep.
+const MaxResultSize = 64 << 10
+
 // ResultStream returns the stream of the loop's result records.
 func (n Names) ResultStream() string { return n.Stream + "_RESULTS" }
 
-// ResultSubject returns the subject result records are published to.
+// ResultSubject returns the subject that starts the subjects of result
+// records; a record is published to ResultSubjectOf(id). The result stream
+// holds ResultSubject itself too, where workers before per-task subjects
+// published.
 func (n Names) ResultSubject() string { return n.SubjectPrefix + ".results" }
 
 // EnsureResults creates or updates the result stream, which keeps records
@@ -47,7 +55,7 @@ func resultStreamConfig(n Names, retention time.Duration, replicas int, meta map
 	return jetstream.StreamConfig{
 		Name:        n.ResultStream(),
 		Description: "result records of loop " + n.SubjectPrefix,
-		Subjects:    []string{n.ResultSubject()},
+		Subjects:    []string{n.ResultSubject(), n.ResultSubject() + ".>"},
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      retention,
@@ -58,11 +66,11 @@ func resultStreamConfig(n Names, retention time.Duration, replicas int, meta map
 	}
 }
 
-// RecordResult publishes the result record of a completed delivery and
-// waits for the stream to store it. worker names who ran it; took is how
+// RecordResult publishes the result record of a completed delivery, with
+// d.Result as its body, and waits for the stream to store it. worker names who ran it; took is how
 // long the attempt ran.
 func (d *Delivery) RecordResult(ctx context.Context, js jetstream.JetStream, n Names, worker string, took time.Duration) error {
-	m := nats.NewMsg(n.ResultSubject())
+	m := nats.NewMsg(n.ResultSubjectOf(d.ID))
 	m.Header.Set(HeaderTaskID, d.ID)
 	m.Header.Set(HeaderKind, d.Kind)
 	m.Header.Set(HeaderPriority, d.Priority)
@@ -72,6 +80,10 @@ func (d *Delivery) RecordResult(ctx context.Context, js jetstream.JetStream, n N
 	if worker != "" {
 		m.Header.Set(HeaderWorker, worker)
 	}
+	if len(d.Result) > MaxResultSize {
+		return fmt.Errorf("queue: the result of task %s is %d bytes, more than %d", d.ID, len(d.Result), MaxResultSize)
+	}
+	m.Data = d.Result
 	if _, err := js.PublishMsg(ctx, m, jetstream.WithExpectStream(n.ResultStream())); err != nil {
 		return fmt.Errorf("queue: record the result of task %s: %w", d.ID, err)
 	}

@@ -92,6 +92,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n Names, c Config) ([]j
 		}
 		subjects = append(subjects, n.TaskSubject(p))
 	}
+	for _, p := range c.Priorities {
+		subjects = append(subjects, n.ScheduledSubjects(p))
+	}
 	var meta map[string]string
 	if c.Owner != nil {
 		meta = c.Owner.metadata()
@@ -107,14 +110,18 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n Names, c Config) ([]j
 		Storage:     jetstream.FileStorage,
 		Replicas:    c.Replicas,
 		Duplicates:  c.DuplicateWindow,
-		Metadata:    meta,
+		// Delayed tasks are JetStream message schedules (nats-server
+		// 2.12+), which need roll-ups allowed.
+		AllowMsgSchedules: true,
+		AllowRollup:       true,
+		Metadata:          meta,
 	}); err != nil {
 		return nil, err
 	}
 	if err := ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:        n.DeadStream,
 		Description: "dead letters of loop " + n.SubjectPrefix,
-		Subjects:    []string{n.DeadSubject},
+		Subjects:    []string{n.DeadSubject, n.DeadSubject + ".>"},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    c.Replicas,
@@ -275,6 +282,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 		if have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
 			have.Retention == want.Retention && have.Storage == want.Storage && have.Replicas == want.Replicas &&
 			have.Duplicates == want.Duplicates && have.MaxAge == want.MaxAge && have.Discard == want.Discard &&
+			have.AllowMsgSchedules == want.AllowMsgSchedules && (have.AllowRollup || !want.AllowRollup) &&
 			(want.Metadata == nil || metadataHolds(have.Metadata, want.Metadata)) {
 			return nil
 		}

@@ -28,6 +28,9 @@ type Queue struct {
 	Replicas int
 	// ResultRetention is queue.nats.resultRetention; 0 keeps no results.
 	ResultRetention time.Duration
+	// DuplicateWindow is queue.nats.duplicateWindow: how long the stream
+	// drops a task whose id it has seen.
+	DuplicateWindow time.Duration
 }
 
 // QueueOf returns the queue of ld, with the API's defaults
@@ -40,6 +43,7 @@ func QueueOf(ld *loopsv1alpha1.LoopDeployment) Queue {
 		MaxAckPending:   int(n.MaxAckPending),
 		Replicas:        int(n.Replicas),
 		ResultRetention: n.ResultRetention.Duration,
+		DuplicateWindow: n.DuplicateWindow.Duration,
 	}
 	q.Stream, q.SubjectPrefix = QueueNames(ld.Namespace, ld.Name, n)
 	for _, p := range spec.Loop.Priorities {

@@ -29,15 +29,17 @@ func TestQueueOf(t *testing.T) {
 			Priorities: []string{loopsv1alpha1.DefaultPriorityName},
 			AckWait:    loopsv1alpha1.DefaultAckWait, MaxAckPending: int(loopsv1alpha1.DefaultMaxAckPending),
 			Replicas: int(loopsv1alpha1.DefaultStreamReplicas), ResultRetention: loopsv1alpha1.DefaultResultRetention,
+			DuplicateWindow: loopsv1alpha1.DefaultDuplicateWindow,
 		}},
 		{"what the spec sets is kept, a zero retention too", ld(func(l *loopsv1alpha1.LoopDeployment) {
 			n := &l.Spec.Queue.NATS
 			n.Stream, n.AckWait, n.MaxAckPending, n.Replicas = "ORDERS", &metav1.Duration{Duration: time.Minute}, 10, 3
 			n.ResultRetention = &metav1.Duration{}
+			n.DuplicateWindow = &metav1.Duration{Duration: time.Hour}
 			l.Spec.Loop.Priorities = []loopsv1alpha1.PriorityClass{{Name: "high", Weight: 3}, {Name: "low"}}
 		}), Queue{
 			Stream: "ORDERS", SubjectPrefix: "loops.team_a.orders", Priorities: []string{"high", "low"},
-			AckWait: time.Minute, MaxAckPending: 10, Replicas: 3,
+			AckWait: time.Minute, MaxAckPending: 10, Replicas: 3, DuplicateWindow: time.Hour,
 		}},
 	}
 	for _, tt := range tests {
