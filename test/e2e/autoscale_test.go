@@ -158,9 +158,11 @@ func TestALoopScalesToZeroWhenIdleAndBackOnTheNextTask(t *testing.T) {
 // stabilization windows the count follows it (3 at the high phase; at 3,
 // the low phase is 47% below, beyond the 10% tolerance, so 2 again): it
 // would change every 4s. With a 10s scale-up window (longer than a high
-// phase) and a 30s scale-down window it settles (at 2, or at 3 when the
-// first pod, saturated, let tasks wait while the count was still 1) and
-// stays: in a window of 15 polls after it settled it changes at most once
+// phase) and a 20s scale-down window it settles (at 2, or at 3 when the
+// first pod, saturated, let tasks wait while the count was still 1; a count
+// is settled once it held past the longer window, so that a count the
+// first burst pushed too high has come down) and stays: in a window of 15
+// polls after it settled it changes at most once
 // (a real shift of the load, such as the machine stalling the workers,
 // may move it by one). Run without the windows, this test fails: the
 // count never holds still for 10s.
@@ -174,15 +176,17 @@ func TestABacklogHoveringAtTheThresholdDoesNotFlap(t *testing.T) {
 		phase      = 4 * time.Second
 		tick       = 100 * time.Millisecond
 		observe    = 15 * QueuePollInterval
-		settledFor = 10 * time.Second // the scale-up window
+		upWindow   = 10 * time.Second
+		downWindow = 20 * time.Second
+		settledFor = downWindow + 2*QueuePollInterval // past the longer window and a poll after it
 		maxChanges = 1
 	)
 	l := newLoop(t, "hover", 1, func(ld *loopsv1alpha1.LoopDeployment) {
 		ld.Spec.Autoscaling = &loopsv1alpha1.AutoscalingSpec{
 			MinReplicas: ptr.To[int32](1), MaxReplicas: 4, TargetBacklogPerReplica: ptr.To[int32](target),
 			Behavior: &loopsv1alpha1.AutoscalingBehavior{
-				ScaleUp:   &loopsv1alpha1.ScalingRules{StabilizationWindowSeconds: ptr.To[int32](int32(settledFor / time.Second))},
-				ScaleDown: &loopsv1alpha1.ScalingRules{StabilizationWindowSeconds: ptr.To[int32](30)},
+				ScaleUp:   &loopsv1alpha1.ScalingRules{StabilizationWindowSeconds: ptr.To[int32](int32(upWindow / time.Second))},
+				ScaleDown: &loopsv1alpha1.ScalingRules{StabilizationWindowSeconds: ptr.To[int32](int32(downWindow / time.Second))},
 			},
 		}
 	})

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -58,6 +59,10 @@ type loop struct {
 	// why (allowDuplicates).
 	dupBound int
 	dupWhy   string
+	// deadBound sink tasks may be dead-lettered with an error that holds
+	// deadReason, for the reason deadWhy (allowDeadLetters).
+	deadBound           int
+	deadReason, deadWhy string
 }
 
 // newLoop creates a namespace and a LoopDeployment of replicas workers
@@ -238,6 +243,15 @@ func (l *loop) allowDuplicates(n int, why string) {
 	l.dupBound, l.dupWhy = n, why
 }
 
+// allowDeadLetters states how many sink tasks this scenario may see
+// dead-lettered, with an error holding reason, and why; waitAllAccounted
+// fails the test for any other dead-lettered sink task.
+func (l *loop) allowDeadLetters(n int, reason, why string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.deadBound, l.deadReason, l.deadWhy = n, reason, why
+}
+
 // submit submits one task of any kind and adds it to the records: a task
 // of kindSink is accounted for at the sink, any other by the ledger alone
 // (and the scenario's own checks).
@@ -277,6 +291,7 @@ func (l *loop) waitAllAccounted(timeout time.Duration) ledger.Summary {
 	l.mu.Lock()
 	atSink := maps.Clone(l.atSink)
 	bound, why := l.dupBound, l.dupWhy
+	deadBound, deadReason, deadWhy := l.deadBound, l.deadReason, l.deadWhy
 	l.mu.Unlock()
 	var (
 		s          ledger.Summary
@@ -319,11 +334,21 @@ func (l *loop) waitAllAccounted(timeout time.Duration) ledger.Summary {
 	if c.Duplicates > bound {
 		l.t.Errorf("%d extra finishes at the sink; this scenario allows %d (%s)", c.Duplicates, bound, why)
 	}
-	var dead []ledger.Failure
+	var dead, allowed []ledger.Failure
 	for _, f := range l.book.Failures() {
-		if atSink[f.ID] {
+		switch {
+		case !atSink[f.ID]:
+		case deadReason != "" && strings.Contains(f.Error, deadReason):
+			allowed = append(allowed, f)
+		default:
 			dead = append(dead, f)
 		}
+	}
+	if len(allowed) > 0 {
+		l.t.Logf("%d sink tasks were dead-lettered with %q (bound %d: %s): %+v", len(allowed), deadReason, deadBound, deadWhy, allowed)
+	}
+	if len(allowed) > deadBound {
+		l.t.Errorf("%d sink tasks were dead-lettered with %q; this scenario allows %d (%s)", len(allowed), deadReason, deadBound, deadWhy)
 	}
 	if len(dead) > 0 {
 		l.t.Errorf("%d sink tasks were dead-lettered: %+v", len(dead), dead)
