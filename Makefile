@@ -80,8 +80,18 @@ kube-bins: ## Build the real control plane (apiserver, controller-manager, sched
 	bash hack/kube-bins.sh
 
 .PHONY: test
-test: manifests generate fmt vet kube-bins ## Run the unit and envtest suites with -race (not e2e).
+test: manifests generate fmt vet kube-bins node-deps ## Run the unit and envtest suites with -race (not e2e).
 	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" go test -race -count=1 $$(go list ./... | grep -v /test/e2e) -coverprofile cover.out
+
+# The Node.js producer example's pinned dependencies, which its test in
+# make test runs; npm ci again only when the lock file changes.
+NODE_PRODUCER = examples/node-producer
+.PHONY: node-deps
+node-deps: $(NODE_PRODUCER)/node_modules/.package-lock.json ## Install the Node.js producer example's pinned dependencies (npm ci), for its test.
+$(NODE_PRODUCER)/node_modules/.package-lock.json: $(NODE_PRODUCER)/package-lock.json
+	@command -v node >/dev/null && command -v npm >/dev/null || { echo "make test runs the Node.js producer example: install Node.js 18 or later and npm (Debian: apt-get install nodejs npm)"; exit 1; }
+	npm ci --prefix $(NODE_PRODUCER) --no-audit --no-fund --cache "$(HOME)/.cache/npm"
+	@touch $@
 
 # Every Go fuzz test, as package:Target; make fuzz runs each for FUZZTIME.
 FUZZ_TARGETS = ./worker/queue:FuzzNewDelivery ./worker/queue:FuzzDeliveryCounts ./worker/settings:FuzzParse \
