@@ -71,7 +71,7 @@ var WorkerImage = envOr("E2E_WORKER_IMAGE", "ghcr.io/tenire/loop-worker:dev")
 
 // CustomWorkerImage is the image of examples/custom-worker
 // (examples/custom-worker/Dockerfile), loaded into the nodes by hand; the
-// scenario that runs it is skipped when it is not given.
+// scenario that runs it fails when it is not given.
 var CustomWorkerImage = envOr("E2E_CUSTOM_WORKER_IMAGE", "")
 
 // QueuePollInterval is the deployed manager's --queue-poll-interval:
