@@ -356,7 +356,7 @@ func TestAResultRecordIsRetriedUntilTheStreamTakesIt(t *testing.T) {
 	}
 	// The tries, seen on the subject while no stream stores them.
 	nc, _ := e.srv.Connect()
-	tries, err := nc.SubscribeSync(names.ResultSubject())
+	tries, err := nc.SubscribeSync(names.ResultSubjectOf("r"))
 	if err != nil {
 		t.Fatal(err)
 	}
