@@ -58,6 +58,12 @@ func (r *LoopDeploymentReconciler) reconcileQueue(_ context.Context, s *scope) (
 	next := queueStatusOf(o)
 	if policy.QueueStatusDue(s.ld.Status.Queue, next, s.now) {
 		s.ld.Status.Queue = next
+		return ctrl.Result{}, nil
+	}
+	// Not due yet: come back when it is, for nothing else may bring the
+	// reconciler back (the poller wakes it on material changes only).
+	if after, ok := policy.QueueStatusRecheck(s.ld.Status.Queue, next, s.now); ok {
+		return ctrl.Result{RequeueAfter: after}, nil
 	}
 	return ctrl.Result{}, nil
 }

@@ -282,6 +282,23 @@ func QueueStatusDue(prev, next *loopsv1alpha1.QueueStatus, now time.Time) bool {
 	return age >= QueueStatusMaxAge && !same
 }
 
+// QueueStatusRecheck returns how long from now until QueueStatusDue(prev,
+// next, ·) holds, next staying as it is: the reconciler comes back then,
+// so that a figure held back by the minimum period is written when it is
+// due even if nothing else makes the LoopDeployment reconcile. ok is false
+// when it never will (the figures are the same) or holds already.
+func QueueStatusRecheck(prev, next *loopsv1alpha1.QueueStatus, now time.Time) (after time.Duration, ok bool) {
+	if prev == nil || next == nil || prev.ObservedTime == nil || QueueStatusDue(prev, next, now) {
+		return 0, false
+	}
+	for _, at := range []time.Time{prev.ObservedTime.Add(QueueStatusMinPeriod), prev.ObservedTime.Add(QueueStatusMaxAge)} {
+		if at.After(now) && QueueStatusDue(prev, next, at) {
+			return at.Sub(now), true
+		}
+	}
+	return 0, false
+}
+
 // timesEqual compares a and b at the precision a metav1.Time keeps in the
 // API, a second: the oldest task time read back from the status equals
 // the observation it was written from, or an unchanged backlog would be

@@ -176,6 +176,34 @@ func TestABacklogHoveringAtTheThresholdDoesNotFlap(t *testing.T) {
 	}
 }
 
+func TestQueueStatusRecheck(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	status := func(pending int64, age time.Duration) *loopsv1alpha1.QueueStatus {
+		return &loopsv1alpha1.QueueStatus{Stream: "S", Pending: pending, ObservedTime: &metav1.Time{Time: now.Add(-age)},
+			Priorities: []loopsv1alpha1.PriorityQueueStatus{{Name: "a"}}}
+	}
+	tests := []struct {
+		name       string
+		prev, next *loopsv1alpha1.QueueStatus
+		after      time.Duration
+		ok         bool
+	}{
+		{"a backlog that moved by more than a fifth comes back when the minimum period ends", status(6, 10*time.Second), status(35, 0), 20 * time.Second, true},
+		{"a small drift comes back when the status is a minute old", status(100, 10*time.Second), status(97, 0), 50 * time.Second, true},
+		{"the same figures never come back", status(100, 10*time.Second), status(100, 0), 0, false},
+		{"figures due now need no coming back", status(6, time.Minute), status(35, 0), 0, false},
+		{"no status yet needs no coming back", nil, status(35, 0), 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			after, ok := QueueStatusRecheck(tt.prev, tt.next, now)
+			if after != tt.after || ok != tt.ok {
+				t.Errorf("QueueStatusRecheck = %s, %v; want %s, %v", after, ok, tt.after, tt.ok)
+			}
+		})
+	}
+}
+
 func TestQueueStatusDue(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	status := func(pending, inFlight int64, age time.Duration, prios ...string) *loopsv1alpha1.QueueStatus {

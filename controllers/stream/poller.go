@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/api/v1alpha1/contract"
+	"github.com/tenire/loop-operator/controllers/policy"
 	"github.com/tenire/loop-operator/worker/queue"
 )
 
@@ -84,12 +86,15 @@ type Poller struct {
 	// Recorder records the TasksMoved events of the moves it makes.
 	Recorder events.EventRecorder
 
-	once    sync.Once
-	wake    chan event.GenericEvent
-	kick    chan types.NamespacedName
-	conns   conns
-	mu      sync.Mutex
-	obs     map[types.UID]Observation
+	once  sync.Once
+	wake  chan event.GenericEvent
+	kick  chan types.NamespacedName
+	conns conns
+	mu    sync.Mutex
+	obs   map[types.UID]Observation
+	// woken holds, per LoopDeployment, the observation that last woke the
+	// reconciler.
+	woken   map[types.UID]Observation
 	creds   map[types.UID][]byte // the credentials last read, by LoopDeployment
 	workers map[types.UID]*workers
 }
@@ -114,6 +119,7 @@ func (p *Poller) init() {
 		p.wake = make(chan event.GenericEvent, 1024)
 		p.kick = make(chan types.NamespacedName, 1024)
 		p.obs = map[types.UID]Observation{}
+		p.woken = map[types.UID]Observation{}
 		p.creds = map[types.UID][]byte{}
 		p.workers = map[types.UID]*workers{}
 		p.conns.timeout = p.Timeout
@@ -200,6 +206,7 @@ func (p *Poller) PollAll(ctx context.Context) {
 	for uid := range p.obs {
 		if !live[uid] {
 			delete(p.obs, uid)
+			delete(p.woken, uid)
 			delete(p.creds, uid)
 			p.unlisten(uid)
 		}
@@ -234,6 +241,7 @@ func (p *Poller) Poll(ctx context.Context, ld *loopsv1alpha1.LoopDeployment) Obs
 	}
 	p.mu.Lock()
 	p.obs[ld.UID] = o
+	last, woke := p.woken[ld.UID]
 	p.mu.Unlock()
 	record(ld, o, p.Clock.Since(start))
 	p.Log.V(1).Info("polled the queue", "loopdeployment", client.ObjectKeyFromObject(ld), "ready", o.Ready,
@@ -241,13 +249,36 @@ func (p *Poller) Poll(ctx context.Context, ld *loopsv1alpha1.LoopDeployment) Obs
 	if !o.Ready {
 		p.Log.Info("queue not ready", "loopdeployment", client.ObjectKeyFromObject(ld), "reason", o.Reason, "message", o.Message)
 	}
-	if ld.Spec.Autoscaling != nil || !seen || Material(prev, o) {
+	if ld.Spec.Autoscaling != nil || !woke || wakeDue(last, o) {
 		select {
 		case p.wake <- event.GenericEvent{Object: ld}:
+			p.mu.Lock()
+			p.woken[ld.UID] = o
+			p.mu.Unlock()
 		default: // a full channel already holds wake-ups; the next poll comes soon
 		}
 	}
 	return o
+}
+
+// wakeDue reports whether the reconciler, last woken with last, should
+// look at next: a material change since last (not since the poll before,
+// or a backlog climbing by small steps would never wake it), or any change
+// of the figures once last is policy.QueueStatusMaxAge old, so that the
+// status catches up within the bound docs/queue.md states even when
+// nothing else makes the LoopDeployment reconcile.
+func wakeDue(last, next Observation) bool {
+	if Material(last, next) {
+		return true
+	}
+	return next.At.Sub(last.At) >= policy.QueueStatusMaxAge && !sameBacklog(last.Backlog, next.Backlog)
+}
+
+// sameBacklog reports whether two readings of a backlog hold the same
+// figures (the oldest task's time to the second, as the status keeps it).
+func sameBacklog(a, b queue.Backlog) bool {
+	return slices.Equal(a.Priorities, b.Priorities) && a.DeadLetters == b.DeadLetters &&
+		a.Oldest.Truncate(time.Second).Equal(b.Oldest.Truncate(time.Second))
 }
 
 // Material reports whether the reconciler should look at next after prev:

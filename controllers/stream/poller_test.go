@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -33,6 +34,31 @@ func TestMaterial(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := Material(tt.prev, tt.next); got != tt.want {
 				t.Errorf("Material = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestWakeDue(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	obs := func(pending uint64, at time.Duration) Observation {
+		return Observation{Ready: true, Reason: "Provisioned", Stream: "S", At: t0.Add(at),
+			Backlog: queue.Backlog{Priorities: []queue.PriorityBacklog{{Priority: "a", Pending: pending}}}}
+	}
+	tests := []struct {
+		name       string
+		last, next Observation
+		want       bool
+	}{
+		{"a backlog that climbed by small steps since the last wake-up wakes it", obs(6, 0), obs(35, time.Second), true},
+		{"a small drift since the last wake-up waits", obs(100, 0), obs(97, 30*time.Second), false},
+		{"a small drift wakes it once the last wake-up is a minute old", obs(100, 0), obs(97, time.Minute), true},
+		{"the same figures never wake it, however old the last wake-up", obs(100, 0), obs(100, time.Hour), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := wakeDue(tt.last, tt.next); got != tt.want {
+				t.Errorf("wakeDue = %v, want %v", got, tt.want)
 			}
 		})
 	}
