@@ -59,6 +59,16 @@ func setEnv(ld *loopsv1alpha1.LoopDeployment, name, value string) {
 	c.Env = append(c.Env, corev1.EnvVar{Name: name, Value: value})
 }
 
+// allowDeadLetters states how many sink tasks this scenario may see
+// dead-lettered, with an error holding reason, and why; waitAllAccounted
+// fails the test for any other dead-lettered sink task. Only scenarios of
+// the local mode expect dead-lettered sink tasks, hence its place here.
+func (l *loop) allowDeadLetters(n int, reason, why string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.deadBound, l.deadReason, l.deadWhy = n, reason, why
+}
+
 // restarts sums the worker restarts of the loop's pods.
 func (l *loop) restarts() int32 {
 	l.t.Helper()

@@ -243,15 +243,6 @@ func (l *loop) allowDuplicates(n int, why string) {
 	l.dupBound, l.dupWhy = n, why
 }
 
-// allowDeadLetters states how many sink tasks this scenario may see
-// dead-lettered, with an error holding reason, and why; waitAllAccounted
-// fails the test for any other dead-lettered sink task.
-func (l *loop) allowDeadLetters(n int, reason, why string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.deadBound, l.deadReason, l.deadWhy = n, reason, why
-}
-
 // submit submits one task of any kind and adds it to the records: a task
 // of kindSink is accounted for at the sink, any other by the ledger alone
 // (and the scenario's own checks).
