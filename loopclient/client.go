@@ -29,29 +29,15 @@ import (
 	"github.com/tenire/loop-operator/worker/queue"
 )
 
-// Task is a task to submit.
-type Task struct {
-	// ID identifies the task; the queue drops a second task with the same
-	// id within its duplicate window (spec.queue.nats.duplicateWindow,
-	// default two minutes). Default a random id,
-	// which Submit returns.
-	ID string
-	// Kind selects the handler. Required.
-	Kind string
-	// Priority is the priority class. Default the loop's first (highest).
-	Priority string
-	// Payload is the handler's input.
-	Payload []byte
-	// NotBefore, when later than now, delays the task until then: the
-	// queue keeps it aside and queues it at that time (a JetStream
-	// message schedule, precise to a few milliseconds on the server's
-	// clock). It gets a random ID if it has none.
-	NotBefore time.Time
-	// Deadline, when set, is when the task expires: if no worker has
-	// started it by then, it is dead-lettered (a *FailedError whose Err
-	// starts with "expired") and never runs.
-	Deadline time.Time
-}
+// Task is a task to submit: queue.Task, the one envelope of the wire
+// format. The client fills two defaults of its own: a task with no ID
+// gets a random one (which Submit returns, so that its result can be
+// awaited, and which a delayed task needs), and a task with no Priority
+// the loop's first (highest) class; a priority the loop does not have is
+// refused before anything is sent. NotBefore delays a task (a JetStream
+// message schedule, precise to a few milliseconds on the server's clock);
+// Deadline dead-letters a task no worker started by then ("expired").
+type Task = queue.Task
 
 // Receipt is the queue's acknowledgement of a submitted task.
 type Receipt struct {
@@ -161,7 +147,7 @@ func (c *Client) task(t Task) (queue.Task, error) {
 	if !slices.Contains(c.q.Priorities, t.Priority) {
 		return queue.Task{}, fmt.Errorf("%w: the loop has no priority %q; its priorities are %v", queue.ErrInvalidTask, t.Priority, c.q.Priorities)
 	}
-	return queue.Task{ID: t.ID, Kind: t.Kind, Priority: t.Priority, Payload: t.Payload, Deadline: t.Deadline, NotBefore: t.NotBefore}, nil
+	return t, nil
 }
 
 // Submit publishes a task and waits for the queue to store it (the
