@@ -29,6 +29,9 @@ const (
 	// expectDrainRequested: the pod was asked to drain; the cache must show
 	// the annotations (or no pod any more).
 	expectDrainRequested
+	// expectDeleted: the pod was deleted; the cache must show it
+	// terminating or no pod any more.
+	expectDeleted
 )
 
 type expectation struct {
@@ -39,7 +42,8 @@ type expectation struct {
 // expectations remembers, per LoopDeployment, the pod changes the
 // reconciler made that its cache may not show yet. While one is unmet the
 // reconciler neither creates pods nor starts drains, so a lagging cache can
-// neither overshoot replicas nor exceed maxConcurrent. It is memory only:
+// neither overshoot replicas, remove a pod twice over, nor exceed
+// maxConcurrent. It is memory only:
 // a new process starts with a freshly listed cache and nothing to wait for.
 type expectations struct {
 	clock clock.PassiveClock
@@ -84,6 +88,8 @@ func (e *expectations) met(key types.NamespacedName, pods []*corev1.Pod) (ok boo
 			done = found
 		case expectDrainRequested:
 			done = !found || contract.DrainRequested(p) || p.DeletionTimestamp != nil
+		case expectDeleted:
+			done = !found || p.DeletionTimestamp != nil
 		}
 		if expired := now.Sub(x.at) >= ExpectationTimeout; done || expired {
 			delete(pending, name)

@@ -17,6 +17,12 @@ const (
 	DrainResultTimedOut = "timed_out"
 )
 
+// Reasons of tenire_loop_pods_deleted_without_drain_total.
+const (
+	deletedIdle        = "idle"
+	deletedUnscheduled = "unscheduled"
+)
+
 var (
 	// drainsTotal counts finished drains by result.
 	drainsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -25,6 +31,15 @@ var (
 		Name:      "drains_total",
 		Help:      "Worker pod drains finished by the operator, by result (completed, deadline_exceeded, timed_out).",
 	}, []string{"result"})
+
+	// podsDeletedWithoutDrain counts the pods the operator removed by a
+	// plain deletion because they held no task, by why it knew.
+	podsDeletedWithoutDrain = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "tenire",
+		Subsystem: "loop",
+		Name:      "pods_deleted_without_drain_total",
+		Help:      "Worker pods removed by a plain deletion, without a drain request, because they held no task: reason idle (the worker announced no task in flight) or unscheduled (no node ran it).",
+	}, []string{"reason"})
 
 	// drainDuration observes the time from a drain request to the pod's
 	// deletion, by result.
@@ -38,7 +53,10 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(drainsTotal, drainDuration)
+	metrics.Registry.MustRegister(drainsTotal, drainDuration, podsDeletedWithoutDrain)
+	for _, r := range []string{deletedIdle, deletedUnscheduled} {
+		podsDeletedWithoutDrain.WithLabelValues(r)
+	}
 	for _, r := range []string{DrainResultCompleted, DrainResultDeadlineExceeded, DrainResultTimedOut} {
 		drainsTotal.WithLabelValues(r)
 	}

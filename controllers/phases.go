@@ -180,17 +180,13 @@ func (r *LoopDeploymentReconciler) reconcileReplicas(ctx context.Context, s *sco
 	plan := policy.PlanPods(in)
 
 	var errs []error
+	if err := r.deleteIdle(ctx, s, plan.Delete); err != nil {
+		errs = append(errs, err)
+	}
 	var asked []*corev1.Pod
 	defer func() { r.eventDrainStarted(s, asked) }()
 	for _, name := range plan.Drain {
 		p := s.pod(name)
-		if !isScheduled(p) {
-			// No node runs it, so it holds no task: no drain needed.
-			if _, err := r.deletePod(ctx, s, p); err != nil {
-				errs = append(errs, err)
-			}
-			continue
-		}
 		if err := r.requestDrain(ctx, s, p); err != nil {
 			errs = append(errs, err)
 			continue
@@ -263,6 +259,49 @@ func (r *LoopDeploymentReconciler) createPods(ctx context.Context, s *scope, n i
 	return err
 }
 
+// deleteIdle deletes, in parallel, the pods the plan removes without a
+// drain: pods no node runs, and pods whose worker announced that it held
+// no task. The kubelet's SIGTERM makes such a worker drain whatever it
+// picked up since its announcement, within its grace period (at least the
+// drain timeout plus a margin, see gracePeriodSeconds), so that nothing is
+// lost; the drain request, the Drained report and the operator's own
+// deletion are saved. It expects the cache to show each pod terminating.
+func (r *LoopDeploymentReconciler) deleteIdle(ctx context.Context, s *scope, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	victims := make([]*corev1.Pod, len(names))
+	deleted := make([]bool, len(names))
+	failed := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		victims[i] = s.pod(name)
+		wg.Go(func() { deleted[i], failed[i] = r.deletePodOnly(ctx, victims[i]) })
+	}
+	wg.Wait()
+	var gone []string
+	for i, p := range victims {
+		s.gone[p.Name] = failed[i] == nil
+		if !deleted[i] {
+			continue
+		}
+		r.expectations.expect(s.key, p.Name, expectDeleted)
+		reason := deletedIdle
+		if !isScheduled(p) {
+			reason = deletedUnscheduled
+		}
+		podsDeletedWithoutDrain.WithLabelValues(reason).Inc()
+		gone = append(gone, p.Name)
+	}
+	if len(gone) > 0 {
+		log.FromContext(ctx).Info("Deleted pods that held no task, without a drain request", "count", len(gone), "pods", gone)
+		r.Recorder.Eventf(s.ld, nil, corev1.EventTypeNormal, loopsv1alpha1.EventDeletedIdle, actionDelete,
+			"Deleted %d pod(s) holding no task without a drain request (unscheduled, or no task in flight in their workers' last announcement; SIGTERM drains anything picked up since): %s",
+			len(gone), nameList(gone))
+	}
+	return kerrors.NewAggregate(failed)
+}
+
 // requestDrain sets the drain annotations on p (now, and now plus
 // drain.timeout) and expects the cache to show them.
 func (r *LoopDeploymentReconciler) requestDrain(ctx context.Context, s *scope, p *corev1.Pod) error {
@@ -290,11 +329,21 @@ func (r *LoopDeploymentReconciler) requestDrain(ctx context.Context, s *scope, p
 // was already gone (an earlier reconcile deleted it and the cache has not
 // caught up), so that events and metrics count each deletion once.
 func (r *LoopDeploymentReconciler) deletePod(ctx context.Context, s *scope, p *corev1.Pod) (deleted bool, err error) {
+	deleted, err = r.deletePodOnly(ctx, p)
+	if err == nil {
+		s.gone[p.Name] = true
+	}
+	return deleted, err
+}
+
+// deletePodOnly deletes p if it is still the same pod (UID). deleted is
+// false when it was already gone; an error means it may still be there.
+// It touches no shared state, so deletions may run in parallel.
+func (r *LoopDeploymentReconciler) deletePodOnly(ctx context.Context, p *corev1.Pod) (deleted bool, err error) {
 	err = r.Client.Delete(ctx, p, client.Preconditions{UID: &p.UID})
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 		return false, fmt.Errorf("deleting pod %s: %w", p.Name, err)
 	}
-	s.gone[p.Name] = true
 	return err == nil, nil
 }
 

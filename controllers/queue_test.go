@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,6 +20,7 @@ import (
 	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/controllers/policy"
 	"github.com/tenire/loop-operator/internal/natstest"
+	"github.com/tenire/loop-operator/worker/loop"
 	"github.com/tenire/loop-operator/worker/queue"
 )
 
@@ -327,4 +330,79 @@ func TestTheOperatorProvisionsWithTheSecretsCredentialsAndSaysWhenNATSRefusesThe
 		t.Errorf("stream %s of the granted loop: %v", stream, err)
 	}
 	h.g.Consistently(func() int { return len(h.pods("refused")) }, 2*time.Second).Should(gomega.Equal(2))
+}
+
+// TestAScaleDownDeletesIdlePodsAndDrainsBusyOnes: the pods whose workers
+// announce no task in flight are deleted at once without a drain request
+// and take no drain slot; the pods that hold tasks are drained one at a
+// time (maxConcurrent 1), and so is a pod nobody heard from.
+func TestAScaleDownDeletesIdlePodsAndDrainsBusyOnes(t *testing.T) {
+	h, srv, _ := queueHarness(t)
+	ld := h.queueLD("idle", srv.URL)
+	ld.Spec.Replicas = ptr.To[int32](5)
+	h.create(ld)
+	h.g.Eventually(func() []string { return h.readyPods("idle") }).Should(gomega.HaveLen(5))
+	h.g.Eventually(h.queueReady("idle")).Should(haveReason(loopsv1alpha1.ReasonQueueProvisioned))
+	ld = h.get("idle")
+
+	names := podNames(h.pods("idle"))
+	idle, busy, quiet := names[:2], names[2:4], names[4]
+	load := map[string]int{}
+	for _, n := range idle {
+		load[n] = 0
+	}
+	for _, n := range busy {
+		load[n] = 2
+	}
+	// The workers announce what they hold, every 100ms, as loop.announce
+	// does every 2s; quiet announces nothing.
+	nc, _ := srv.Connect()
+	subject := queue.NewNames(contract.QueueNames(ld.Namespace, ld.Name, ld.Spec.Queue.NATS)).StatusSubject()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			for pod, n := range load {
+				a := loop.Announcement{Worker: pod, At: time.Now(), Status: loop.Status{State: "Running", InFlightByKind: map[string]int{}}}
+				if n > 0 {
+					a.Status.InFlightByKind["sleep"] = n
+				}
+				data, _ := json.Marshal(a)
+				_ = nc.Publish(subject, data)
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+	h.g.Eventually(func() int { return len(h.queues.Loads(ld.UID)) }).Should(gomega.Equal(4))
+
+	idleBefore := testutil.ToFloat64(podsDeletedWithoutDrain.WithLabelValues(deletedIdle))
+	w := h.watch()
+	h.update("idle", func(ld *loopsv1alpha1.LoopDeployment) { ld.Spec.Replicas = ptr.To[int32](0) })
+	h.g.Eventually(func() []corev1.Pod { return h.pods("idle") }, time.Minute).Should(gomega.BeEmpty())
+
+	for _, p := range idle {
+		if w.wasAsked(p) {
+			t.Errorf("idle pod %s was asked to drain; it should have been deleted directly", p)
+		}
+	}
+	for _, p := range append(slices.Clone(busy), quiet) {
+		if !w.wasAsked(p) {
+			t.Errorf("pod %s, which holds tasks or said nothing, was deleted without a drain request", p)
+		}
+	}
+	if draining, _ := w.max(); draining != 1 {
+		t.Errorf("at most %d pods drained at once, want exactly 1 (maxConcurrent 1)", draining)
+	}
+	if got := testutil.ToFloat64(podsDeletedWithoutDrain.WithLabelValues(deletedIdle)) - idleBefore; got != float64(len(idle)) {
+		t.Errorf("%s{reason=idle} grew by %v, want %d", "tenire_loop_pods_deleted_without_drain_total", got, len(idle))
+	}
+	h.g.Expect(h.events("idle")).To(gomega.ContainElements(loopsv1alpha1.EventDeletedIdle, loopsv1alpha1.EventDrainStarted, loopsv1alpha1.EventDrainCompleted))
 }

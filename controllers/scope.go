@@ -144,6 +144,7 @@ func (s *scope) candidate(p *corev1.Pod) policy.Candidate {
 	}
 	if l, ok := s.loads[p.Name]; ok {
 		c.InFlight = l.InFlight
+		c.Idle = l.InFlight == 0
 	}
 	return c
 }

@@ -93,6 +93,8 @@ type harness struct {
 	// pollQueues, when set before the operator starts, makes it provision
 	// and poll the queues at this interval.
 	pollQueues time.Duration
+	// queues is the operator's poller when pollQueues is set.
+	queues *stream.Poller
 }
 
 const testNode = "node-a"
@@ -146,8 +148,9 @@ func (h *harness) startOperator() {
 		r.Client = laggingClient{Client: mgr.GetClient(), lag: h.lag}
 	}
 	if h.pollQueues > 0 {
-		r.Queues = &stream.Poller{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Interval: h.pollQueues,
+		h.queues = &stream.Poller{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Interval: h.pollQueues,
 			Log: funcr.New(func(prefix, args string) { h.t.Log(prefix, args) }, funcr.Options{})}
+		r.Queues = h.queues
 	}
 	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: 4}); err != nil { // as cmd/manager
 		h.t.Fatal(err)
@@ -351,10 +354,11 @@ func equalStatus(a, b *corev1.Pod) bool {
 type watcher struct {
 	mu                      sync.Mutex
 	maxDraining, maxServing int
+	asked                   map[string]bool // every pod seen with a drain request
 }
 
 func (h *harness) watch() *watcher {
-	w := &watcher{}
+	w := &watcher{asked: map[string]bool{}}
 	draining := map[string]bool{}
 	serving := map[string]bool{}
 	list := &corev1.PodList{}
@@ -371,6 +375,9 @@ func (h *harness) watch() *watcher {
 		serving[p.Name] = !deleted && !asked && p.DeletionTimestamp == nil
 		w.mu.Lock()
 		defer w.mu.Unlock()
+		if asked {
+			w.asked[p.Name] = true
+		}
 		w.maxDraining = max(w.maxDraining, countTrue(draining))
 		w.maxServing = max(w.maxServing, countTrue(serving))
 	}
@@ -399,6 +406,13 @@ func countTrue(m map[string]bool) int {
 		}
 	}
 	return n
+}
+
+// wasAsked reports whether pod ever carried a drain request.
+func (w *watcher) wasAsked(pod string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.asked[pod]
 }
 
 func (w *watcher) max() (draining, serving int) {

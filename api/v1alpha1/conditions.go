@@ -111,6 +111,10 @@ const (
 	EventScaledUp = "ScaledUp"
 	// EventDrainStarted: a pod was asked to drain.
 	EventDrainStarted = "DrainStarted"
+	// EventDeletedIdle: pods that held no task (unscheduled, or whose
+	// workers announced no task in flight) were deleted without a drain
+	// request; their SIGTERM drains anything picked up since.
+	EventDeletedIdle = "DeletedIdle"
 	// EventDrainCompleted: a pod reported Drained and was deleted.
 	EventDrainCompleted = "DrainCompleted"
 	// EventDrainTimedOut: a pod did not report Drained in time and was

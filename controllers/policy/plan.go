@@ -25,12 +25,29 @@ type Plan struct {
 	Create int32
 	// Drain names the pods to ask to drain, first victim first.
 	Drain []string
+	// Delete names the pods to delete without asking them to drain, first
+	// victim first: pods no node runs, and idle pods (Candidate.Idle),
+	// whose SIGTERM drain hands back whatever they picked up since they
+	// announced.
+	Delete []string
+}
+
+// remove adds p to Delete when it holds no task, else to Drain.
+func (plan *Plan) remove(p Candidate) {
+	if !p.Scheduled || p.Idle {
+		plan.Delete = append(plan.Delete, p.Name)
+		return
+	}
+	plan.Drain = append(plan.Drain, p.Name)
 }
 
 // PlanPods decides one step towards Replicas updated, serving pods.
 //
-// Without outdated pods it scales: it creates the missing pods, or drains
-// the surplus in victim order (SortVictims).
+// Without outdated pods it scales: it creates the missing pods, or removes
+// the surplus in victim order (SortVictims): pods that hold no task (not
+// scheduled, or idle) are deleted at once, as a ReplicaSet deletes its
+// surplus, and take no drain slot; the others are drained within the free
+// slots.
 //
 // With outdated pods it rolls: it creates updated pods while there are
 // fewer than Replicas of them and fewer than Replicas+MaxSurge serving
@@ -42,9 +59,12 @@ type Plan struct {
 // MaxConcurrent when MaxSurge is 0 (old pods go first, their replacements
 // start as they drain).
 //
-// Drains never take more than the MaxConcurrent-Draining free slots. A
-// draining pod no longer pulls tasks, so it is not a serving pod and its
-// replacement may start while it drains.
+// A rolling update paces itself by the MaxConcurrent-Draining free slots,
+// whichever way a pod goes: an idle or unscheduled outdated pod is deleted
+// rather than drained, but it takes a slot like a drain. A scale-down's
+// drains never take more than the free slots either. A draining pod no
+// longer pulls tasks, so it is not a serving pod and its replacement may
+// start while it drains.
 func PlanPods(in PlanInput) Plan {
 	var plan Plan
 	free := max(in.MaxConcurrent-in.Draining, 0)
@@ -67,8 +87,14 @@ func PlanPods(in PlanInput) Plan {
 		case serving < in.Replicas:
 			plan.Create = in.Replicas - serving
 		case serving > in.Replicas:
-			for _, p := range pods[:min(serving-in.Replicas, free)] {
-				plan.Drain = append(plan.Drain, p.Name)
+			for _, p := range pods[:serving-in.Replicas] {
+				if p.Scheduled && !p.Idle {
+					if free == 0 {
+						continue
+					}
+					free--
+				}
+				plan.remove(p)
 			}
 		}
 		return plan
@@ -94,7 +120,7 @@ func PlanPods(in PlanInput) Plan {
 			}
 			spare--
 		}
-		plan.Drain = append(plan.Drain, p.Name)
+		plan.remove(p)
 		free--
 	}
 	// Updated pods beyond Replicas (a scale-down during a rollout) go too.
@@ -104,7 +130,7 @@ func PlanPods(in PlanInput) Plan {
 			break
 		}
 		if p.Updated {
-			plan.Drain = append(plan.Drain, p.Name)
+			plan.remove(p)
 			free--
 			surplus--
 		}

@@ -69,8 +69,69 @@ func TestPlanPods(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := PlanPods(tt.in)
-			if got.Create != tt.wantCreate || !slices.Equal(got.Drain, tt.wantDrain) {
-				t.Errorf("plan = create %d, drain %v; want create %d, drain %v", got.Create, got.Drain, tt.wantCreate, tt.wantDrain)
+			if got.Create != tt.wantCreate || !slices.Equal(got.Drain, tt.wantDrain) || len(got.Delete) > 0 {
+				t.Errorf("plan = create %d, drain %v, delete %v; want create %d, drain %v, delete none",
+					got.Create, got.Drain, got.Delete, tt.wantCreate, tt.wantDrain)
+			}
+		})
+	}
+}
+
+// idle marks the pods idle: their workers announced no task in flight.
+func idle(ps []Candidate) []Candidate {
+	for i := range ps {
+		ps[i].Idle, ps[i].InFlight = true, 0
+	}
+	return ps
+}
+
+// loaded marks the pods as holding n tasks each.
+func loaded(ps []Candidate, n int) []Candidate {
+	for i := range ps {
+		ps[i].InFlight = n
+	}
+	return ps
+}
+
+func TestPlanPodsDeletesPodsThatHoldNoTask(t *testing.T) {
+	unscheduled := Candidate{Name: "pending", Updated: true, Created: t0.Add(time.Hour), InFlight: -1}
+	tests := []struct {
+		name       string
+		in         PlanInput
+		wantDrain  []string
+		wantDelete []string
+	}{
+		{"a scale-down deletes every idle surplus pod at once, beyond the drain slots",
+			PlanInput{Replicas: 1, MaxConcurrent: 1, Pods: idle(pods("new", 4, true, true))}, nil, []string{"new-3", "new-2", "new-1"}},
+		{"a scale-down deletes the idle pods and drains the busy ones within the free slots",
+			PlanInput{Replicas: 0, MaxConcurrent: 1, Pods: append(loaded(pods("busy", 2, true, true), 3), idle(pods("idle", 2, true, true))...)},
+			[]string{"busy-1"}, []string{"idle-1", "idle-0"}},
+		{"idle pods go first, so a scale-down by one drains nothing while one is idle",
+			PlanInput{Replicas: 2, MaxConcurrent: 1, Pods: append(loaded(pods("busy", 2, true, true), 1), idle(pods("idle", 1, true, true))...)},
+			nil, []string{"idle-0"}},
+		{"a scale-down with every slot taken still deletes idle pods",
+			PlanInput{Replicas: 0, MaxConcurrent: 1, Draining: 1, Pods: append(loaded(pods("busy", 1, true, true), 2), idle(pods("idle", 1, true, true))...)},
+			nil, []string{"idle-0"}},
+		{"a pod nobody heard from is drained, not deleted",
+			PlanInput{Replicas: 0, MaxConcurrent: 2, Pods: loaded(pods("quiet", 2, true, true), -1)}, []string{"quiet-1", "quiet-0"}, nil},
+		{"a pod that announced tasks in flight is drained even with none running now",
+			PlanInput{Replicas: 0, MaxConcurrent: 1, Pods: loaded(pods("held", 1, true, true), 1)}, []string{"held-0"}, nil},
+		{"an unscheduled surplus pod is deleted, not drained, and takes no slot",
+			PlanInput{Replicas: 1, MaxConcurrent: 1, Pods: append(loaded(pods("busy", 2, true, true), 1), unscheduled)},
+			[]string{"busy-1"}, []string{"pending"}},
+		{"a rolling update deletes an idle old pod instead of draining it, within the slots",
+			PlanInput{Replicas: 2, MaxSurge: 1, MaxConcurrent: 1, Pods: append(idle(pods("old", 2, false, true)), pods("new", 1, true, true)...)},
+			nil, []string{"old-1"}},
+		{"a rolling update with no free slot deletes no idle pod either",
+			PlanInput{Replicas: 2, MaxSurge: 1, MaxConcurrent: 1, Draining: 1, Pods: append(idle(pods("old", 2, false, true)), pods("new", 1, true, true)...)},
+			nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := PlanPods(tt.in)
+			if got.Create != 0 || !slices.Equal(got.Drain, tt.wantDrain) || !slices.Equal(got.Delete, tt.wantDelete) {
+				t.Errorf("plan = create %d, drain %v, delete %v; want create 0, drain %v, delete %v",
+					got.Create, got.Drain, got.Delete, tt.wantDrain, tt.wantDelete)
 			}
 		})
 	}
@@ -95,44 +156,67 @@ func TestPlanPodsConverges(t *testing.T) {
 		{"a scale-down to zero converges", 7, 0, true, 1, 2},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			serving := pods("p", tt.start, tt.startUpdated, true)
-			draining := 0
-			next := tt.start
-			for step := range 100 {
-				for i := range serving { // pods created last step are ready now
-					serving[i].Ready = true
+		for _, idle := range []bool{false, true} {
+			name := tt.name
+			if idle {
+				name += ", half the pods idle"
+			}
+			t.Run(name, func(t *testing.T) {
+				serving := pods("p", tt.start, tt.startUpdated, true)
+				for i := range serving {
+					serving[i].Idle = idle && i%2 == 1
 				}
-				plan := PlanPods(PlanInput{Replicas: int32(tt.replicas), MaxSurge: tt.surge, MaxConcurrent: tt.concurrent, Draining: int32(draining), Pods: serving})
-				if draining == 0 && plan.Create == 0 && len(plan.Drain) == 0 {
-					updated := 0
-					for _, c := range serving {
-						if c.Updated {
-							updated++
+				rolling := !tt.startUpdated
+				draining := 0
+				next := tt.start
+				for step := range 100 {
+					for i := range serving { // pods created last step are ready now
+						serving[i].Ready = true
+					}
+					plan := PlanPods(PlanInput{Replicas: int32(tt.replicas), MaxSurge: tt.surge, MaxConcurrent: tt.concurrent, Draining: int32(draining), Pods: serving})
+					if draining == 0 && plan.Create == 0 && len(plan.Drain) == 0 && len(plan.Delete) == 0 {
+						updated := 0
+						for _, c := range serving {
+							if c.Updated {
+								updated++
+							}
+						}
+						if updated != tt.replicas || len(serving) != tt.replicas {
+							t.Fatalf("step %d: stuck with %d serving, %d updated", step, len(serving), updated)
+						}
+						return
+					}
+					free := max(int(tt.concurrent)-draining, 0)
+					if len(plan.Drain) > free {
+						t.Fatalf("step %d: %d drains started with %d free slots", step, len(plan.Drain), free)
+					}
+					if rolling && len(plan.Drain)+len(plan.Delete) > free {
+						t.Fatalf("step %d: a rollout removed %d pods with %d free slots", step, len(plan.Drain)+len(plan.Delete), free)
+					}
+					for _, name := range plan.Delete {
+						i := slices.IndexFunc(serving, func(c Candidate) bool { return c.Name == name })
+						if i < 0 || !serving[i].Idle {
+							t.Fatalf("step %d: deleted %s, which is not an idle serving pod", step, name)
 						}
 					}
-					if updated != tt.replicas || len(serving) != tt.replicas {
-						t.Fatalf("step %d: stuck with %d serving, %d updated", step, len(serving), updated)
+					// Removals of the last step finish now; the pods
+					// removed in this one drain or terminate until the next.
+					draining = 0
+					for _, name := range slices.Concat(plan.Drain, plan.Delete) {
+						serving = slices.DeleteFunc(serving, func(c Candidate) bool { return c.Name == name })
+						draining++
 					}
-					return
+					for range plan.Create {
+						serving = append(serving, Candidate{Name: fmt.Sprintf("p-%d", next), Scheduled: true, Updated: true,
+							Created: t0.Add(time.Duration(next) * time.Minute), Idle: idle && next%2 == 1})
+						next++
+					}
+					if plan.Create > 0 && len(serving) > max(tt.replicas, tt.start)+int(tt.surge) {
+						t.Fatalf("step %d: %d serving, above replicas+surge", step, len(serving))
+					}
 				}
-				draining = 0 // drains started last step finish now
-				for _, name := range plan.Drain {
-					serving = slices.DeleteFunc(serving, func(c Candidate) bool { return c.Name == name })
-					draining++
-				}
-				if int32(draining) > tt.concurrent {
-					t.Fatalf("step %d: %d draining, maxConcurrent %d", step, draining, tt.concurrent)
-				}
-				for range plan.Create {
-					serving = append(serving, Candidate{Name: fmt.Sprintf("p-%d", next), Scheduled: true, Updated: true, Created: t0.Add(time.Duration(next) * time.Minute)})
-					next++
-				}
-				if plan.Create > 0 && len(serving) > max(tt.replicas, tt.start)+int(tt.surge) {
-					t.Fatalf("step %d: %d serving, above replicas+surge", step, len(serving))
-				}
-			}
-			t.Fatal("no convergence in 100 steps")
-		})
+				t.Fatal("no convergence in 100 steps")
+			})
+		}
 	}
 }

@@ -22,6 +22,11 @@ type Candidate struct {
 	// InFlight counts the tasks the pod's worker last announced it held;
 	// -1 when unknown (no recent announcement).
 	InFlight int
+	// Idle is true when the pod's worker announced recently that it held
+	// no task: such a pod is deleted rather than asked to drain, since the
+	// SIGTERM that the deletion sends starts the same drain. False when
+	// unknown, so that a pod nobody heard from is drained.
+	Idle bool
 }
 
 // SortVictims orders pods from the first to go to the last: unscheduled

@@ -96,23 +96,25 @@ same size, on the e2e suite's local control plane with pods on kwok nodes
 (TestBenchOperatorScale in test/e2e): kwok plays the kubelet, so pods start
 and stop at once and the figures are the controllers' own. Up: the /scale
 subresource goes 0 → N, timed until N pods are Ready. Down: N → 0, timed
-until no pod is left; the LoopDeployment's pods are drained first, and
-since kwok pods run no worker, a stand-in in the test reports each pod
-Drained as soon as the operator asks (what an idle worker does). The
-Deployment's pods are deleted by its ReplicaSet. API writes are the
-apiserver's apiserver_request_total for write verbs, summed over every
+until no pod is left. kwok pods run no worker, so stand-in workers in the
+test announce on the loop's status subject every 0.5 s what they hold, as
+loop-worker does, and report Drained when asked: in the down phase they are
+idle, so the operator deletes their pods without a drain, as a ReplicaSet
+deletes its surplus. The Deployment's pods are deleted by its ReplicaSet.
+Then the LoopDeployment goes up and down once more with busy workers, each
+holding a task of 1 s: every pod is drained (asked, Drained once its task
+ended, deleted), a tenth of the pods at a time (drain.maxConcurrent), and
+the time is reported beside the least those waves can take. API writes are
+the apiserver's apiserver_request_total for write verbs, summed over every
 client, before and after each phase, divided by N. Goals: time ≤ 1.1× the
 Deployment's, writes per pod ≤ 1.2× its.
 
-What a LoopDeployment writes beyond a Deployment, by design: per pod going
-down, the drain request (a PATCH of the pod by the operator, before its
-DELETE) and the Drained report (a PATCH of pods/status by the worker, here
-the stand-in); and the PodDisruptionBudget it keeps, whose status
-kube-controller-manager updates as pods become ready and go. The tables of
-writes by request below show each of these beside the Deployment's. With
-both controllers' clients at the same rate limit, a phase bound by pod
-writes takes longer in proportion to the operator's pod writes (two per
-pod going down, where the ReplicaSet controller makes one).`
+What a LoopDeployment writes beyond a Deployment, by design: the
+PodDisruptionBudget it keeps, whose status kube-controller-manager updates
+as pods become ready and go; and, per busy pod going down, the drain request
+(a PATCH of the pod by the operator, before its DELETE) and the Drained
+report (a PATCH of pods/status by the worker, here the stand-in). The tables
+of writes by request below show each of these beside the Deployment's.`
 
 const introAutoscale = `The autoscaler on the e2e suite's local control plane with real
 loop-worker processes (TestBenchAutoscale in test/e2e), the manager polling

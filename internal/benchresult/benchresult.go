@@ -70,9 +70,17 @@ type Operator struct {
 	// Timing and Writes say what was measured.
 	Timing string `json:"timing"`
 	Writes string `json:"writes"`
-	// Up and Down are the medians over the rounds.
+	// Up and Down are the medians over the rounds. Down has idle
+	// workers: the operator deletes their pods without a drain.
 	Up   OperatorSummary `json:"up"`
 	Down OperatorSummary `json:"down"`
+	// DownBusySeconds and DownBusyWritesPerPod are the medians of the
+	// LoopDeployment's N → 0 with busy workers: each holds one task of
+	// BusyTaskSeconds and is drained, BusyMaxConcurrent at a time.
+	DownBusySeconds      float64 `json:"downBusySeconds"`
+	DownBusyWritesPerPod float64 `json:"downBusyWritesPerPod"`
+	BusyTaskSeconds      float64 `json:"busyTaskSeconds"`
+	BusyMaxConcurrent    int     `json:"busyMaxConcurrent"`
 	// Samples holds each round's raw figures.
 	Samples []OperatorRound `json:"samples"`
 }
@@ -97,6 +105,8 @@ type OperatorRound struct {
 	First     string       `json:"first"`
 	Up        OperatorPair `json:"up"`
 	Down      OperatorPair `json:"down"`
+	// DownBusy is the LoopDeployment's N → 0 with busy workers.
+	DownBusy OperatorSample `json:"downBusy"`
 }
 
 // OperatorPair is one phase of one round on both sides.

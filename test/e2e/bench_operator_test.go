@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -21,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	appsv1 "k8s.io/api/apps/v1"
@@ -30,6 +32,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -41,6 +44,7 @@ import (
 	"github.com/tenire/loop-operator/internal/localcluster"
 	workerloop "github.com/tenire/loop-operator/worker/loop"
 	"github.com/tenire/loop-operator/worker/podwatch"
+	"github.com/tenire/loop-operator/worker/queue"
 )
 
 // The operator benchmark (part 5 of the benchmarks issue): the time from a
@@ -162,6 +166,12 @@ func TestBenchOperatorScale(t *testing.T) {
 	for r := range rounds {
 		res.Samples = append(res.Samples, benchOpRound(t, r, n, writes))
 	}
+	res.BusyTaskSeconds, res.BusyMaxConcurrent = benchOpBusyTask.Seconds(), int(benchOpBusyConcurrent(n))
+	var busyS, busyW []float64
+	for _, r := range res.Samples {
+		busyS, busyW = append(busyS, r.DownBusy.Seconds), append(busyW, r.DownBusy.WritesPerPod)
+	}
+	res.DownBusySeconds, res.DownBusyWritesPerPod = benchOpMedian(busyS), benchOpMedian(busyW)
 	res.Up = benchOpSummarize(res.Samples, func(r benchresult.OperatorRound) benchresult.OperatorPair { return r.Up })
 	res.Down = benchOpSummarize(res.Samples, func(r benchresult.OperatorRound) benchresult.OperatorPair { return r.Down })
 	for _, p := range []struct {
@@ -330,7 +340,6 @@ func benchOpRound(t *testing.T, round, n int, writes *benchOpWrites) benchresult
 	if err := env.Cluster.WaitForServiceAccount(ctx, ns, "default"); err != nil {
 		t.Fatal(err)
 	}
-	tr := benchOpTrack(t, ns)
 
 	tmpl := func(labels map[string]string) corev1.PodTemplateSpec {
 		return corev1.PodTemplateSpec{
@@ -348,6 +357,7 @@ func benchOpRound(t *testing.T, round, n int, writes *benchOpWrites) benchresult
 			Replicas: ptr.To[int32](0),
 			Template: tmpl(nil),
 			Queue:    loopsv1alpha1.QueueSpec{NATS: loopsv1alpha1.NATSQueueSpec{URL: env.NATS.URL()}},
+			Drain:    loopsv1alpha1.DrainSpec{MaxConcurrent: ptr.To(intstr.FromInt32(benchOpBusyConcurrent(n)))},
 		},
 	}
 	deployLabels := map[string]string{"app": benchOpDeploy}
@@ -364,6 +374,7 @@ func benchOpRound(t *testing.T, round, n int, writes *benchOpWrites) benchresult
 			t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
 		}
 	}
+	tr := benchOpTrack(t, ns, ld)
 	sides := []benchOpSide{
 		{name: benchOpSideLD, obj: ld, statusSays: func(ctx context.Context, want int32) (bool, error) {
 			var got loopsv1alpha1.LoopDeployment
@@ -400,6 +411,11 @@ func benchOpRound(t *testing.T, round, n int, writes *benchOpWrites) benchresult
 	rec := benchresult.OperatorRound{Round: round, Namespace: ns, First: sides[0].name}
 	for _, s := range sides {
 		up := benchOpPhase(t, tr, writes, s, n, int32(n))
+		if s.name == benchOpSideLD {
+			if err := tr.waitAnnounced(ctx, n); err != nil {
+				t.Fatalf("the idle workers' announcements: %v", err)
+			}
+		}
 		down := benchOpPhase(t, tr, writes, s, n, 0)
 		if s.name == benchOpSideLD {
 			rec.Up.LoopDeployment, rec.Down.LoopDeployment = up, down
@@ -407,13 +423,28 @@ func benchOpRound(t *testing.T, round, n int, writes *benchOpWrites) benchresult
 			rec.Up.Deployment, rec.Down.Deployment = up, down
 		}
 	}
+	// The LoopDeployment once more with busy workers: each holds a task of
+	// benchOpBusyTask, so each pod is drained, maxConcurrent at a time.
+	for _, s := range sides {
+		if s.name != benchOpSideLD {
+			continue
+		}
+		tr.setBusy(benchOpBusyTask)
+		benchOpPhase(t, tr, writes, s, n, int32(n))
+		if err := tr.waitAnnounced(ctx, n); err != nil {
+			t.Fatalf("the busy workers' announcements: %v", err)
+		}
+		rec.DownBusy = benchOpPhase(t, tr, writes, s, n, 0)
+		tr.setBusy(0)
+	}
 	for _, p := range []*benchresult.OperatorPair{&rec.Up, &rec.Down} {
 		p.TimeRatio = benchOpRatio(p.LoopDeployment.Seconds, p.Deployment.Seconds)
 		p.WritesRatio = benchOpRatio(p.LoopDeployment.WritesPerPod, p.Deployment.WritesPerPod)
 	}
-	t.Logf("round %d (%s first): up LD %.3fs/%.2f writes per pod, Deployment %.3fs/%.2f; down LD %.3fs/%.2f, Deployment %.3fs/%.2f",
+	t.Logf("round %d (%s first): up LD %.3fs/%.2f writes per pod, Deployment %.3fs/%.2f; down LD %.3fs/%.2f, Deployment %.3fs/%.2f; down busy LD %.3fs/%.2f",
 		round, rec.First, rec.Up.LoopDeployment.Seconds, rec.Up.LoopDeployment.WritesPerPod, rec.Up.Deployment.Seconds, rec.Up.Deployment.WritesPerPod,
-		rec.Down.LoopDeployment.Seconds, rec.Down.LoopDeployment.WritesPerPod, rec.Down.Deployment.Seconds, rec.Down.Deployment.WritesPerPod)
+		rec.Down.LoopDeployment.Seconds, rec.Down.LoopDeployment.WritesPerPod, rec.Down.Deployment.Seconds, rec.Down.Deployment.WritesPerPod,
+		rec.DownBusy.Seconds, rec.DownBusy.WritesPerPod)
 
 	tr.stop()
 	tr.check()
@@ -539,35 +570,135 @@ type benchOpCounts struct {
 }
 
 // benchOpTracker follows the pods of a round's namespace. It stands in
-// for the idle workers of the LoopDeployment's pods (they report Drained
-// as soon as they are asked to drain) and records what the drain contract
-// forbids.
+// for the workers of the LoopDeployment's pods and records what the drain
+// contract forbids. Its workers announce what they hold on the loop's
+// status subject every benchOpAnnounceEvery, as loop-worker does: nothing
+// (idle), or, after setBusy, one task each. Asked to drain, an idle one
+// reports Drained at once, a busy one once its task would have finished.
 type benchOpTracker struct {
 	t    *testing.T
 	ns   string
 	stop func()
 	wg   sync.WaitGroup
 
+	nc      *nats.Conn
+	subject string
+
 	mu         sync.Mutex
+	busy       time.Duration // 0: idle; else the task each worker holds
 	pods       map[string]*corev1.Pod
+	announced  map[string]int // announcements made per pod
 	reported   map[string]bool
 	drained    map[string]bool
+	direct     map[string]bool // pods deleted without a drain request
 	violations []string
 	errs       []error
 	changed    chan struct{} // closed and replaced on every change
 }
 
-func benchOpTrack(t *testing.T, ns string) *benchOpTracker {
+// benchOpBusyTask is the task each busy stand-in worker holds when it is
+// asked to drain.
+const benchOpBusyTask = time.Second
+
+// benchOpBusyConcurrent is the LoopDeployment's drain.maxConcurrent: a
+// tenth of the pods, so that the busy scale-down drains in ten waves of
+// benchOpBusyTask.
+func benchOpBusyConcurrent(n int) int32 { return int32(max(n/10, 1)) }
+
+// benchOpAnnounceEvery is how often the stand-in workers announce.
+const benchOpAnnounceEvery = 500 * time.Millisecond
+
+func benchOpTrack(t *testing.T, ns string, ld *loopsv1alpha1.LoopDeployment) *benchOpTracker {
 	t.Helper()
-	tr := &benchOpTracker{t: t, ns: ns, pods: map[string]*corev1.Pod{}, reported: map[string]bool{}, drained: map[string]bool{},
-		changed: make(chan struct{})}
+	nc, err := nats.Connect(env.NATSURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := queue.NewNames(contract.QueueNames(ld.Namespace, ld.Name, ld.Spec.Queue.NATS))
+	tr := &benchOpTracker{t: t, ns: ns, nc: nc, subject: names.StatusSubject(), pods: map[string]*corev1.Pod{},
+		announced: map[string]int{}, reported: map[string]bool{}, drained: map[string]bool{}, direct: map[string]bool{}, changed: make(chan struct{})}
 	stop := watchNamespacePods(t, ns, tr.seen, tr.gone)
+	quit := make(chan struct{})
+	tr.wg.Add(1)
+	go tr.announce(quit)
+	var once sync.Once
 	tr.stop = func() {
-		stop()
-		tr.wg.Wait()
+		once.Do(func() {
+			stop()
+			close(quit)
+			tr.wg.Wait()
+			nc.Close()
+		})
 	}
 	t.Cleanup(tr.stop)
 	return tr
+}
+
+// setBusy makes the stand-in workers hold one task of d each from now on
+// (0: idle again).
+func (tr *benchOpTracker) setBusy(d time.Duration) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	tr.busy = d
+	clear(tr.announced)
+}
+
+// announce publishes, every benchOpAnnounceEvery until quit, what each
+// serving LoopDeployment pod's worker holds.
+func (tr *benchOpTracker) announce(quit <-chan struct{}) {
+	defer tr.wg.Done()
+	tick := time.NewTicker(benchOpAnnounceEvery)
+	defer tick.Stop()
+	for {
+		tr.mu.Lock()
+		var msgs [][]byte
+		for name, p := range tr.pods {
+			if benchOpSideOf(p) != benchOpSideLD || p.DeletionTimestamp != nil || contract.DrainRequested(p) || !benchOpPodReady(p) {
+				continue
+			}
+			a := workerloop.Announcement{Worker: name, At: time.Now(), Status: workerloop.Status{State: "Running", InFlightByKind: map[string]int{}}}
+			if tr.busy > 0 {
+				a.Status.InFlightByKind["sleep"] = 1
+			}
+			data, err := json.Marshal(a)
+			if err != nil {
+				tr.errs = append(tr.errs, err)
+				continue
+			}
+			msgs = append(msgs, data)
+			tr.announced[name]++
+		}
+		tr.notify()
+		tr.mu.Unlock()
+		for _, m := range msgs {
+			if err := tr.nc.Publish(tr.subject, m); err != nil {
+				tr.mu.Lock()
+				tr.errs = append(tr.errs, fmt.Errorf("announcing: %w", err))
+				tr.mu.Unlock()
+			}
+		}
+		select {
+		case <-quit:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// waitAnnounced waits until every serving LoopDeployment pod's worker
+// announced twice since the last setBusy: the operator, which hears them
+// on the same subject, then knows what each holds.
+func (tr *benchOpTracker) waitAnnounced(ctx context.Context, n int) error {
+	_, err := tr.waitFor(ctx, time.Minute, func(benchOpCounts) bool {
+		heard := 0
+		for name, p := range tr.pods {
+			if benchOpSideOf(p) == benchOpSideLD && tr.announced[name] >= 2 {
+				heard++
+			}
+		}
+		return heard >= n
+	})
+	return err
 }
 
 func benchOpSideOf(p *corev1.Pod) string {
@@ -602,20 +733,44 @@ func (tr *benchOpTracker) seen(p *corev1.Pod) {
 		tr.violations = append(tr.violations, fmt.Sprintf("pod %s lost its Drained condition (resourceVersion %s)", p.Name, p.ResourceVersion))
 	}
 	if p.DeletionTimestamp != nil && !drained {
-		tr.violations = append(tr.violations, fmt.Sprintf("pod %s was deleted before it reported Drained", p.Name))
+		tr.deletedUndrained(p)
 	}
 	if contract.DrainRequested(p) && !drained && p.DeletionTimestamp == nil && !tr.reported[p.Name] {
 		tr.reported[p.Name] = true
 		tr.wg.Add(1)
-		go tr.reportDrained(p.Name, time.Now())
+		go tr.reportDrained(p.Name, time.Now(), tr.busy)
 	}
 }
 
-// reportDrained does what an idle worker does when asked to drain: it
-// has nothing in flight, so it reports Drained=True, reason Completed, at
-// once. requested is when the tracker saw the request.
-func (tr *benchOpTracker) reportDrained(name string, requested time.Time) {
+// deletedUndrained records a pod deleted before it reported Drained:
+// allowed only for an idle worker deleted without a drain request (its
+// SIGTERM drain has nothing to do); tr.mu is held.
+func (tr *benchOpTracker) deletedUndrained(p *corev1.Pod) {
+	switch {
+	case contract.DrainRequested(p):
+		tr.violations = append(tr.violations, fmt.Sprintf("pod %s was deleted after a drain request before it reported Drained", p.Name))
+	case tr.busy > 0:
+		tr.violations = append(tr.violations, fmt.Sprintf("pod %s, whose worker announced a task in flight, was deleted without a drain request", p.Name))
+	default:
+		tr.direct[p.Name] = true
+	}
+}
+
+// reportDrained does what a worker does when asked to drain: an idle one
+// (busy 0) reports Drained=True, reason Completed, at once; a busy one
+// once its task would have finished. requested is when the tracker saw
+// the request.
+func (tr *benchOpTracker) reportDrained(name string, requested time.Time, busy time.Duration) {
 	defer tr.wg.Done()
+	if busy > 0 {
+		t := time.NewTimer(busy) // the task the worker holds runs to its end
+		select {
+		case <-t.C:
+		case <-tr.t.Context().Done():
+			t.Stop()
+			return
+		}
+	}
 	w := podwatch.New(env.Clientset, tr.ns, name)
 	err := w.ReportDrained(tr.t.Context(), workerloop.DrainReport{Cause: "pod", Duration: time.Since(requested)})
 	if err != nil && !apierrors.IsNotFound(err) && tr.t.Context().Err() == nil {
@@ -632,7 +787,7 @@ func (tr *benchOpTracker) gone(p *corev1.Pod) {
 	delete(tr.pods, p.Name)
 	if benchOpSideOf(p) == benchOpSideLD && !tr.drained[p.Name] {
 		if _, ok := contract.Drained(p); !ok {
-			tr.violations = append(tr.violations, fmt.Sprintf("pod %s was deleted before it reported Drained", p.Name))
+			tr.deletedUndrained(p)
 		}
 	}
 }
@@ -703,9 +858,9 @@ func (tr *benchOpTracker) check() {
 		tr.t.Error(v)
 	}
 	for _, err := range tr.errs {
-		tr.t.Errorf("the idle-worker stand-in: %v", err)
+		tr.t.Errorf("the stand-in workers: %v", err)
 	}
-	tr.t.Logf("the idle-worker stand-in reported %d drains", len(tr.reported))
+	tr.t.Logf("the stand-in workers reported %d drains; %d idle pods were deleted without one", len(tr.reported), len(tr.direct))
 }
 
 func benchOpPodReady(p *corev1.Pod) bool {

@@ -420,12 +420,15 @@ func (l *loop) cleanup() {
 // forbids: more than max pods draining at once, or a pod asked to drain
 // that was deleted before it reported Drained.
 type podWatch struct {
-	mu             sync.Mutex
-	max            int
-	maxDraining    int
-	draining       map[string]bool
-	drained        map[string]bool
-	deleted        []string
+	mu          sync.Mutex
+	max         int
+	maxDraining int
+	draining    map[string]bool
+	drained     map[string]bool
+	deleted     []string
+	// direct holds the pods seen terminating without a drain request:
+	// deleted directly (by the operator as idle, or by the test).
+	direct         map[string]bool
 	violations     []string
 	allowUndrained bool
 	// reasons holds the reason of each pod's Drained condition.
@@ -470,7 +473,7 @@ func watchNamespacePods(t *testing.T, ns string, seen, gone func(*corev1.Pod)) (
 func (l *loop) watchPods(max int) *podWatch {
 	l.t.Helper()
 	w := &podWatch{max: max, draining: map[string]bool{}, drained: map[string]bool{}, reasons: map[string]string{},
-		serving: map[string]bool{}, minServing: -1}
+		serving: map[string]bool{}, minServing: -1, direct: map[string]bool{}}
 	watchNamespacePods(l.t, l.ns, w.seen, w.gone)
 	return w
 }
@@ -494,6 +497,9 @@ func (w *podWatch) seen(p *corev1.Pod) {
 		delete(w.draining, p.Name)
 	}
 	w.maxDraining = max(w.maxDraining, len(w.draining))
+	if p.DeletionTimestamp != nil && !contract.DrainRequested(p) {
+		w.direct[p.Name] = true
+	}
 	if p.DeletionTimestamp != nil && contract.DrainRequested(p) && !w.drained[p.Name] && !w.allowUndrained {
 		w.violations = append(w.violations, fmt.Sprintf("pod %s was deleted before it reported Drained", p.Name))
 	}
@@ -537,6 +543,51 @@ func (w *podWatch) drainedReason(pod string) (string, bool) {
 	defer w.mu.Unlock()
 	r, ok := w.reasons[pod]
 	return r, ok
+}
+
+// deletedDirectly reports whether the pod was deleted without a drain
+// request.
+func (w *podWatch) deletedDirectly(pod string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.direct[pod]
+}
+
+// checkRemovals checks how each pod the watch saw deleted went, when only
+// the operator deletes pods: asked to drain and deleted once it reported
+// Drained (check flags the others), or deleted directly because its
+// worker announced no task in flight, which the operator's DeletedIdle
+// events name. It returns how many went each way.
+func (l *loop) checkRemovals(w *podWatch) (drained, direct int) {
+	l.t.Helper()
+	list, err := env.Clientset.EventsV1().Events(l.ns).List(l.t.Context(), metav1.ListOptions{})
+	if err != nil {
+		l.t.Fatalf("listing the events: %v", err)
+	}
+	var notes []string
+	for _, e := range list.Items {
+		if e.Regarding.Kind == "LoopDeployment" && e.Regarding.Name == l.name && e.Reason == loopsv1alpha1.EventDeletedIdle {
+			notes = append(notes, e.Note)
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, p := range w.deleted {
+		switch {
+		case w.drained[p]:
+			drained++
+		case w.direct[p]:
+			direct++
+			named := slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, p) || strings.Contains(n, " more") })
+			if !named {
+				l.t.Errorf("pod %s was deleted without a drain request, and no %s event names it: %q", p, loopsv1alpha1.EventDeletedIdle, notes)
+			}
+		default:
+			l.t.Errorf("pod %s was deleted after a drain request without reporting Drained", p)
+		}
+	}
+	l.t.Logf("pods removed: %d drained (asked, reported Drained, deleted), %d deleted directly as idle", drained, direct)
+	return drained, direct
 }
 
 // wasDeleted reports whether the pod was deleted.

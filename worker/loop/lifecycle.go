@@ -13,7 +13,8 @@ import (
 //	Running:   admin, queue, pool, fetcher, watchers started   a drain trigger, next Draining
 //	Draining:  a trigger (DrainCause) arrived                  every held task ended or the deadline
 //	                                                           + AbortGrace passed, next Drained
-//	Drained:   the drain report is made (and sent to the Pod)  exits(cause) or ctx done, next Stopped
+//	Drained:   the drain report is made (and sent to the Pod,  exits(cause) or ctx done, next Stopped
+//	           unless SIGTERM started it and it held nothing)
 //	Stopped:   Run returns                                     —
 //
 // Triggers, one DrainCause each: the Pod source's drain request (pod), POST
@@ -208,10 +209,20 @@ wait:
 	if err := l.nc.FlushTimeout(5 * time.Second); err != nil {
 		l.log.Error(err, "flushing acks after the drain")
 	}
-	if l.cfg.Pod != nil {
+	if l.cfg.Pod != nil && report.worthReporting() {
 		l.reportDrained(context.WithoutCancel(ctx), report)
 	}
 	return ctxDone
+}
+
+// worthReporting says whether the Pod source should hear of a drain. A
+// drain that SIGTERM (or the admin server's failure) started and that had
+// nothing to finish or hand back is not reported: the pod is being deleted
+// or restarted, the operator no longer reads its conditions, and an idle
+// pod the operator deleted directly then costs no write of its own. Every
+// drain that held a task is reported, whatever started it.
+func (r DrainReport) worthReporting() bool {
+	return !r.Cause.exits() || r.DeadlineExceeded || r.Finished > 0 || r.HandedBack > 0
 }
 
 // forceHandBack hands back the tasks whose handlers ignored cancellation.

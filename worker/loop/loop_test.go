@@ -374,6 +374,48 @@ func (p *fakePod) ReportDrained(_ context.Context, r loop.DrainReport) error {
 	return nil
 }
 
+// TestASIGTERMDrainIsReportedOnlyWhenItHeldATask: a worker stopped by
+// SIGTERM (its context) while idle exits without a Drained report (its
+// pod is being deleted; nobody reads it); one that held a task reports.
+func TestASIGTERMDrainIsReportedOnlyWhenItHeldATask(t *testing.T) {
+	e := newEnv(t)
+	for _, held := range []bool{false, true} {
+		pod := &fakePod{request: make(chan time.Time, 1), reports: make(chan loop.DrainReport, 1)}
+		cfg := e.config(t)
+		cfg.Pod = pod
+		release := make(chan struct{})
+		started := make(chan struct{}, 1)
+		r := start(t, cfg, map[string]loop.Handler{"hold": func(ctx context.Context, _ *loop.Task) error {
+			started <- struct{}{}
+			<-release
+			return nil
+		}})
+		if held {
+			e.submit(t, queue.Task{ID: "held", Kind: "hold"})
+			<-started
+			time.AfterFunc(100*time.Millisecond, func() { close(release) })
+		}
+		if err := r.stop(t); err != nil {
+			t.Fatalf("Run after SIGTERM (held %v): %v", held, err)
+		}
+		select {
+		case rep := <-pod.reports:
+			if !held {
+				t.Errorf("an idle worker stopped by SIGTERM reported %+v; want no report", rep)
+			} else if rep.Cause != loop.DrainCauseContext || rep.Finished != 1 {
+				t.Errorf("report = %+v; want cause context, 1 finished", rep)
+			}
+		default:
+			if held {
+				t.Error("a worker stopped by SIGTERM while holding a task made no Drained report")
+			}
+		}
+		if !held {
+			close(release)
+		}
+	}
+}
+
 func TestDrainFinishesInFlightAndHandsBackTheRest(t *testing.T) {
 	e := newEnv(t)
 	const fast, stuck, poison = 40, 3, 5
