@@ -152,14 +152,18 @@ type PoolSpec struct {
 	IdleTimeout *metav1.Duration `json:"idleTimeout,omitempty"`
 
 	// prefetch is how many tasks a pod may hold beyond maxWorkers, queued
-	// in the pod until a worker is free: fewer fetches under a flood of
-	// short tasks, at the price of tasks waiting behind a busy pod while
-	// another may be idle. A drain hands prefetched tasks back at once.
-	// Defaults to 0: a pod pulls only the tasks it can start.
+	// in the pod until a worker is free: fewer fetch round trips under a
+	// flood of short tasks, at the price of tasks waiting behind a busy pod
+	// while another may be idle. Heartbeats keep prefetched tasks from
+	// redelivery; a drain hands them back at once. Unset (the default), each
+	// pod sizes it to its tasks: about twice what its pool finishes during
+	// one fetch round trip, at most maxWorkers, so none for tasks much
+	// longer than the round trip. 0 turns it off (a pod pulls only the tasks
+	// it can start); a positive value fixes it.
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=100000
 	// +optional
-	Prefetch int32 `json:"prefetch,omitempty"`
+	Prefetch *int32 `json:"prefetch,omitempty"`
 }
 
 // PriorityClass is one class of tasks with its share of the pool.

@@ -130,7 +130,7 @@ func parts(o *options) []part {
 				if err != nil {
 					return nil, err
 				}
-				plain.GoalMin = 0.7
+				plain.GoalMin = 0.8
 				sec.add(plain)
 				asynq, err := goFigure(m, "QueueThroughput", procs, "loop", "asynq", "tasks/s")
 				if err != nil {
@@ -138,11 +138,13 @@ func parts(o *options) []part {
 				}
 				asynq.GoalMin = 2
 				sec.add(asynq)
-				prefetch, err := goFigure(m, "QueueThroughput", procs, "loop-prefetch", "plain", "tasks/s")
-				if err != nil {
-					return nil, err
+				for _, variant := range []string{"loop-off", "loop-prefetch"} {
+					f, err := goFigure(m, "QueueThroughput", procs, variant, "plain", "tasks/s")
+					if err != nil {
+						return nil, err
+					}
+					sec.add(f)
 				}
-				sec.add(prefetch)
 				if sec.missedAt(procs) {
 					if err := sec.profile(ctx, o, throughput, "loop", procs); err != nil {
 						return nil, err

@@ -26,10 +26,12 @@ import (
 // them side by side (make bench does, see hack/bench):
 //
 //   - impl=loop: this package with benchConcurrency workers and the
-//     settings a LoopDeployment runs with (no prefetch: the loop pulls only
-//     as many tasks as it has free workers);
-//   - impl=loop-prefetch: the same with a prefetch of benchConcurrency
-//     (spec.loop.pool.prefetch), holding up to one pool of tasks more;
+//     settings a LoopDeployment runs with by default (the prefetch sized to
+//     the tasks: on no-op tasks, up to one pool more);
+//   - impl=loop-off: the same with the prefetch off (spec.loop.pool.prefetch
+//     0: the loop pulls only as many tasks as it has free workers);
+//   - impl=loop-prefetch: the same with a fixed prefetch of
+//     benchConcurrency, holding up to one pool of tasks more;
 //   - impl=plain: a bare nats.go pull consumer that acks each message,
 //     pulling benchConcurrency messages per request (the loop's batch), on
 //     the same embedded server;
@@ -64,6 +66,7 @@ func BenchmarkQueueThroughput(b *testing.B) {
 		}
 	}
 	b.Run("impl=loop", throughput(0))
+	b.Run("impl=loop-off", throughput(loop.PrefetchOff))
 	b.Run("impl=loop-prefetch", throughput(benchConcurrency))
 	b.Run("impl=plain", func(b *testing.B) {
 		_, js := benchNATS(b)

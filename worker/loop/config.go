@@ -52,9 +52,13 @@ type Config struct {
 	// KindLimits caps the running tasks per kind.
 	KindLimits map[string]int
 	// Prefetch is how many tasks the worker may hold beyond MaxWorkers,
-	// waiting in the pool for a free goroutine. Default 0: the worker pulls
-	// only what it can start at once. A prefetch hides the fetch round trip
-	// for short tasks; a drain hands prefetched tasks back at once.
+	// waiting in the pool for a free goroutine: it hides the fetch round
+	// trip for short tasks; heartbeats keep prefetched tasks from
+	// redelivery and a drain hands them back at once. 0 (the default) sizes
+	// it to the tasks: about what the pool finishes during one fetch round
+	// trip, at most MaxWorkers, none for tasks much longer than the round
+	// trip (see prefetchSizer). A positive value fixes it; PrefetchOff
+	// turns it off (the worker pulls only what it can start).
 	Prefetch int
 	// TaskTimeout bounds one attempt of a task. Default 10m.
 	TaskTimeout time.Duration
@@ -302,8 +306,8 @@ func (c Config) validate() error {
 			errs = append(errs, err)
 		}
 	}
-	if c.Prefetch < 0 {
-		errs = append(errs, fmt.Errorf("prefetch %d must not be negative", c.Prefetch))
+	if c.Prefetch < PrefetchOff {
+		errs = append(errs, fmt.Errorf("prefetch %d must be positive, 0 (sized to the tasks) or %d (off)", c.Prefetch, PrefetchOff))
 	}
 	if c.MinWorkers < 0 || c.MaxWorkers < 1 || c.MinWorkers > c.MaxWorkers {
 		errs = append(errs, fmt.Errorf("workers: want 0 <= min (%d) <= max (%d) and max >= 1", c.MinWorkers, c.MaxWorkers))

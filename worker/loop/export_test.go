@@ -15,3 +15,11 @@ func (l *Loop) AdminAddr() string {
 	defer l.mu.Unlock()
 	return l.adminAddr
 }
+
+// Prefetch returns how many tasks the loop may hold beyond its pool now.
+func (l *Loop) Prefetch() int {
+	if l.pool == nil {
+		return 0
+	}
+	return l.pool.Backlog()
+}

@@ -42,6 +42,7 @@ type Loop struct {
 	countsKV    jetstream.KeyValue // delivery counts, in the checkpoint bucket
 	pool        *pool.Pool[*inflight]
 	fetcher     *queue.Fetcher
+	prefetch    *prefetchSizer // nil unless Config.Prefetch is 0
 	breakers    *breaker.Set
 	metrics     *metrics
 	counters    [len(outcomeIndex)]atomic.Uint64
@@ -297,12 +298,15 @@ func (l *Loop) startPool() error {
 		Scheduling:  l.cfg.Scheduling,
 		KindLimits:  l.cfg.KindLimits,
 		TaskTimeout: l.cfg.TaskTimeout,
-		Backlog:     l.cfg.Prefetch,
+		Backlog:     max(l.cfg.Prefetch, 0),
 	}, l.run, l.done)
 	if err != nil {
 		return fmt.Errorf("loop: %w", err)
 	}
 	l.pool = p
+	if l.cfg.Prefetch == 0 {
+		l.prefetch = newPrefetchSizer(l.cfg.MaxWorkers)
+	}
 	return nil
 }
 

@@ -693,7 +693,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"more minimum than maximum workers is rejected", func(c *loop.Config) { c.MinWorkers, c.MaxWorkers = 5, 2 }},
 		{"a kind limit of zero is rejected", func(c *loop.Config) { c.KindLimits = map[string]int{"x": 0} }},
 		{"a tiny AckWait is rejected", func(c *loop.Config) { c.AckWait = time.Millisecond }},
-		{"a negative prefetch is rejected", func(c *loop.Config) { c.Prefetch = -1 }},
+		{"a prefetch below PrefetchOff is rejected", func(c *loop.Config) { c.Prefetch = loop.PrefetchOff - 1 }},
 		{"a negative stuck grace is rejected", func(c *loop.Config) { c.StuckGrace = -time.Second }},
 		{"a negative abort grace is rejected", func(c *loop.Config) { c.AbortGrace = -time.Second }},
 	}
@@ -708,6 +708,83 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 	if _, err := loop.New(good); err != nil {
 		t.Errorf("New(good) = %v", err)
+	}
+}
+
+// TestASlowWorkerDoesNotHoardTasksAnIdleOneCouldRun: two workers with the
+// default prefetch on one queue, one slowed down (200ms a task), one fast
+// (5ms). Once each has seen its tasks, the slow one holds no more than its
+// pool, while the fast one prefetches, and the fast one runs most of a
+// burst: the adaptive prefetch never lets a busy pod sit on tasks that an
+// idle pod could run. (A fixed prefetch of a pool would let the slow one
+// hold twice its pool.)
+func TestASlowWorkerDoesNotHoardTasksAnIdleOneCouldRun(t *testing.T) {
+	e := newEnv(t)
+	const workers = 8
+	var ranSlow, ranFast atomic.Int64
+	handler := func(d time.Duration, ran *atomic.Int64) loop.Handler {
+		return func(ctx context.Context, _ *loop.Task) error {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				ran.Add(1)
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	cfg := e.config(t)
+	cfg.MinWorkers, cfg.MaxWorkers = workers, workers
+	cfgSlow, cfgFast := cfg, cfg
+	cfgSlow.Name, cfgFast.Name = "slow", "fast"
+	slow := start(t, cfgSlow, map[string]loop.Handler{"work": handler(200*time.Millisecond, &ranSlow)})
+	fast := start(t, cfgFast, map[string]loop.Handler{"work": handler(5*time.Millisecond, &ranFast)})
+
+	// Warm up: both see tasks of their speed.
+	e.submit(t, tasks("work", 4*workers, "warm")...)
+	eventually(t, "the warm-up tasks to run", func() bool { return ranSlow.Load()+ranFast.Load() == 4*workers })
+	if ranSlow.Load() == 0 {
+		// Each must have seen a task; the slow one takes what it can.
+		e.submit(t, tasks("work", 2*workers, "warm2")...)
+		eventually(t, "the slow worker to run a task", func() bool { return ranSlow.Load() > 0 })
+	}
+	eventually(t, "the fast worker to prefetch", func() bool { return fast.Prefetch() > 0 })
+	if got := slow.Prefetch(); got != 0 {
+		t.Errorf("the slow worker's prefetch = %d, want 0 for tasks of 200ms", got)
+	}
+
+	// The burst: the slow worker's holding is sampled until it is over.
+	slowBefore, fastBefore := ranSlow.Load(), ranFast.Load()
+	const burst = 10 * workers
+	stop := make(chan struct{})
+	peak := make(chan int, 1)
+	go func() {
+		most := 0
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			most = max(most, slow.Status().InFlightByKind["work"])
+			select {
+			case <-stop:
+				peak <- most
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	e.submit(t, tasks("work", burst, "burst")...)
+	eventually(t, "the burst to run", func() bool { return ranSlow.Load()+ranFast.Load()-slowBefore-fastBefore == burst })
+	close(stop)
+	held := <-peak
+	bySlow, byFast := ranSlow.Load()-slowBefore, ranFast.Load()-fastBefore
+	t.Logf("burst of %d: the slow worker ran %d (holding at most %d at once), the fast one %d", burst, bySlow, held, byFast)
+	if held > workers {
+		t.Errorf("the slow worker held %d tasks at once; its pool is %d and its prefetch should be 0", held, workers)
+	}
+	if byFast < burst/2 {
+		t.Errorf("the fast worker ran %d of %d tasks; the slow one kept too many from it", byFast, burst)
 	}
 }
 

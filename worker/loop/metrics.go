@@ -74,6 +74,12 @@ func newMetrics(reg *prometheus.Registry, l *Loop) *metrics {
 			return float64(s.Running + s.Queued)
 		}),
 		gauge("tenire_loop_tasks_running", "Tasks in their handler.", func() float64 { return float64(l.poolStats().Running) }),
+		gauge("tenire_loop_prefetch", "Tasks the worker may hold beyond its pool, queued until a handler is free: the fixed prefetch, or the adaptive one's current size.", func() float64 {
+			if l.State() == Starting || l.pool == nil {
+				return 0
+			}
+			return float64(l.pool.Backlog())
+		}),
 		gauge("tenire_loop_stuck_slots", "Pool slots held by handlers abandoned past their timeout and grace.", func() float64 { return float64(l.stuck.Load()) }),
 		gauge("tenire_loop_state", "Loop state: 0 Starting, 1 Running, 2 Draining, 3 Drained, 4 Stopped.", func() float64 { return float64(l.State()) }),
 	)

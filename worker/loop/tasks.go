@@ -33,7 +33,14 @@ func (l *Loop) fetchLoop(ctx context.Context) {
 		if err != nil {
 			return
 		}
+		began := time.Now()
 		ds, err := l.fetcher.Fetch(n)
+		if l.prefetch != nil {
+			if err == nil && len(ds) > 0 && !l.fetcher.Waited() {
+				l.prefetch.fetched(time.Since(began))
+			}
+			l.pool.SetBacklog(l.prefetch.size())
+		}
 		for _, d := range ds {
 			f := &inflight{d: d, beat: d.Received}
 			l.loadCounts(f)
@@ -150,6 +157,9 @@ func (l *Loop) run(ctx context.Context, f *inflight) error {
 // done is the pool's completion callback.
 func (l *Loop) done(f *inflight, r pool.Result) {
 	kind := f.d.Kind
+	if l.prefetch != nil && !r.Started.IsZero() {
+		l.prefetch.ran(r.Finished.Sub(r.Started))
+	}
 	l.mu.Lock()
 	if f.abandoned {
 		// The stuck handler returned at last; its slot is free again.

@@ -247,7 +247,7 @@ func (p *Pool[T]) TrySubmit(kind string, class int, task T) error {
 	switch {
 	case p.stopped:
 		return ErrClosed
-	case p.free() == 0:
+	case p.free() <= 0: // below 0 after SetBacklog shrank it
 		return ErrFull
 	}
 	e := entry[T]{kind: kind, class: class, value: task}
@@ -268,6 +268,32 @@ func (p *Pool[T]) TrySubmit(kind string, class int, task T) error {
 
 func (p *Pool[T]) free() int {
 	return p.opts.MaxWorkers + p.opts.Backlog - p.running - p.q.len()
+}
+
+// SetBacklog changes Options.Backlog while the pool runs (the loop's
+// adaptive prefetch sizes it). Tasks queued beyond a smaller backlog stay
+// queued; a larger one wakes a waiting WaitFree at once.
+func (p *Pool[T]) SetBacklog(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n = max(n, 0)
+	if n == p.opts.Backlog || p.stopped {
+		return
+	}
+	p.opts.Backlog = n
+	p.wakeBatch = max(1, min(n, p.opts.MaxWorkers)/4)
+	if p.spaceWait && p.free() > 0 {
+		close(p.space)
+		p.space = make(chan struct{})
+		p.spaceWait = false
+	}
+}
+
+// Backlog returns the current Options.Backlog.
+func (p *Pool[T]) Backlog() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.opts.Backlog
 }
 
 // WaitFree blocks until the pool accepts at least one task and returns how

@@ -432,3 +432,43 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		})
 	}
 }
+
+// TestSetBacklogChangesTheRoomAtOnce: a larger backlog wakes a waiting
+// WaitFree; a smaller one refuses new tasks and leaves the queued ones.
+func TestSetBacklogChangesTheRoomAtOnce(t *testing.T) {
+	r := newRecorder()
+	p := newPool(t, pool.Options{MaxWorkers: 1, Classes: []pool.Class{{Name: "default", Weight: 1}}}, r)
+	gate := make(chan struct{})
+	submit(t, p, 0, job{name: "running", gate: gate})
+	if err := p.TrySubmit("", 0, job{name: "refused"}); !errors.Is(err, pool.ErrFull) {
+		t.Fatalf("TrySubmit with backlog 0 and the worker busy = %v, want ErrFull", err)
+	}
+	free := make(chan int, 1)
+	go func() {
+		n, err := p.WaitFree(t.Context())
+		if err != nil {
+			t.Error(err)
+		}
+		free <- n
+	}()
+	p.SetBacklog(2)
+	select {
+	case n := <-free:
+		if n != 2 {
+			t.Errorf("WaitFree after SetBacklog(2) = %d, want 2", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("SetBacklog(2) did not wake WaitFree")
+	}
+	submit(t, p, 0, job{name: "queued-1"})
+	submit(t, p, 0, job{name: "queued-2"})
+	p.SetBacklog(0)
+	if got := p.Backlog(); got != 0 {
+		t.Errorf("Backlog() = %d, want 0", got)
+	}
+	if err := p.TrySubmit("", 0, job{name: "refused"}); !errors.Is(err, pool.ErrFull) {
+		t.Errorf("TrySubmit after SetBacklog(0) = %v, want ErrFull", err)
+	}
+	close(gate)
+	r.waitDone(t, 3) // the queued tasks ran anyway
+}

@@ -20,6 +20,7 @@ type Fetcher struct {
 	maxWait    time.Duration
 	current    []int // smooth weighted round-robin credit per class
 	rotate     int
+	waited     bool // the last Fetch long-polled
 }
 
 // FetcherOptions configure a Fetcher.
@@ -71,12 +72,19 @@ func (f *Fetcher) Fetch(n int) ([]*Delivery, error) {
 	if n <= 0 {
 		return nil, nil
 	}
+	f.waited = false
 	out, err := f.fetchNow(n)
 	if len(out) > 0 || err != nil {
 		return out, err
 	}
+	f.waited = true
 	return f.fetchWait(n)
 }
+
+// Waited reports whether the last Fetch found nothing at once and
+// long-polled: its duration then says how long the queue was empty, not
+// how long a round trip to the server takes.
+func (f *Fetcher) Waited() bool { return f.waited }
 
 // quotas shares n slots between the priorities.
 func (f *Fetcher) quotas(n int) []int {

@@ -75,7 +75,6 @@ func Config(s loopsv1alpha1.WorkerSettings) (loop.Config, error) {
 		Stream:        stream,
 		SubjectPrefix: prefix,
 		MaxWorkers:    nonNeg("loop.pool.maxWorkers", s.Loop.Pool.MaxWorkers),
-		Prefetch:      nonNeg("loop.pool.prefetch", s.Loop.Pool.Prefetch),
 		IdleTimeout:   dur(s.Loop.Pool.IdleTimeout),
 		TaskTimeout:   dur(s.Loop.TaskTimeout),
 		Retry: queue.RetryPolicy{
@@ -96,6 +95,12 @@ func Config(s loopsv1alpha1.WorkerSettings) (loop.Config, error) {
 	}
 	if s.Loop.Pool.MinWorkers != nil {
 		c.MinWorkers = nonNeg("loop.pool.minWorkers", *s.Loop.Pool.MinWorkers)
+	}
+	// Unset: sized to the tasks (loop.Config's 0); 0: off.
+	if s.Loop.Pool.Prefetch != nil {
+		if c.Prefetch = nonNeg("loop.pool.prefetch", *s.Loop.Pool.Prefetch); c.Prefetch == 0 {
+			c.Prefetch = loop.PrefetchOff
+		}
 	}
 	switch s.Loop.Scheduling {
 	case "", loopsv1alpha1.SchedulingWeighted:

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tenire/loop-operator/worker/pool"
+	"github.com/tenire/loop-operator/worker/loop"
 	"github.com/tenire/loop-operator/worker/settings"
 )
 
@@ -56,6 +57,29 @@ func TestConfigMapsEveryField(t *testing.T) {
 	for _, ch := range checks {
 		if !ch.ok {
 			t.Errorf("%s: config %+v", ch.name, c)
+		}
+	}
+}
+
+func TestPrefetchUnsetIsSizedToTheTasksAndZeroIsOff(t *testing.T) {
+	for _, tt := range []struct {
+		pool string
+		want int
+	}{
+		{`{}`, 0},
+		{`{"prefetch": 0}`, loop.PrefetchOff},
+		{`{"prefetch": 7}`, 7},
+	} {
+		s, err := settings.Parse([]byte(`{"name":"demo","namespace":"shop","loop":{"pool":` + tt.pool + `}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := settings.Config(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Prefetch != tt.want {
+			t.Errorf("pool %s: Config.Prefetch = %d, want %d", tt.pool, c.Prefetch, tt.want)
 		}
 	}
 }
