@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tenire/loop-operator/worker/pool"
 	"github.com/tenire/loop-operator/worker/loop"
+	"github.com/tenire/loop-operator/worker/pool"
 	"github.com/tenire/loop-operator/worker/settings"
 )
 
