@@ -112,9 +112,10 @@ test-e2e: kube-bins ## Run the end-to-end suites (local control plane, node agen
 	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" go test -tags e2e -race -count=1 -timeout 60m ./test/... ./internal/... ./controllers/... ./config/...
 
 .PHONY: lint
-lint: golangci-lint ## Run golangci-lint on everything, the e2e suite included, then on the kind variant of the e2e suite.
+lint: golangci-lint ## Run golangci-lint on everything, the e2e suite included, then on the kind variant of the e2e suite and on the image tests.
 	"$(GOLANGCI_LINT)" run
 	"$(GOLANGCI_LINT)" run --build-tags e2e,kind ./test/e2e/...
+	"$(GOLANGCI_LINT)" run --build-tags images ./test/images/...
 
 .PHONY: lint-fix
 lint-fix: golangci-lint ## Run golangci-lint and apply its fixes.
@@ -179,6 +180,14 @@ images: ## Build both images as archives in bin/images without Docker, and verif
 	go run ./hack/ociimage build --binary bin/static/loop-worker --entrypoint /loop-worker --tag $(WORKER_IMG) --version $(VERSION) --out bin/images/loop-worker.tar
 	go run ./hack/ociimage verify --archive bin/images/manager.tar --entrypoint /manager
 	go run ./hack/ociimage verify --archive bin/images/loop-worker.tar --entrypoint /loop-worker
+
+.PHONY: docker-up
+docker-up: ## Make sure a Docker daemon answers: install Debian's docker.io and start dockerd when needed (hack/docker-up.sh).
+	bash hack/docker-up.sh
+
+.PHONY: test-images
+test-images: images docker-up ## Run both images in real containers as a kubelet would (read-only root, non-root, no capabilities): the worker standalone and bound to a queue, the manager against a real API server.
+	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" go test -tags images -race -count=1 -timeout 10m ./test/images/ -v
 
 .PHONY: docker-build
 docker-build: ## Build both images with Docker from hack/Dockerfile (kind path).

@@ -75,11 +75,13 @@ func run(args []string, out io.Writer) error {
 	return fmt.Errorf("unknown command %q: want build or verify", args[0])
 }
 
-// file is one file of a layer.
+// file is one file of a layer, or a folder when dir is set.
 type file struct {
 	path string
 	mode int64
 	data []byte
+	dir  bool
+	uid  int // owner (and group), root by default
 }
 
 // layer makes a reproducible layer (fixed times, root-owned) of files.
@@ -100,7 +102,15 @@ func layer(files ...file) (v1.Layer, error) {
 				return nil, err
 			}
 		}
-		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(f.path, "/"), Mode: f.mode, Size: int64(len(f.data)), ModTime: time.Unix(0, 0)}
+		name := strings.TrimPrefix(f.path, "/")
+		if f.dir {
+			dirs[name] = true
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: f.mode, Uid: f.uid, Gid: f.uid, ModTime: time.Unix(0, 0)}); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: f.mode, Uid: f.uid, Gid: f.uid, Size: int64(len(f.data)), ModTime: time.Unix(0, 0)}
 		if err := tw.WriteHeader(hdr); err != nil {
 			return nil, err
 		}
@@ -129,11 +139,17 @@ func build(binaryPath, entrypoint, tag, archive, arch, version string) error {
 	}
 	id := strconv.Itoa(nonRoot)
 	base := []file{
-		{"/etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:" + id + ":" + id + ":nonroot:/home/nonroot:/sbin/nologin\n")},
-		{"/etc/group", 0o644, []byte("root:x:0:\nnonroot:x:" + id + ":\n")},
+		{path: "/etc/passwd", mode: 0o644, data: []byte("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:" + id + ":" + id + ":nonroot:/home/nonroot:/sbin/nologin\n")},
+		{path: "/etc/group", mode: 0o644, data: []byte("root:x:0:\nnonroot:x:" + id + ":\n")},
+		// A temporary folder for everyone (os.TempDir: the worker's
+		// --standalone store, Go's own temporary files) and the user's home,
+		// as distroless has them. A pod with a read-only root file system
+		// mounts an emptyDir over /tmp instead.
+		{path: "/tmp", mode: 0o1777, dir: true},
+		{path: "/home/nonroot", mode: 0o700, dir: true, uid: nonRoot},
 	}
 	if certs, err := os.ReadFile(caBundle); err == nil {
-		base = append(base, file{caBundle, 0o644, certs})
+		base = append(base, file{path: caBundle, mode: 0o644, data: certs})
 	} else {
 		return fmt.Errorf("the CA bundle for the image: %w (install Debian's ca-certificates)", err)
 	}
@@ -141,7 +157,7 @@ func build(binaryPath, entrypoint, tag, archive, arch, version string) error {
 	if err != nil {
 		return err
 	}
-	binLayer, err := layer(file{entrypoint, 0o755, bin})
+	binLayer, err := layer(file{path: entrypoint, mode: 0o755, data: bin})
 	if err != nil {
 		return err
 	}
@@ -220,29 +236,43 @@ func verify(archive, entrypoint string) (string, error) {
 	defer func() { _ = rc.Close() }()
 	tr := tar.NewReader(rc)
 	want := strings.TrimPrefix(entrypoint, "/")
+	var (
+		size   = -1
+		tmpDir bool
+	)
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			return "", fmt.Errorf("the image has no file %s", entrypoint)
+			break
 		}
 		if err != nil {
 			return "", err
 		}
-		if strings.TrimPrefix(hdr.Name, "/") != want {
-			continue
+		switch strings.Trim(hdr.Name, "/") {
+		case "tmp":
+			// Everyone may write, nobody may remove another's files.
+			tmpDir = hdr.Typeflag == tar.TypeDir && hdr.Mode&0o1777 == 0o1777
+		case want:
+			if hdr.Typeflag != tar.TypeReg || hdr.Mode&0o111 == 0 {
+				return "", fmt.Errorf("%s is not an executable regular file (mode %o)", entrypoint, hdr.Mode)
+			}
+			data, err := io.ReadAll(tr)
+			if err != nil {
+				return "", err
+			}
+			if err := checkStatic(bytes.NewReader(data)); err != nil {
+				return "", fmt.Errorf("%s: %w", entrypoint, err)
+			}
+			size = len(data)
 		}
-		if hdr.Typeflag != tar.TypeReg || hdr.Mode&0o111 == 0 {
-			return "", fmt.Errorf("%s is not an executable regular file (mode %o)", entrypoint, hdr.Mode)
-		}
-		data, err := io.ReadAll(tr)
-		if err != nil {
-			return "", err
-		}
-		if err := checkStatic(bytes.NewReader(data)); err != nil {
-			return "", fmt.Errorf("%s: %w", entrypoint, err)
-		}
-		layers, _ := img.Layers()
-		return fmt.Sprintf("entrypoint %s (static ELF, %d bytes), user %s, %d layers, %s/%s, version %s",
-			entrypoint, len(data), cf.Config.User, len(layers), cf.OS, cf.Architecture, cf.Config.Labels["org.opencontainers.image.version"]), nil
 	}
+	switch {
+	case size < 0:
+		return "", fmt.Errorf("the image has no file %s", entrypoint)
+	case !tmpDir:
+		return "", errors.New("the image has no /tmp folder with mode 1777 (os.TempDir fails in it)")
+	}
+	layers, _ := img.Layers()
+	return fmt.Sprintf("entrypoint %s (static ELF, %d bytes), /tmp 1777, user %s, %d layers, %s/%s, version %s",
+		entrypoint, size, cf.Config.User, len(layers), cf.OS, cf.Architecture, cf.Config.Labels["org.opencontainers.image.version"]), nil
 }
