@@ -80,7 +80,8 @@ func usage() {
 
 func defaultDir() string {
 	if root, err := testenv.RepoRoot(); err == nil {
-		return filepath.Join(root, "bin", "localcluster")
+		// Not bin/localcluster: that is where the docs build this binary.
+		return filepath.Join(root, "bin", "localcluster-run")
 	}
 	return filepath.Join(os.TempDir(), "tenire-localcluster")
 }
