@@ -80,6 +80,14 @@ type LoopDeploymentReconciler struct {
 	unrequested  unrequestedReports
 }
 
+// CacheOptions are the manager's cache options: CacheByObject, and
+// managedFields dropped from every object cached (the operator never
+// reads them; on a pod they are often a third of its size, and the cache
+// holds every worker pod of the cluster). Callers add the namespaces.
+func CacheOptions() cache.Options {
+	return cache.Options{ByObject: CacheByObject(), DefaultTransform: cache.TransformStripManagedFields()}
+}
+
 // CacheByObject restricts the manager's cache to the objects the operator
 // manages: worker pods (they carry loops.tenire.io/name) and the
 // ServiceAccounts, Roles, RoleBindings and PodDisruptionBudgets it labelled

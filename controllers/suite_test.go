@@ -137,7 +137,7 @@ func (h *harness) startOperator() {
 		Scheme:                 testenv.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache:                  cache.Options{ByObject: CacheByObject(), DefaultNamespaces: map[string]cache.Config{h.ns: {}}},
+		Cache:                  cacheOptionsIn(h.ns),
 		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
@@ -166,6 +166,14 @@ func (h *harness) startOperator() {
 		}
 	}
 	h.mu.Unlock()
+}
+
+// cacheOptionsIn is CacheOptions for one namespace, as the manager's with
+// --watch-namespaces.
+func cacheOptionsIn(ns string) cache.Options {
+	o := CacheOptions()
+	o.DefaultNamespaces = map[string]cache.Config{ns: {}}
+	return o
 }
 
 // stopOperator stops the manager and waits until it has stopped.

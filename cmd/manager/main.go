@@ -113,7 +113,7 @@ func metricsOptions(o *options) metricsserver.Options {
 // cacheOptions limits the cache to the watched namespaces, if any; the
 // objects of cluster scope (nodes) are watched everywhere all the same.
 func cacheOptions(o *options) cache.Options {
-	c := cache.Options{ByObject: controllers.CacheByObject()}
+	c := controllers.CacheOptions()
 	if len(o.watchNamespaces) > 0 {
 		c.DefaultNamespaces = map[string]cache.Config{}
 		for _, ns := range o.watchNamespaces {
