@@ -218,3 +218,74 @@ func runAutoscale(ctx context.Context, o *options) (*section, error) {
 	sec.Details = b.String()
 	return sec, nil
 }
+
+func runMany(ctx context.Context, o *options) (*section, error) {
+	loops, pods, steady := "200", "10", "60"
+	if o.quick {
+		loops, pods, steady = "10", "3", "10"
+	}
+	var r benchresult.Many
+	cmd, err := runE2EBench(ctx, o, "many", "TestBenchOperatorMany", "TENIRE_BENCH_MANY_OUT",
+		[]string{"TENIRE_BENCH_MANY_LOOPS=" + loops, "TENIRE_BENCH_MANY_PODS=" + pods, "TENIRE_BENCH_MANY_STEADY_SECONDS=" + steady}, &r)
+	if err != nil {
+		return nil, err
+	}
+	if len(r.LoopDeployments) != 4 || len(r.Deployments) != 4 {
+		return nil, fmt.Errorf("TestBenchOperatorMany reported %d and %d phases, want 4 each", len(r.LoopDeployments), len(r.Deployments))
+	}
+	sec := &section{Title: "8. Many loops", Intro: introMany, Commands: []string{cmd}}
+	n := r.Loops * r.Pods
+	for i, what := range []string{fmt.Sprintf("create %d × %d pods", r.Loops, r.Pods), "", "rollout of every loop", "scale every loop to 0"} {
+		if what == "" {
+			continue // steady: figures below
+		}
+		ld, d := r.LoopDeployments[i], r.Deployments[i]
+		sec.add(&figure{What: what + ", seconds", Unit: "s", Ours: "LoopDeployments", Anchor: "Deployments",
+			OursV: ld.Seconds, AnchorV: d.Seconds, Ratio: divide(ld.Seconds, d.Seconds), GoalMax: 1.2})
+		if i < 3 {
+			sec.add(&figure{What: what + ", API writes per pod", Unit: "writes", Ours: "LoopDeployments", Anchor: "Deployments",
+				OursV: ld.WritesPerPod, AnchorV: d.WritesPerPod, Ratio: divide(ld.WritesPerPod, d.WritesPerPod), GoalMax: 1.2})
+		}
+	}
+	var peak float64
+	for _, p := range r.LoopDeployments {
+		peak = max(peak, p.OperatorRSSPeakMiB)
+	}
+	sec.add(&figure{What: "operator resident memory, peak over every phase", Unit: "MiB", Ours: "operator", Anchor: "goal",
+		OursV: peak, AnchorV: 500, Ratio: peak / 500, GoalMax: 1})
+	st, dst := r.LoopDeployments[1], r.Deployments[1]
+	sec.add(&figure{What: "reconcile duration p99, steady state", Unit: "s", Ours: "operator", Anchor: "goal",
+		OursV: st.ReconcileP99, AnchorV: 1, Ratio: st.ReconcileP99, GoalMax: 1})
+	perMinute := func(p benchresult.ManyPhase) float64 { return float64(p.StatusWrites) / (p.Seconds / 60) }
+	sw := perMinute(st)
+	sec.add(&figure{What: fmt.Sprintf("status writes per minute in steady state, all %d loops", r.Loops), Unit: "writes",
+		Ours: "LoopDeployments", Anchor: "Deployments", OursV: sw, AnchorV: perMinute(dst), Ratio: -1,
+		Goal: "≈ 0 (≤ 1 a minute)", Met: ptr(sw <= 1)})
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d LoopDeployments of %d pods beside %d Deployments of %d pods (%d pods a side) on kwok nodes; both controllers' clients at %g QPS, burst %d; steady state %g s. "+
+		"The goal sizes of the issue are 1,000 × 10: `TENIRE_BENCH_MANY_LOOPS=1000 TENIRE_BENCH_MANY_PODS=10` on the command above (hours at these rate limits).\n\n",
+		r.Loops, r.Pods, r.Loops, r.Pods, n, r.KubeAPIQPS, r.KubeAPIBurst, r.SteadySeconds)
+	b.WriteString("| phase | LD s | Deployment s | LD writes/pod | Deployment writes/pod | LD status writes | Deployment status writes | operator RSS peak / end MiB | operator CPU s | reconciles | p50 s | p99 s | queue depth max |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	for i, ld := range r.LoopDeployments {
+		d := r.Deployments[i]
+		fmt.Fprintf(&b, "| %s | %.2f | %.2f | %.2f | %.2f | %d | %d | %.0f / %.0f | %.1f | %d | %.3f | %.3f | %d |\n", ld.Name, ld.Seconds, d.Seconds,
+			ld.WritesPerPod, d.WritesPerPod, ld.StatusWrites, d.StatusWrites, ld.OperatorRSSPeakMiB, ld.OperatorRSSEndMiB, ld.OperatorCPUSeconds,
+			ld.Reconciles, ld.ReconcileP50, ld.ReconcileP99, ld.QueueDepthMax)
+	}
+	for i, ld := range r.LoopDeployments {
+		fmt.Fprintf(&b, "\n%s", writesTable(ld.Name, benchresult.OperatorPair{
+			LoopDeployment: benchresult.OperatorSample{WritesByRequest: ld.WritesByRequest},
+			Deployment:     benchresult.OperatorSample{WritesByRequest: r.Deployments[i].WritesByRequest}}))
+	}
+	sec.Details = strings.TrimSpace(b.String())
+	return sec, nil
+}
+
+// divide is a ÷ b, 0 when b is 0.
+func divide(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}

@@ -48,7 +48,7 @@ func run(args []string, log logr.Logger) error {
 	fs.StringVar(&o.workDir, "work", "bin/bench", "where to keep the raw outputs and profiles")
 	fs.IntVar(&o.count, "count", 6, "how many times each Go benchmark runs (benchstat needs at least 6 for a confidence interval)")
 	fs.BoolVar(&o.quick, "quick", false, "a smoke run with small sizes and -count 1 (the figures mean nothing; CI checks that every part runs)")
-	fs.StringVar(&o.skip, "skip", "", "parts to leave out, comma-separated: dispatch,features,footprint,queue,operator,drain,autoscale")
+	fs.StringVar(&o.skip, "skip", "", "parts to leave out, comma-separated: dispatch,features,footprint,queue,operator,drain,autoscale,many")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

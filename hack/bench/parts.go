@@ -168,6 +168,7 @@ func parts(o *options) []part {
 		{"operator", "5. Operator", runOperator},
 		{"drain", "6. Drain", runDrain},
 		{"autoscale", "7. Autoscaling", runAutoscale},
+		{"many", "8. Many loops", runMany},
 	}
 }
 

@@ -75,6 +75,24 @@ longer than the round trip get none, so nothing waits behind a busy pod
 worker whose tasks take 5 ms, one whose tasks take 200 ms holds no more
 than its pool and the fast one runs most of a burst).`
 
+const introMany = `The operator with many loops (TestBenchOperatorMany in test/e2e): L
+LoopDeployments of P pods beside L Deployments of P pods on kwok nodes, on
+the e2e suite's local control plane, both controllers' clients at
+kube-controller-manager's rate limits. Each side runs alone, in four phases:
+create (until L × P pods are Ready), steady (nothing changes for a while),
+rollout (every pod template changes; until L × P new pods are Ready and no
+old one is left) and zero (every object scaled to 0 through /scale; until
+no pod is left). The operator manages the loops' queues, and stand-in
+workers announce each pod idle, as idle loop-workers would. Writes are
+every client's, as in part 5; status writes are the controllers' writes of
+their own objects' status. On the LoopDeployment side the operator is
+sampled every 250 ms: resident memory (/proc), CPU time, reconciles of the
+loopdeployment controller and their duration (percentiles are bucket
+bounds of controller_runtime_reconcile_time_seconds), work queue depth.
+Goals: time and writes per pod ≤ 1.2× the Deployments' in each phase, the
+operator's peak resident memory ≤ 500 MiB, reconcile p99 ≤ 1 s in the
+steady state, and status writes in the steady state about none.`
+
 const outroReport = `## What the figures do not say
 
 - The Go benchmarks run on one machine with its noise; benchstat's

@@ -201,3 +201,48 @@ type AutoscaleRound struct {
 	BurstStatusWrites int     `json:"burstStatusWrites"`
 	BurstWindow       float64 `json:"burstWindowSeconds"`
 }
+
+// Many is what TestBenchOperatorMany (test/e2e) writes to
+// TENIRE_BENCH_MANY_OUT: many LoopDeployments beside as many Deployments.
+type Many struct {
+	// Loops objects of Pods replicas each, on each side.
+	Loops int `json:"loops"`
+	Pods  int `json:"pods"`
+	// SteadySeconds is the length of the steady phase.
+	SteadySeconds float64 `json:"steadySeconds"`
+	// KubeAPIQPS and KubeAPIBurst are both controllers' client limits.
+	KubeAPIQPS   float32 `json:"kubeAPIQPS"`
+	KubeAPIBurst int     `json:"kubeAPIBurst"`
+	// LoopDeployments and Deployments hold each side's phases, in the
+	// order create, steady, rollout, zero.
+	LoopDeployments []ManyPhase `json:"loopDeployments"`
+	Deployments     []ManyPhase `json:"deployments"`
+}
+
+// ManyPhase is one phase of one side. The operator's figures are only
+// taken on the LoopDeployment side (kube-controller-manager runs every
+// controller of the cluster in one process, so its memory says nothing of
+// the ReplicaSet controller's).
+type ManyPhase struct {
+	Name    string  `json:"name"`
+	Seconds float64 `json:"seconds"`
+	// Writes counts every client's write requests (leases left out);
+	// WritesPerPod divides them by Loops × Pods.
+	Writes          int            `json:"writes"`
+	WritesPerPod    float64        `json:"writesPerPod"`
+	WritesByRequest map[string]int `json:"writesByRequest"`
+	// StatusWrites counts the controllers' status writes of their own
+	// objects (loopdeployments/status; deployments/status and
+	// replicasets/status).
+	StatusWrites int `json:"statusWrites"`
+	// The operator's resident memory (peak and at the end of the phase),
+	// CPU seconds, reconciles and their duration percentiles, and the
+	// deepest its work queue got, all sampled during the phase.
+	OperatorRSSPeakMiB float64 `json:"operatorRSSPeakMiB,omitempty"`
+	OperatorRSSEndMiB  float64 `json:"operatorRSSEndMiB,omitempty"`
+	OperatorCPUSeconds float64 `json:"operatorCPUSeconds,omitempty"`
+	Reconciles         int     `json:"reconciles,omitempty"`
+	ReconcileP50       float64 `json:"reconcileP50Seconds,omitempty"`
+	ReconcileP99       float64 `json:"reconcileP99Seconds,omitempty"`
+	QueueDepthMax      int     `json:"queueDepthMax,omitempty"`
+}

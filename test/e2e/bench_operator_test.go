@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	appsv1 "k8s.io/api/apps/v1"
@@ -201,7 +202,7 @@ func benchOpEnvInt(t *testing.T, name string, def int) int {
 
 // benchOpStartManager replaces the suite's manager by one with the given
 // client limits, and brings the suite's back when the test ends.
-func benchOpStartManager(t *testing.T, qps float32, burst int) {
+func benchOpStartManager(t *testing.T, qps float32, burst int, extra ...string) *localcluster.Process {
 	t.Helper()
 	if err := env.Manager.Stop(10 * time.Second); err != nil {
 		t.Fatalf("stopping the suite's manager: %v", err)
@@ -219,12 +220,14 @@ func benchOpStartManager(t *testing.T, qps float32, burst int) {
 	})
 	args := append(slices.Clone(benchOpManagerArgs),
 		"--kube-api-qps="+strconv.FormatFloat(float64(qps), 'g', -1, 32), "--kube-api-burst="+strconv.Itoa(burst))
+	args = append(args, extra...) // later flags win
 	var err error
 	p, err = env.Cluster.StartProcess("manager-bench", env.Bins["manager"], args, []string{"KUBECONFIG=" + env.Cluster.KubeconfigPath})
 	if err != nil {
 		t.Fatalf("starting the bench manager: %v", err)
 	}
 	t.Logf("bench manager started with %v; log %s", args, p.LogPath())
+	return p
 }
 
 // benchOpStartKwok starts kwok and creates its nodes, with room for n pods
@@ -341,21 +344,11 @@ func benchOpRound(t *testing.T, round, n int, writes *benchOpWrites) benchresult
 		t.Fatal(err)
 	}
 
-	tmpl := func(labels map[string]string) corev1.PodTemplateSpec {
-		return corev1.PodTemplateSpec{
-			ObjectMeta: metav1.ObjectMeta{Labels: labels},
-			Spec: corev1.PodSpec{
-				NodeSelector: map[string]string{benchOpNodeLabel: "true"},
-				Tolerations:  []corev1.Toleration{{Key: benchOpNodeLabel, Operator: corev1.TolerationOpEqual, Value: "true", Effect: corev1.TaintEffectNoSchedule}},
-				Containers:   []corev1.Container{{Name: loopsv1alpha1.WorkerContainerName, Image: benchOpImage}},
-			},
-		}
-	}
 	ld := &loopsv1alpha1.LoopDeployment{
 		ObjectMeta: metav1.ObjectMeta{Name: benchOpLD, Namespace: ns},
 		Spec: loopsv1alpha1.LoopDeploymentSpec{
 			Replicas: ptr.To[int32](0),
-			Template: tmpl(nil),
+			Template: benchOpTemplate(nil, "1"),
 			Queue:    loopsv1alpha1.QueueSpec{NATS: loopsv1alpha1.NATSQueueSpec{URL: env.NATS.URL()}},
 			Drain:    loopsv1alpha1.DrainSpec{MaxConcurrent: ptr.To(intstr.FromInt32(benchOpBusyConcurrent(n)))},
 		},
@@ -366,7 +359,7 @@ func benchOpRound(t *testing.T, round, n int, writes *benchOpWrites) benchresult
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To[int32](0),
 			Selector: &metav1.LabelSelector{MatchLabels: deployLabels},
-			Template: tmpl(deployLabels),
+			Template: benchOpTemplate(deployLabels, "1"),
 		},
 	}
 	for _, obj := range []client.Object{ld, deploy} {
@@ -537,10 +530,16 @@ func benchOpDeleteNamespace(t *testing.T, ns string, force bool) {
 	ctx, cancel := CleanupContext(3 * time.Minute)
 	defer cancel()
 	if force {
-		ld := &loopsv1alpha1.LoopDeployment{ObjectMeta: metav1.ObjectMeta{Name: benchOpLD, Namespace: ns}}
-		err := env.Client.Patch(ctx, ld, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))
-		if err != nil && !apierrors.IsNotFound(err) {
-			t.Errorf("taking the finalizer off %s/%s: %v", ns, benchOpLD, err)
+		var lds loopsv1alpha1.LoopDeploymentList
+		if err := env.Client.List(ctx, &lds, client.InNamespace(ns)); err != nil {
+			t.Errorf("listing the LoopDeployments of %s: %v", ns, err)
+		}
+		for i := range lds.Items {
+			ld := &lds.Items[i]
+			err := env.Client.Patch(ctx, ld, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))
+			if err != nil && !apierrors.IsNotFound(err) {
+				t.Errorf("taking the finalizer off %s/%s: %v", ns, ld.Name, err)
+			}
 		}
 	}
 	obj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}
@@ -567,6 +566,8 @@ func benchOpDeleteNamespace(t *testing.T, ns string, force bool) {
 // and not being deleted.
 type benchOpCounts struct {
 	total, ready map[string]int
+	// current counts the ready pods of the tracker's rev, by side.
+	current map[string]int
 }
 
 // benchOpTracker follows the pods of a round's namespace. It stands in
@@ -581,8 +582,9 @@ type benchOpTracker struct {
 	stop func()
 	wg   sync.WaitGroup
 
-	nc      *nats.Conn
-	subject string
+	nc        *nats.Conn
+	subjectOf func(*corev1.Pod) string // the status subject of a pod's loop
+	rev       string                   // the template revision counted as current
 
 	mu         sync.Mutex
 	busy       time.Duration // 0: idle; else the task each worker holds
@@ -608,14 +610,18 @@ func benchOpBusyConcurrent(n int) int32 { return int32(max(n/10, 1)) }
 // benchOpAnnounceEvery is how often the stand-in workers announce.
 const benchOpAnnounceEvery = 500 * time.Millisecond
 
+// benchOpTrack follows the pods of ns, whose LoopDeployments all have
+// the queue settings of ld (names aside).
 func benchOpTrack(t *testing.T, ns string, ld *loopsv1alpha1.LoopDeployment) *benchOpTracker {
 	t.Helper()
 	nc, err := nats.Connect(env.NATSURL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := queue.NewNames(contract.QueueNames(ld.Namespace, ld.Name, ld.Spec.Queue.NATS))
-	tr := &benchOpTracker{t: t, ns: ns, nc: nc, subject: names.StatusSubject(), pods: map[string]*corev1.Pod{},
+	subjectOf := func(p *corev1.Pod) string {
+		return queue.NewNames(contract.QueueNames(ns, p.Labels[loopsv1alpha1.LabelName], ld.Spec.Queue.NATS)).StatusSubject()
+	}
+	tr := &benchOpTracker{t: t, ns: ns, nc: nc, subjectOf: subjectOf, pods: map[string]*corev1.Pod{},
 		announced: map[string]int{}, reported: map[string]bool{}, drained: map[string]bool{}, direct: map[string]bool{}, changed: make(chan struct{})}
 	stop := watchNamespacePods(t, ns, tr.seen, tr.gone)
 	quit := make(chan struct{})
@@ -651,7 +657,11 @@ func (tr *benchOpTracker) announce(quit <-chan struct{}) {
 	defer tick.Stop()
 	for {
 		tr.mu.Lock()
-		var msgs [][]byte
+		type msg struct {
+			subject string
+			data    []byte
+		}
+		var msgs []msg
 		for name, p := range tr.pods {
 			if benchOpSideOf(p) != benchOpSideLD || p.DeletionTimestamp != nil || contract.DrainRequested(p) || !benchOpPodReady(p) {
 				continue
@@ -665,13 +675,13 @@ func (tr *benchOpTracker) announce(quit <-chan struct{}) {
 				tr.errs = append(tr.errs, err)
 				continue
 			}
-			msgs = append(msgs, data)
+			msgs = append(msgs, msg{tr.subjectOf(p), data})
 			tr.announced[name]++
 		}
 		tr.notify()
 		tr.mu.Unlock()
 		for _, m := range msgs {
-			if err := tr.nc.Publish(tr.subject, m); err != nil {
+			if err := tr.nc.Publish(m.subject, m.data); err != nil {
 				tr.mu.Lock()
 				tr.errs = append(tr.errs, fmt.Errorf("announcing: %w", err))
 				tr.mu.Unlock()
@@ -703,13 +713,17 @@ func (tr *benchOpTracker) waitAnnounced(ctx context.Context, n int) error {
 
 func benchOpSideOf(p *corev1.Pod) string {
 	switch {
-	case p.Labels[loopsv1alpha1.LabelName] == benchOpLD:
+	case p.Labels[loopsv1alpha1.LabelName] != "":
 		return benchOpSideLD
-	case p.Labels["app"] == benchOpDeploy:
+	case p.Labels["app"] != "":
 		return benchOpSideDeploy
 	}
 	return ""
 }
+
+// benchOpRevAnnotation marks the template revision of a bench pod; a
+// rollout changes it.
+const benchOpRevAnnotation = "bench.tenire.io/rev"
 
 // notify wakes the waiters; tr.mu is held.
 func (tr *benchOpTracker) notify() {
@@ -794,12 +808,15 @@ func (tr *benchOpTracker) gone(p *corev1.Pod) {
 
 // counts returns the pods of each side; tr.mu is held.
 func (tr *benchOpTracker) counts() benchOpCounts {
-	c := benchOpCounts{total: map[string]int{}, ready: map[string]int{}}
+	c := benchOpCounts{total: map[string]int{}, ready: map[string]int{}, current: map[string]int{}}
 	for _, p := range tr.pods {
 		side := benchOpSideOf(p)
 		c.total[side]++
 		if p.DeletionTimestamp == nil && benchOpPodReady(p) {
 			c.ready[side]++
+			if p.Annotations[benchOpRevAnnotation] == tr.rev {
+				c.current[side]++
+			}
 		}
 	}
 	return c
@@ -894,39 +911,53 @@ func benchOpNewWrites(t *testing.T) *benchOpWrites {
 	return w
 }
 
-// requestTotal returns the samples of apiserver_request_total.
-func (w *benchOpWrites) requestTotal(ctx context.Context) ([]map[string]string, []float64, error) {
-	const metric = "apiserver_request_total"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.url, nil)
+// benchScrape reads the families named from the Prometheus text at url,
+// keeping only their lines (an apiserver's page is megabytes).
+func benchScrape(ctx context.Context, hc *http.Client, url string, names ...string) (map[string]*dto.MetricFamily, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	resp, err := w.http.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, nil, fmt.Errorf("GET /metrics: %s", resp.Status)
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	// Only the lines of the one metric: the whole page is megabytes.
 	var text bytes.Buffer
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Bytes()
-		if bytes.HasPrefix(line, []byte(metric+"{")) || bytes.HasPrefix(line, []byte("# TYPE "+metric+" ")) {
-			text.Write(line)
-			text.WriteByte('\n')
+		for _, name := range names {
+			if bytes.HasPrefix(line, []byte(name+"{")) || bytes.HasPrefix(line, []byte(name+" ")) ||
+				bytes.HasPrefix(line, []byte(name+"_bucket{")) || bytes.HasPrefix(line, []byte(name+"_sum")) ||
+				bytes.HasPrefix(line, []byte(name+"_count")) || bytes.HasPrefix(line, []byte("# TYPE "+name+" ")) {
+				text.Write(line)
+				text.WriteByte('\n')
+				break
+			}
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, nil, fmt.Errorf("reading /metrics: %w", err)
+		return nil, fmt.Errorf("reading %s: %w", url, err)
 	}
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := parser.TextToMetricFamilies(&text)
 	if err != nil {
-		return nil, nil, fmt.Errorf("parsing %s: %w", metric, err)
+		return nil, fmt.Errorf("parsing %v: %w", names, err)
+	}
+	return families, nil
+}
+
+// requestTotal returns the samples of apiserver_request_total.
+func (w *benchOpWrites) requestTotal(ctx context.Context) ([]map[string]string, []float64, error) {
+	const metric = "apiserver_request_total"
+	families, err := benchScrape(ctx, w.http, w.url, metric)
+	if err != nil {
+		return nil, nil, err
 	}
 	fam, ok := families[metric]
 	if !ok || len(fam.GetMetric()) == 0 {
