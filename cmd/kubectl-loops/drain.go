@@ -147,10 +147,15 @@ func (d *drainOptions) timeoutFor(ctx context.Context, k *kube, p *corev1.Pod) (
 	if err := k.client.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: p.Labels[loopsv1alpha1.LabelName]}, ld); err != nil {
 		return 0, fmt.Errorf("reading the LoopDeployment of pod %q for its drain timeout (or give --timeout): %w", p.Name, err)
 	}
+	return drainTimeoutOf(ld), nil
+}
+
+// drainTimeoutOf is a LoopDeployment's drain timeout, or the default.
+func drainTimeoutOf(ld *loopsv1alpha1.LoopDeployment) time.Duration {
 	if ld.Spec.Drain.Timeout == nil {
-		return loopsv1alpha1.DefaultDrainTimeout, nil
+		return loopsv1alpha1.DefaultDrainTimeout
 	}
-	return ld.Spec.Drain.Timeout.Duration, nil
+	return ld.Spec.Drain.Timeout.Duration
 }
 
 func waitDrained(ctx context.Context, o *options, k *kube, pods []corev1.Pod) error {
