@@ -73,8 +73,8 @@ type loopView struct {
 
 type podRow struct {
 	Name, Phase, State, StateClass, Revision, Loop, InFlight, Kinds, Age string
-	Ready, CanDrain                                                    bool
-	Restarts                                                           int32
+	Ready, CanDrain                                                      bool
+	Restarts                                                             int32
 }
 
 type breakerRow struct {

@@ -51,6 +51,7 @@ func TestMain(m *testing.M) {
 // a kubeconfig file for the plugin.
 type world struct {
 	t          *testing.T
+	cfg        *rest.Config
 	client     client.Client
 	kubeconfig string
 	natsURL    string
@@ -66,7 +67,7 @@ func newWorld(t *testing.T) *world {
 	}
 	srv := natstest.Start(t)
 	_, js := srv.Connect()
-	return &world{t: t, client: c, kubeconfig: writeKubeconfig(t, cfg), natsURL: srv.URL, js: js}
+	return &world{t: t, cfg: cfg, client: c, kubeconfig: writeKubeconfig(t, cfg), natsURL: srv.URL, js: js}
 }
 
 func writeKubeconfig(t *testing.T, cfg *rest.Config) string {
