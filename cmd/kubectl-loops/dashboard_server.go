@@ -288,10 +288,17 @@ func (st *loopState) record(ld *loopsv1alpha1.LoopDeployment, now time.Time) {
 func (st *loopState) announced(an loop.Announcement, now time.Time) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	prev := st.counters[an.Worker]
+	// A worker's first announcement sets its baseline: what it counted
+	// before the dashboard heard it is not a rate.
+	prev, known := st.counters[an.Worker]
 	for outcome, n := range an.Status.Counters {
 		inc := n
-		if p, ok := prev[outcome]; ok && n >= p {
+		if p := prev[outcome]; !known || n < p {
+			inc = 0
+			if known {
+				inc = n // the worker restarted and counts from 0
+			}
+		} else {
 			inc = n - p
 		}
 		switch outcome {

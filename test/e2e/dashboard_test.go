@@ -16,6 +16,9 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/nats-io/nats.go/jetstream"
+	"k8s.io/utils/ptr"
+
+	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 )
 
 // The dashboard in a real browser (headless Chromium, driven by chromedp)
@@ -41,9 +44,12 @@ func TestTheDashboardDrainsAPodAndRequeuesADeadLetterInABrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	l := newLoop(t, "dash", 3, nil)
+	// Small pools (3 × 4 slots) keep the loop busy for half a minute.
+	l := newLoop(t, "dash", 3, func(ld *loopsv1alpha1.LoopDeployment) {
+		ld.Spec.Loop.Pool = loopsv1alpha1.PoolSpec{MinWorkers: ptr.To[int32](2), MaxWorkers: 4}
+	})
 	l.submit("broken", "no-such-kind", `{"why": "<script>alert(1)</script>"}`)
-	l.submitSleeps(300, 200, 600)
+	l.submitSleeps(600, 300, 900)
 	url := startDashboard(t, l.ns)
 
 	alloc, cancelAlloc := chromedp.NewExecAllocator(t.Context(),
@@ -54,6 +60,11 @@ func TestTheDashboardDrainsAPodAndRequeuesADeadLetterInABrowser(t *testing.T) {
 	defer cancelAlloc()
 	ctx, cancelBrowser := chromedp.NewContext(alloc, chromedp.WithLogf(t.Logf))
 	defer cancelBrowser()
+	// The first run starts the browser, which lives as long as its
+	// context: no timeout on this one.
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("starting %s: %v", browser, err)
+	}
 	do := func(what string, timeout time.Duration, steps ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
 		c, cancel := context.WithTimeout(ctx, timeout)
