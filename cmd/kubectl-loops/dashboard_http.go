@@ -307,11 +307,7 @@ func (d *dashboard) act(ctx context.Context, ld *loopsv1alpha1.LoopDeployment, a
 		}
 		return fmt.Sprintf("pod %s drain requested (deadline in %s)", p.Name, drainTimeoutOf(ld)), nil
 	case "requeue", "discard":
-		st := d.existing(client.ObjectKeyFromObject(ld))
-		if st == nil {
-			return "", errors.New("the queue is not reachable yet")
-		}
-		q, err := st.queue()
+		st, q, err := d.queueOf(ld)
 		if err != nil {
 			return "", err
 		}
@@ -334,11 +330,7 @@ func (d *dashboard) act(ctx context.Context, ld *loopsv1alpha1.LoopDeployment, a
 		}
 		return fmt.Sprintf("dead letter %s (%s) %sd", dl.ID, dl.Kind, a.Kind), nil
 	case "submit":
-		st := d.existing(client.ObjectKeyFromObject(ld))
-		if st == nil {
-			return "", errors.New("the queue is not reachable yet")
-		}
-		q, err := st.queue()
+		_, q, err := d.queueOf(ld)
 		if err != nil {
 			return "", err
 		}
@@ -357,6 +349,16 @@ func (d *dashboard) act(ctx context.Context, ld *loopsv1alpha1.LoopDeployment, a
 		return fmt.Sprintf("submitted task %s (kind %s)", receipt.ID, a.TaskKind), nil
 	}
 	return "", fmt.Errorf("%w: unknown action %q", errBadRequest, a.Kind)
+}
+
+// queueOf returns a LoopDeployment's state and open queue connection.
+func (d *dashboard) queueOf(ld *loopsv1alpha1.LoopDeployment) (*loopState, *loopQueue, error) {
+	st := d.existing(client.ObjectKeyFromObject(ld))
+	if st == nil {
+		return nil, nil, errors.New("the queue is not reachable yet")
+	}
+	q, err := st.queue()
+	return st, q, err
 }
 
 func (d *dashboard) patchSpec(ctx context.Context, ld *loopsv1alpha1.LoopDeployment, patch string) error {

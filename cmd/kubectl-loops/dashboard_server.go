@@ -24,7 +24,7 @@ import (
 // historyWindow is how far back the charts reach; sampleEvery is the
 // finest step of their samples.
 const (
-	historyWindow = 10 * time.Minute
+	historyWindow = 5 * time.Minute
 	sampleEvery   = time.Second
 )
 
@@ -292,13 +292,12 @@ func (st *loopState) announced(an loop.Announcement, now time.Time) bool {
 	// before the dashboard heard it is not a rate.
 	prev, known := st.counters[an.Worker]
 	for outcome, n := range an.Status.Counters {
-		inc := n
-		if p := prev[outcome]; !known || n < p {
-			inc = 0
-			if known {
-				inc = n // the worker restarted and counts from 0
-			}
-		} else {
+		var inc uint64
+		switch p := prev[outcome]; {
+		case !known:
+		case n < p:
+			inc = n // the worker restarted and counts from 0
+		default:
 			inc = n - p
 		}
 		switch outcome {

@@ -101,6 +101,13 @@ func startDashboard(t *testing.T, cfg *rest.Config) *dash {
 func (ds *dash) get(path string) (int, string) {
 	ds.t.Helper()
 	resp, err := http.Get(ds.srv.URL + path)
+	status, body := ds.read(resp, err)
+	return status, body
+}
+
+// read reads a response, failing the test on an error.
+func (ds *dash) read(resp *http.Response, err error) (int, string) {
+	ds.t.Helper()
 	if err != nil {
 		ds.t.Fatal(err)
 	}
@@ -124,15 +131,8 @@ func (ds *dash) post(form url.Values, confirm bool) (int, string, string) {
 	}
 	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := c.PostForm(ds.srv.URL+"/action", form)
-	if err != nil {
-		ds.t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		ds.t.Fatal(err)
-	}
-	return resp.StatusCode, string(body), resp.Header.Get("Location")
+	status, body := ds.read(resp, err)
+	return status, body, resp.Header.Get("Location")
 }
 
 // waitPage loads path until its body satisfies ok, or fails after timeout.

@@ -16,6 +16,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -64,7 +65,7 @@ type loopView struct {
 	CSRF        string
 	Pods        []podRow
 	Breakers    []breakerRow
-	DeadLetters []deadLetterRow
+	Letters     []deadLetterRow
 	DeadErr     string
 	Events      []eventRow
 	Charts      []chart
@@ -107,6 +108,10 @@ type series struct {
 }
 
 const maxEvents = 25
+
+// rateStep is the least span of one point of the rate charts: workers
+// announce every 2 s, so shorter spans would show their rhythm.
+const rateStep = 5 * time.Second
 
 var palette = []string{"#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2"}
 
@@ -254,7 +259,7 @@ func (d *dashboard) loopPage(ctx context.Context, key client.ObjectKey) (*loopVi
 		letters, derr := st.deadLetters(ctx)
 		v.DeadErr = derr
 		for _, dl := range letters {
-			v.DeadLetters = append(v.DeadLetters, deadLetterRow{deadLetter: dl, Payload: clip(string(dl.payload), 200)})
+			v.Letters = append(v.Letters, deadLetterRow{deadLetter: dl, Payload: clip(string(dl.payload), 200)})
 		}
 		st.mu.Lock()
 		v.Charts = charts(st.history, v.Priorities, now)
@@ -322,7 +327,7 @@ func (d *dashboard) events(ctx context.Context, ld *loopsv1alpha1.LoopDeployment
 		}
 		e := &mine[i]
 		rows = append(rows, eventRow{Type: e.Type, Reason: e.Reason, Object: strings.ToLower(e.InvolvedObject.Kind) + "/" + e.InvolvedObject.Name,
-			Message: e.Message, Age: since(last(e), now), Count: e.Count})
+			Message: e.Message, Age: since(last(e), now), Count: max(e.Count, 1)})
 	}
 	return rows, nil
 }
@@ -331,7 +336,12 @@ func (d *dashboard) events(ctx context.Context, ld *loopsv1alpha1.LoopDeployment
 // failed attempts, and the mean time a task spends in a worker (tasks
 // held ÷ tasks ending per second, Little's law).
 func charts(h []sample, classes []string, now time.Time) []chart {
+	// The charts span the history there is: since the dashboard started,
+	// up to historyWindow.
 	start := now.Add(-historyWindow)
+	if len(h) > 0 && h[0].At.After(start) {
+		start = h[0].At
+	}
 	backlog := chart{Title: "Backlog per priority", Unit: "tasks"}
 	var lines [][]point
 	for i, class := range classes {
@@ -341,29 +351,34 @@ func charts(h []sample, classes []string, now time.Time) []chart {
 				pts = append(pts, point{s.At, float64(v)})
 			}
 		}
+		if n := len(pts); n > 0 {
+			pts = append(pts, point{now, pts[n-1].v}) // the backlog holds until the next status
+		}
 		lines = append(lines, pts)
 		backlog.Series = append(backlog.Series, series{Name: class, Color: palette[i%len(palette)]})
 	}
-	backlog.draw(lines, start)
+	backlog.draw(lines, start, now)
 
 	rate := chart{Title: "Task rate", Unit: "per second",
 		Series: []series{{Name: "ended", Color: palette[2]}, {Name: "failed attempts", Color: palette[1]}}}
 	latency := chart{Title: "Time in a worker (in flight ÷ rate)", Unit: "seconds", Series: []series{{Name: "mean", Color: palette[4]}}}
 	var ended, failed, lat []point
+	prev := 0
 	for i := 1; i < len(h); i++ {
-		dt := h[i].At.Sub(h[i-1].At).Seconds()
-		if dt <= 0 {
+		dt := h[i].At.Sub(h[prev].At).Seconds()
+		if dt < rateStep.Seconds() {
 			continue
 		}
-		r := float64(h[i].Done-h[i-1].Done) / dt
+		r := float64(h[i].Done-h[prev].Done) / dt
 		ended = append(ended, point{h[i].At, r})
-		failed = append(failed, point{h[i].At, float64(h[i].Failed-h[i-1].Failed) / dt})
+		failed = append(failed, point{h[i].At, float64(h[i].Failed-h[prev].Failed) / dt})
 		if r > 0 {
 			lat = append(lat, point{h[i].At, float64(h[i].InFlight) / r})
 		}
+		prev = i
 	}
-	rate.draw([][]point{ended, failed}, start)
-	latency.draw([][]point{lat}, start)
+	rate.draw([][]point{ended, failed}, start, now)
+	latency.draw([][]point{lat}, start, now)
 	return []chart{backlog, rate, latency}
 }
 
@@ -375,8 +390,9 @@ type point struct {
 const chartW, chartH = 360, 120
 
 // draw sets the chart's polylines, scaled to the largest value.
-func (c *chart) draw(lines [][]point, start time.Time) {
-	c.Width, c.Height, c.Span = chartW, chartH, "last "+historyWindow.String()
+func (c *chart) draw(lines [][]point, start, now time.Time) {
+	span := max(now.Sub(start), time.Second)
+	c.Width, c.Height, c.Span = chartW, chartH, "last "+duration.HumanDuration(span)
 	peak := 0.0
 	for _, l := range lines {
 		for _, p := range l {
@@ -390,7 +406,7 @@ func (c *chart) draw(lines [][]point, start time.Time) {
 	for i, l := range lines {
 		var b strings.Builder
 		for _, p := range l {
-			x := float64(chartW) * p.at.Sub(start).Seconds() / historyWindow.Seconds()
+			x := float64(chartW) * p.at.Sub(start).Seconds() / span.Seconds()
 			y := float64(chartH) - float64(chartH)*p.v/peak
 			fmt.Fprintf(&b, "%.1f,%.1f ", math.Max(x, 0), y)
 		}

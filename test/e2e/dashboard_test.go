@@ -165,7 +165,7 @@ if (!window.stateRecorder) { window.stateRecorder = setInterval(function () {
   var s = row ? row.className.replace("state-", "") : "gone";
   if (window.seenStates[window.seenStates.length - 1] !== s) { window.seenStates.push(s); }
 }, 20); }
-true`, pod)
+"recording"`, pod)
 }
 
 // deadSeq is the sequence of a task's dead letter; it fails the test when
