@@ -62,14 +62,14 @@ type overviewView struct {
 
 type loopView struct {
 	loopRow
-	CSRF        string
-	Pods        []podRow
-	Breakers    []breakerRow
-	Letters     []deadLetterRow
-	DeadErr     string
-	Events      []eventRow
-	Charts      []chart
-	Done        string
+	CSRF     string
+	Pods     []podRow
+	Breakers []breakerRow
+	Letters  []deadLetterRow
+	DeadErr  string
+	Events   []eventRow
+	Charts   []chart
+	Done     string
 }
 
 type podRow struct {

@@ -48,9 +48,10 @@ func TestTheDashboardDrainsAPodAndRequeuesADeadLetterInABrowser(t *testing.T) {
 	l := newLoop(t, "dash", 3, func(ld *loopsv1alpha1.LoopDeployment) {
 		ld.Spec.Loop.Pool = loopsv1alpha1.PoolSpec{MinWorkers: ptr.To[int32](2), MaxWorkers: 4}
 	})
+	// The dashboard starts first, so that its charts see the load come.
+	url := startDashboard(t, l.ns)
 	l.submit("broken", "no-such-kind", `{"why": "<script>alert(1)</script>"}`)
 	l.submitSleeps(600, 300, 900)
-	url := startDashboard(t, l.ns)
 
 	alloc, cancelAlloc := chromedp.NewExecAllocator(t.Context(),
 		chromedp.ExecPath(browser), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
