@@ -67,7 +67,7 @@ func (d *dashboard) serveOverview(w http.ResponseWriter, r *http.Request) {
 		d.fail(w, err)
 		return
 	}
-	render(w, http.StatusOK, "overview", false, v)
+	render(w, http.StatusOK, "overview", v)
 }
 
 func (d *dashboard) serveLoop(w http.ResponseWriter, r *http.Request) {
@@ -77,7 +77,7 @@ func (d *dashboard) serveLoop(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v.Done = r.URL.Query().Get("done")
-	render(w, http.StatusOK, "loop", false, v)
+	render(w, http.StatusOK, "loop", v)
 }
 
 // serveLive streams the live part of a page as server-sent events: one at
@@ -153,6 +153,17 @@ func (d *dashboard) writeLive(ctx context.Context, w http.ResponseWriter, key cl
 	return werr
 }
 
+// The actions, as their forms name them.
+const (
+	actScale   = "scale"
+	actSuspend = "suspend"
+	actResume  = "resume"
+	actDrain   = "drain"
+	actRequeue = "requeue"
+	actDiscard = "discard"
+	actSubmit  = "submit"
+)
+
 // action is a request to change something, as its form posts it.
 type action struct {
 	Kind      string // scale, suspend, resume, drain, requeue, discard, submit
@@ -222,7 +233,7 @@ func (d *dashboard) serveAction(w http.ResponseWriter, r *http.Request) {
 	}
 	if f.Get("confirm") != "yes" {
 		a.Question = question
-		render(w, http.StatusOK, "confirm", false, a)
+		render(w, http.StatusOK, "confirm", a)
 		return
 	}
 	done, err := d.act(ctx, ld, a)
@@ -242,31 +253,31 @@ var errBadRequest = errors.New("bad request")
 func (d *dashboard) question(ctx context.Context, ld *loopsv1alpha1.LoopDeployment, a *action) (string, error) {
 	ref := "loopdeployment " + ld.Namespace + "/" + ld.Name
 	switch a.Kind {
-	case "scale":
+	case actScale:
 		n, err := strconv.ParseInt(a.Replicas, 10, 32)
 		if err != nil || n < 0 {
 			return "", fmt.Errorf("%w: replicas must be a whole number of at least 0, not %q", errBadRequest, a.Replicas)
 		}
 		return fmt.Sprintf("Scale %s from %d to %d pods? Pods scaled away drain first: no task is lost.", ref, ptr.Deref(ld.Spec.Replicas, 1), n), nil
-	case "suspend":
+	case actSuspend:
 		return fmt.Sprintf("Suspend %s? Every pod drains and none starts until it is resumed; tasks wait in the queue.", ref), nil
-	case "resume":
+	case actResume:
 		return fmt.Sprintf("Resume %s?", ref), nil
-	case "drain":
+	case actDrain:
 		p, err := d.loopPod(ctx, ld, a.Pod)
 		if err != nil {
 			return "", err
 		}
 		return fmt.Sprintf("Drain pod %s of %s? It finishes its tasks within %s, hands back the rest and is replaced.", p.Name, ref, drainTimeoutOf(ld)), nil
-	case "requeue", "discard":
+	case actRequeue, actDiscard:
 		if _, err := strconv.ParseUint(a.Seq, 10, 64); err != nil {
 			return "", fmt.Errorf("%w: no dead letter %q", errBadRequest, a.Seq)
 		}
-		if a.Kind == "requeue" {
+		if a.Kind == actRequeue {
 			return fmt.Sprintf("Send dead letter %s of %s back to its queue?", a.Seq, ref), nil
 		}
 		return fmt.Sprintf("Discard dead letter %s of %s for good?", a.Seq, ref), nil
-	case "submit":
+	case actSubmit:
 		if a.TaskKind == "" {
 			return "", fmt.Errorf("%w: a test task needs a kind", errBadRequest)
 		}
@@ -282,18 +293,18 @@ func (d *dashboard) question(ctx context.Context, ld *loopsv1alpha1.LoopDeployme
 func (d *dashboard) act(ctx context.Context, ld *loopsv1alpha1.LoopDeployment, a *action) (string, error) {
 	k := &kube{config: d.k.config, client: d.k.client, namespace: ld.Namespace}
 	switch a.Kind {
-	case "scale":
+	case actScale:
 		n, _ := strconv.ParseInt(a.Replicas, 10, 32)
 		if err := d.patchSpec(ctx, ld, fmt.Sprintf(`{"spec":{"replicas":%d}}`, n)); err != nil {
 			return "", err
 		}
 		return fmt.Sprintf("scaled to %d pods", n), nil
-	case "suspend", "resume":
-		if err := d.patchSpec(ctx, ld, fmt.Sprintf(`{"spec":{"suspend":%t}}`, a.Kind == "suspend")); err != nil {
+	case actSuspend, actResume:
+		if err := d.patchSpec(ctx, ld, fmt.Sprintf(`{"spec":{"suspend":%t}}`, a.Kind == actSuspend)); err != nil {
 			return "", err
 		}
 		return a.Kind + "d", nil
-	case "drain":
+	case actDrain:
 		p, err := d.loopPod(ctx, ld, a.Pod)
 		if err != nil {
 			return "", err
@@ -306,7 +317,7 @@ func (d *dashboard) act(ctx context.Context, ld *loopsv1alpha1.LoopDeployment, a
 			return "pod " + p.Name + " is already draining", nil
 		}
 		return fmt.Sprintf("pod %s drain requested (deadline in %s)", p.Name, drainTimeoutOf(ld)), nil
-	case "requeue", "discard":
+	case actRequeue, actDiscard:
 		st, q, err := d.queueOf(ld)
 		if err != nil {
 			return "", err
@@ -316,7 +327,7 @@ func (d *dashboard) act(ctx context.Context, ld *loopsv1alpha1.LoopDeployment, a
 		if err != nil {
 			return "", err
 		}
-		if a.Kind == "requeue" {
+		if a.Kind == actRequeue {
 			err = requeueDeadLetter(ctx, q, dl)
 		} else {
 			err = discardDeadLetter(ctx, q, dl)
@@ -329,7 +340,7 @@ func (d *dashboard) act(ctx context.Context, ld *loopsv1alpha1.LoopDeployment, a
 			return "", err
 		}
 		return fmt.Sprintf("dead letter %s (%s) %sd", dl.ID, dl.Kind, a.Kind), nil
-	case "submit":
+	case actSubmit:
 		_, q, err := d.queueOf(ld)
 		if err != nil {
 			return "", err
@@ -390,14 +401,14 @@ func (d *dashboard) actionFailed(w http.ResponseWriter, a *action, err error) {
 	case errors.Is(err, errBadRequest):
 		status = http.StatusBadRequest
 	}
-	render(w, status, "result", false, resultView{Namespace: a.Namespace, Name: a.Name, Message: err.Error(), Status: status})
+	render(w, status, "result", resultView{Namespace: a.Namespace, Name: a.Name, Message: err.Error(), Status: status})
 }
 
 func (d *dashboard) fail(w http.ResponseWriter, err error) {
 	var missing errNoLoop
 	if errors.As(err, &missing) {
-		render(w, http.StatusNotFound, "result", false, resultView{Message: err.Error(), Status: http.StatusNotFound})
+		render(w, http.StatusNotFound, "result", resultView{Message: err.Error(), Status: http.StatusNotFound})
 		return
 	}
-	render(w, http.StatusInternalServerError, "result", false, resultView{Message: err.Error(), Status: http.StatusInternalServerError})
+	render(w, http.StatusInternalServerError, "result", resultView{Message: err.Error(), Status: http.StatusInternalServerError})
 }

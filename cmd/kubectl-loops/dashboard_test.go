@@ -84,7 +84,7 @@ func startDashboard(t *testing.T, cfg *rest.Config) *dash {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	if err := d.start(ctx); err != nil {
 		cancel()
 		t.Fatal(err)

@@ -343,7 +343,7 @@ func charts(h []sample, classes []string, now time.Time) []chart {
 		start = h[0].At
 	}
 	backlog := chart{Title: "Backlog per priority", Unit: "tasks"}
-	var lines [][]point
+	lines := make([][]point, 0, len(classes))
 	for i, class := range classes {
 		var pts []point
 		for _, s := range h {
@@ -421,14 +421,10 @@ func clip(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// render writes a page, or its live part alone when live is set.
-func render(w http.ResponseWriter, status int, page string, live bool, data any) {
+// render writes a whole page.
+func render(w http.ResponseWriter, status int, page string, data any) {
 	var buf bytes.Buffer
-	name := "layout"
-	if live {
-		name = "live"
-	}
-	if err := pages[page].ExecuteTemplate(&buf, name, data); err != nil {
+	if err := pages[page].ExecuteTemplate(&buf, "layout", data); err != nil {
 		http.Error(w, "rendering the page: "+err.Error(), http.StatusInternalServerError)
 		return
 	}

@@ -216,7 +216,7 @@ func startDashboard(t *testing.T, namespace string) string {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/kubectl-loops: %v\n%s", err, out)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	cmd := exec.CommandContext(ctx, bin, "dashboard", "--kubeconfig", env.Kubeconfig, "-n", namespace, "--no-browser")
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 10 * time.Second
