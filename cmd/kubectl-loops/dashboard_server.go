@@ -50,15 +50,17 @@ type dashboard struct {
 // loopState is what the dashboard keeps of one LoopDeployment besides the
 // cache: its queue connection and what the workers announced.
 type loopState struct {
-	key    client.ObjectKey
-	url    string // the NATS URL it was connected with
-	closed bool
+	key client.ObjectKey
+	url string // the NATS URL it was connected with
 
-	mu       sync.Mutex
-	q        *loopQueue
-	ann      *announcements
-	deadSub  *nats.Subscription
-	queueErr string
+	mu         sync.Mutex
+	closed     bool
+	connecting bool
+	tried      time.Time // when connecting last started
+	q          *loopQueue
+	ann        *announcements
+	deadSub    *nats.Subscription
+	queueErr   string
 	// counters are each worker's last counters, to sum their increments:
 	// done and failed count the tasks that ended, and that failed an
 	// attempt, since the dashboard started.
@@ -213,8 +215,15 @@ func (d *dashboard) existing(key client.ObjectKey) *loopState {
 	return d.loops[key]
 }
 
+// reconnectAfter is how long the dashboard waits before it tries again to
+// reach a queue it could not reach, or whose connection closed.
+const reconnectAfter = 15 * time.Second
+
 // state returns the state of a LoopDeployment, and connects to its queue
-// in the background the first time, or again when its NATS URL changed.
+// in the background the first time, again when its NATS URL changed, and
+// again (at a change of the LoopDeployment, reconnectAfter since the last
+// try at the earliest) when the queue was not reachable or its connection
+// closed.
 func (d *dashboard) state(ld *loopsv1alpha1.LoopDeployment) *loopState {
 	key := client.ObjectKeyFromObject(ld)
 	url := ld.Spec.Queue.NATS.URL
@@ -222,17 +231,40 @@ func (d *dashboard) state(ld *loopsv1alpha1.LoopDeployment) *loopState {
 	defer d.mu.Unlock()
 	st, ok := d.loops[key]
 	if ok && st.url == url {
+		if st.retry(time.Now()) && d.ctx != nil {
+			go d.connect(d.ctx, st, ld.DeepCopy())
+		}
 		return st
 	}
 	if ok {
 		st.close()
 	}
-	st = &loopState{key: key, url: url, counters: map[string]map[string]uint64{}, deadStale: true, queueErr: "connecting to the queue"}
+	st = &loopState{key: key, url: url, counters: map[string]map[string]uint64{}, deadStale: true,
+		queueErr: "connecting to the queue", connecting: true, tried: time.Now()}
 	d.loops[key] = st
 	if d.ctx != nil {
 		go d.connect(d.ctx, st, ld.DeepCopy())
 	}
 	return st
+}
+
+// retry reports whether to connect to the queue again, and if so marks
+// the state as connecting, dropping a closed connection.
+func (st *loopState) retry(now time.Time) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.closed || st.connecting || now.Sub(st.tried) < reconnectAfter || (st.q != nil && !st.q.nc.IsClosed()) {
+		return false
+	}
+	if st.q != nil {
+		if st.deadSub != nil {
+			_ = st.deadSub.Unsubscribe()
+		}
+		st.q.Close()
+		st.q, st.ann, st.deadSub, st.queueErr = nil, nil, nil, "the connection to the queue closed; connecting again"
+	}
+	st.connecting, st.tried = true, now
+	return true
 }
 
 // connect reaches a LoopDeployment's queue the way the other commands do
@@ -243,7 +275,7 @@ func (d *dashboard) connect(ctx context.Context, st *loopState, ld *loopsv1alpha
 	if err != nil {
 		d.log.Info("cannot reach the queue", "loopdeployment", st.key.String(), "error", err.Error())
 		st.mu.Lock()
-		st.queueErr = err.Error()
+		st.queueErr, st.connecting = err.Error(), false
 		st.mu.Unlock()
 		d.hub.publish(st.key)
 		return
@@ -264,6 +296,7 @@ func (d *dashboard) connect(ctx context.Context, st *loopState, ld *loopsv1alpha
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	st.connecting = false
 	if err != nil || st.closed {
 		q.Close()
 		if err != nil {

@@ -594,3 +594,25 @@ func mustQueueEventually(t *testing.T, ds *dash, name string) {
 		return err == nil
 	}, func() string { return "" })
 }
+
+// A queue that could not be reached is tried again at a change of its
+// LoopDeployment, reconnectAfter after the last try at the earliest, and
+// never twice at once.
+func TestDashboardTriesAnUnreachableQueueAgainLater(t *testing.T) {
+	now := time.Now()
+	st := &loopState{tried: now, queueErr: "cannot reach NATS"}
+	if st.retry(now.Add(reconnectAfter / 2)) {
+		t.Error("tried again before reconnectAfter")
+	}
+	if !st.retry(now.Add(reconnectAfter)) {
+		t.Fatal("not tried again after reconnectAfter")
+	}
+	if st.retry(now.Add(3 * reconnectAfter)) {
+		t.Error("tried again while connecting")
+	}
+	st.connecting = false
+	st.closed = true
+	if st.retry(now.Add(4 * reconnectAfter)) {
+		t.Error("tried again after the LoopDeployment was deleted")
+	}
+}
