@@ -616,3 +616,48 @@ func TestDashboardTriesAnUnreachableQueueAgainLater(t *testing.T) {
 		t.Error("tried again after the LoopDeployment was deleted")
 	}
 }
+
+// `kubectl loops dashboard -A --no-browser` serves every namespace's loops
+// on 127.0.0.1, prints its URL and stops when its context ends.
+func TestDashboardCommandServesEveryNamespaceAndStops(t *testing.T) {
+	w := newWorld(t)
+	w.loop("orders", w.natsURL)
+	ctx := t.Context()
+	if err := w.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "other"}}); err != nil {
+		t.Fatal(err)
+	}
+	other := loopDeployment("invoices", w.natsURL)
+	other.Namespace = "other"
+	if err := w.client.Create(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+
+	out, printed := io.Pipe()
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	cmd := newRootCommandWithClock(genericiooptions.IOStreams{In: strings.NewReader(""), Out: printed, ErrOut: io.Discard}, clock.RealClock{})
+	cmd.SetArgs([]string{"dashboard", "-A", "--no-browser", "--kubeconfig", w.kubeconfig})
+	done := make(chan error, 1)
+	go func() {
+		done <- cmd.ExecuteContext(runCtx)
+		_ = printed.Close()
+	}()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("the dashboard printed %q: %v (%v)", line, err, <-done)
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	rawURL, ok := strings.CutPrefix(line, "dashboard at ")
+	if !ok || !strings.HasPrefix(rawURL, "http://127.0.0.1:") {
+		t.Fatalf("the dashboard printed %q", line)
+	}
+	resp, err := http.Get(strings.Fields(rawURL)[0])
+	status, body := (&dash{t: t}).read(resp, err)
+	if status != http.StatusOK || !strings.Contains(body, "default/orders") || !strings.Contains(body, "other/invoices") || !strings.Contains(body, "all namespaces") {
+		t.Errorf("the overview of every namespace: %d\n%s", status, body)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Errorf("the dashboard ended with %v", err)
+	}
+}
