@@ -23,7 +23,9 @@ type announcements struct {
 	sub      *nats.Subscription
 }
 
-func listenAnnouncements(q *loopQueue) (*announcements, error) {
+// listenAnnouncements follows the announcements of a loop's workers;
+// onAnnounce, when not nil, is called with each, after it is recorded.
+func listenAnnouncements(q *loopQueue, onAnnounce func(loop.Announcement)) (*announcements, error) {
 	a := &announcements{byWorker: map[string]loop.Announcement{}}
 	sub, err := q.nc.Subscribe(q.names.StatusSubject(), func(m *nats.Msg) {
 		var an loop.Announcement
@@ -33,12 +35,33 @@ func listenAnnouncements(q *loopQueue) (*announcements, error) {
 		a.mu.Lock()
 		a.byWorker[an.Worker] = an
 		a.mu.Unlock()
+		if onAnnounce != nil {
+			onAnnounce(an)
+		}
 	})
 	if err != nil {
 		return nil, err
 	}
 	a.sub = sub
 	return a, nil
+}
+
+// all returns the latest announcement of every worker heard from.
+func (a *announcements) all() []loop.Announcement {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]loop.Announcement, 0, len(a.byWorker))
+	for _, an := range a.byWorker {
+		out = append(out, an)
+	}
+	return out
+}
+
+// forget drops a worker that is gone.
+func (a *announcements) forget(worker string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.byWorker, worker)
 }
 
 func (a *announcements) get(worker string) (loop.Announcement, bool) {

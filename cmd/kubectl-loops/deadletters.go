@@ -103,14 +103,44 @@ func readDeadLetters(ctx context.Context, q *loopQueue) ([]deadLetter, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading dead letter %d: %w", seq, err)
 		}
-		letters = append(letters, deadLetter{
-			Seq: m.Sequence, ID: m.Header.Get(queue.HeaderTaskID), Kind: m.Header.Get(queue.HeaderKind),
-			Priority: m.Header.Get(queue.HeaderPriority), Attempts: m.Header.Get(queue.HeaderAttempts),
-			FailedAt: m.Header.Get(queue.HeaderFailedAt), Error: m.Header.Get(queue.HeaderError),
-			Stored: m.Time, payload: m.Data,
-		})
+		letters = append(letters, deadLetterOf(m))
 	}
 	return letters, nil
+}
+
+func deadLetterOf(m *jetstream.RawStreamMsg) deadLetter {
+	return deadLetter{
+		Seq: m.Sequence, ID: m.Header.Get(queue.HeaderTaskID), Kind: m.Header.Get(queue.HeaderKind),
+		Priority: m.Header.Get(queue.HeaderPriority), Attempts: m.Header.Get(queue.HeaderAttempts),
+		FailedAt: m.Header.Get(queue.HeaderFailedAt), Error: m.Header.Get(queue.HeaderError),
+		Stored: m.Time, payload: m.Data,
+	}
+}
+
+// deadLetterAt reads the dead letter stored at seq; ErrMsgNotFound when it
+// is gone (requeued or discarded already).
+func deadLetterAt(ctx context.Context, q *loopQueue, seq uint64) (deadLetter, error) {
+	stream, err := q.js.Stream(ctx, q.names.DeadStream)
+	if err != nil {
+		return deadLetter{}, fmt.Errorf("dead-letter stream %s: %w", q.names.DeadStream, err)
+	}
+	m, err := stream.GetMsg(ctx, seq)
+	if err != nil {
+		return deadLetter{}, fmt.Errorf("dead letter %d of %s: %w", seq, q.names.DeadStream, err)
+	}
+	return deadLetterOf(m), nil
+}
+
+// discardDeadLetter removes a dead letter for good.
+func discardDeadLetter(ctx context.Context, q *loopQueue, dl deadLetter) error {
+	stream, err := q.js.Stream(ctx, q.names.DeadStream)
+	if err != nil {
+		return fmt.Errorf("dead-letter stream %s: %w", q.names.DeadStream, err)
+	}
+	if err := stream.DeleteMsg(ctx, dl.Seq); err != nil {
+		return fmt.Errorf("discarding dead letter %s: %w", dl.ID, err)
+	}
+	return nil
 }
 
 // requeueDeadLetter publishes a dead letter to its priority's subject,

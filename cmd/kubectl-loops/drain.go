@@ -94,19 +94,13 @@ func (d *drainOptions) run(ctx context.Context, o *options, args []string) error
 		if err != nil {
 			return err
 		}
-		if contract.DrainRequested(p) {
+		already, err := requestDrain(ctx, k, p, o.clock.Now(), timeout)
+		switch {
+		case err != nil:
+			return err
+		case already:
 			fmt.Fprintf(o.streams.Out, "pod/%s is already draining\n", p.Name)
-		} else {
-			patch := client.MergeFrom(p.DeepCopy())
-			if p.Annotations == nil {
-				p.Annotations = map[string]string{}
-			}
-			for key, value := range contract.DrainAnnotations(o.clock.Now(), timeout) {
-				p.Annotations[key] = value
-			}
-			if err := k.client.Patch(ctx, p, patch); err != nil {
-				return fmt.Errorf("asking pod %q to drain: %w", p.Name, err)
-			}
+		default:
 			fmt.Fprintf(o.streams.Out, "pod/%s drain requested (deadline in %s)\n", p.Name, timeout)
 		}
 		if r, _, _ := contract.ParseDrainRequest(p.Annotations); r.Deadline.After(latest) {
@@ -123,6 +117,27 @@ func (d *drainOptions) run(ctx context.Context, o *options, args []string) error
 	return waitDrained(waitCtx, o, k, pods)
 }
 
+// requestDrain asks a worker pod to drain through the drain contract: it
+// sets the drain annotations at now with a deadline timeout later, with a
+// patch through k (the user's credentials). It reports whether the pod was
+// draining already, in which case it leaves it alone; p is updated.
+func requestDrain(ctx context.Context, k *kube, p *corev1.Pod, now time.Time, timeout time.Duration) (already bool, err error) {
+	if contract.DrainRequested(p) {
+		return true, nil
+	}
+	patch := client.MergeFrom(p.DeepCopy())
+	if p.Annotations == nil {
+		p.Annotations = map[string]string{}
+	}
+	for key, value := range contract.DrainAnnotations(now, timeout) {
+		p.Annotations[key] = value
+	}
+	if err := k.client.Patch(ctx, p, patch); err != nil {
+		return false, fmt.Errorf("asking pod %q to drain: %w", p.Name, err)
+	}
+	return false, nil
+}
+
 // timeoutFor is --timeout, or the pod's LoopDeployment's drain timeout.
 func (d *drainOptions) timeoutFor(ctx context.Context, k *kube, p *corev1.Pod) (time.Duration, error) {
 	if d.timeout > 0 {
@@ -132,10 +147,15 @@ func (d *drainOptions) timeoutFor(ctx context.Context, k *kube, p *corev1.Pod) (
 	if err := k.client.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: p.Labels[loopsv1alpha1.LabelName]}, ld); err != nil {
 		return 0, fmt.Errorf("reading the LoopDeployment of pod %q for its drain timeout (or give --timeout): %w", p.Name, err)
 	}
+	return drainTimeoutOf(ld), nil
+}
+
+// drainTimeoutOf is a LoopDeployment's drain timeout, or the default.
+func drainTimeoutOf(ld *loopsv1alpha1.LoopDeployment) time.Duration {
 	if ld.Spec.Drain.Timeout == nil {
-		return loopsv1alpha1.DefaultDrainTimeout, nil
+		return loopsv1alpha1.DefaultDrainTimeout
 	}
-	return ld.Spec.Drain.Timeout.Duration, nil
+	return ld.Spec.Drain.Timeout.Duration
 }
 
 func waitDrained(ctx context.Context, o *options, k *kube, pods []corev1.Pod) error {

@@ -51,6 +51,7 @@ func TestMain(m *testing.M) {
 // a kubeconfig file for the plugin.
 type world struct {
 	t          *testing.T
+	cfg        *rest.Config
 	client     client.Client
 	kubeconfig string
 	natsURL    string
@@ -66,7 +67,7 @@ func newWorld(t *testing.T) *world {
 	}
 	srv := natstest.Start(t)
 	_, js := srv.Connect()
-	return &world{t: t, client: c, kubeconfig: writeKubeconfig(t, cfg), natsURL: srv.URL, js: js}
+	return &world{t: t, cfg: cfg, client: c, kubeconfig: writeKubeconfig(t, cfg), natsURL: srv.URL, js: js}
 }
 
 func writeKubeconfig(t *testing.T, cfg *rest.Config) string {
@@ -96,9 +97,10 @@ func (w *world) runWith(clk clock.PassiveClock, stdin string, args ...string) (s
 	return out.String(), errOut.String(), err
 }
 
-func (w *world) loop(name, url string) *loopsv1alpha1.LoopDeployment {
-	w.t.Helper()
-	ld := &loopsv1alpha1.LoopDeployment{
+// loopDeployment is a LoopDeployment of namespace default with two
+// priorities, whose queue is at url; not yet created.
+func loopDeployment(name, url string) *loopsv1alpha1.LoopDeployment {
+	return &loopsv1alpha1.LoopDeployment{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
 		Spec: loopsv1alpha1.LoopDeploymentSpec{
 			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "worker", Image: "loop-worker:dev"}}}},
@@ -106,6 +108,11 @@ func (w *world) loop(name, url string) *loopsv1alpha1.LoopDeployment {
 			Queue:    loopsv1alpha1.QueueSpec{NATS: loopsv1alpha1.NATSQueueSpec{URL: url}},
 		},
 	}
+}
+
+func (w *world) loop(name, url string) *loopsv1alpha1.LoopDeployment {
+	w.t.Helper()
+	ld := loopDeployment(name, url)
 	if err := w.client.Create(w.t.Context(), ld); err != nil {
 		w.t.Fatal(err)
 	}

@@ -43,7 +43,7 @@ type loopQueue struct {
 // announcements starts following the workers' announcements, once.
 func (q *loopQueue) announcements() (*announcements, error) {
 	if q.ann == nil {
-		a, err := listenAnnouncements(q)
+		a, err := listenAnnouncements(q, nil)
 		if err != nil {
 			return nil, err
 		}

@@ -35,7 +35,7 @@ func TestKubectlFindsThePlugin(t *testing.T) {
 	if err != nil {
 		t.Fatalf("kubectl loops --help: %v\n%s", err, out)
 	}
-	for _, want := range []string{"kubectl loops [command]", "submit", "status", "drain", "top", "dead-letters", "--context", "--namespace", "--nats-url"} {
+	for _, want := range []string{"kubectl loops [command]", "submit", "status", "drain", "top", "dead-letters", "dashboard", "--context", "--namespace", "--nats-url"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("kubectl loops --help does not mention %q:\n%s", want, out)
 		}

@@ -74,6 +74,7 @@ watches it at work and inspects and requeues dead letters.`,
 		newTopCommand(o),
 		newDeadLettersCommand(o),
 		newResultCommand(o),
+		newDashboardCommand(o),
 	)
 	return cmd
 }
