@@ -72,8 +72,8 @@ and the handlers' run time: about twice what the pool finishes during one
 round trip, at most a pool. No-op tasks get a whole pool more; tasks much
 longer than the round trip get none, so nothing waits behind a busy pod
 (TestASlowWorkerDoesNotHoardTasksAnIdleOneCouldRun in worker/loop: beside a
-worker whose tasks take 5 ms, one whose tasks take 200 ms holds no more
-than its pool and the fast one runs most of a burst).`
+worker whose tasks take 5 ms, one whose tasks take 500 ms holds no more
+than its pool and one task, and the fast one runs most of a burst).`
 
 const introMany = `The operator with many loops (TestBenchOperatorMany in test/e2e): L
 LoopDeployments of P pods beside L Deployments of P pods on kwok nodes, on

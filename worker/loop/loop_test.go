@@ -712,12 +712,13 @@ func TestNewRejectsBadConfig(t *testing.T) {
 }
 
 // TestASlowWorkerDoesNotHoardTasksAnIdleOneCouldRun: two workers with the
-// default prefetch on one queue, one slowed down (200ms a task), one fast
+// default prefetch on one queue, one slowed down (500ms a task), one fast
 // (5ms). Once each has seen its tasks, the slow one holds no more than its
-// pool, while the fast one prefetches, and the fast one runs most of a
-// burst: the adaptive prefetch never lets a busy pod sit on tasks that an
-// idle pod could run. (A fixed prefetch of a pool would let the slow one
-// hold twice its pool.)
+// pool and one task (the sizer gives 2 × pool × round trip ÷ task, which
+// stays under 1.5 for round trips under 47ms, even on a loaded machine),
+// while the fast one prefetches and runs most of a burst: the adaptive
+// prefetch never lets a busy pod sit on tasks that an idle pod could run.
+// (A fixed prefetch of a pool would let the slow one hold twice its pool.)
 func TestASlowWorkerDoesNotHoardTasksAnIdleOneCouldRun(t *testing.T) {
 	e := newEnv(t)
 	const workers = 8
@@ -739,7 +740,7 @@ func TestASlowWorkerDoesNotHoardTasksAnIdleOneCouldRun(t *testing.T) {
 	cfg.MinWorkers, cfg.MaxWorkers = workers, workers
 	cfgSlow, cfgFast := cfg, cfg
 	cfgSlow.Name, cfgFast.Name = "slow", "fast"
-	slow := start(t, cfgSlow, map[string]loop.Handler{"work": handler(200*time.Millisecond, &ranSlow)})
+	slow := start(t, cfgSlow, map[string]loop.Handler{"work": handler(500*time.Millisecond, &ranSlow)})
 	fast := start(t, cfgFast, map[string]loop.Handler{"work": handler(5*time.Millisecond, &ranFast)})
 
 	// Warm up: both see tasks of their speed.
@@ -751,8 +752,8 @@ func TestASlowWorkerDoesNotHoardTasksAnIdleOneCouldRun(t *testing.T) {
 		eventually(t, "the slow worker to run a task", func() bool { return ranSlow.Load() > 0 })
 	}
 	eventually(t, "the fast worker to prefetch", func() bool { return fast.Prefetch() > 0 })
-	if got := slow.Prefetch(); got != 0 {
-		t.Errorf("the slow worker's prefetch = %d, want 0 for tasks of 200ms", got)
+	if got := slow.Prefetch(); got > 1 {
+		t.Errorf("the slow worker's prefetch = %d, want at most 1 for tasks of 500ms", got)
 	}
 
 	// The burst: the slow worker's holding is sampled until it is over.
@@ -780,8 +781,8 @@ func TestASlowWorkerDoesNotHoardTasksAnIdleOneCouldRun(t *testing.T) {
 	held := <-peak
 	bySlow, byFast := ranSlow.Load()-slowBefore, ranFast.Load()-fastBefore
 	t.Logf("burst of %d: the slow worker ran %d (holding at most %d at once), the fast one %d", burst, bySlow, held, byFast)
-	if held > workers {
-		t.Errorf("the slow worker held %d tasks at once; its pool is %d and its prefetch should be 0", held, workers)
+	if held > workers+1 {
+		t.Errorf("the slow worker held %d tasks at once; its pool is %d and its prefetch should be 0 or 1", held, workers)
 	}
 	if byFast < burst/2 {
 		t.Errorf("the fast worker ran %d of %d tasks; the slow one kept too many from it", byFast, burst)
