@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"sort"
@@ -29,6 +28,7 @@ import (
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/internal/benchresult"
+	"github.com/tenire/loop-operator/internal/localcluster"
 )
 
 // TestBenchOperatorMany measures the operator with many loops: L
@@ -68,12 +68,11 @@ func TestBenchOperatorMany(t *testing.T) {
 		t.Fatalf("the local cluster reports no kube-controller-manager client limits (qps %g, burst %d)", qps, burst)
 	}
 	writes := benchOpNewWrites(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := localcluster.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	metricsAddr := l.Addr().String()
-	_ = l.Close()
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", port)
 	mgr := benchOpStartManager(t, qps, burst, "--metrics-bind-address="+metricsAddr, "--metrics-secure=false")
 	benchOpStartKwok(t, loops*pods)
 	op := &benchManyOperator{pid: mgr.PID(), url: "http://" + metricsAddr + "/metrics", http: &http.Client{Timeout: 10 * time.Second}}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/internal/localcluster"
 	"github.com/tenire/loop-operator/internal/natstest"
 	"github.com/tenire/loop-operator/internal/testenv"
 	"github.com/tenire/loop-operator/worker/queue"
@@ -135,12 +135,11 @@ func (c *container) running() error {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := localcluster.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // eventually polls cond every 100ms until it holds, the container exits
