@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -33,6 +34,7 @@ func (d *dashboard) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", d.serveOverview)
 	mux.HandleFunc("GET /loops/{namespace}/{name}", d.serveLoop)
+	mux.HandleFunc("GET /loops/{namespace}/{name}/result", d.serveResult)
 	mux.HandleFunc("GET /live", d.serveLive)
 	mux.HandleFunc("POST /action", d.serveAction)
 	mux.Handle("GET /static/", staticFiles())
@@ -78,6 +80,67 @@ func (d *dashboard) serveLoop(w http.ResponseWriter, r *http.Request) {
 	}
 	v.Done = r.URL.Query().Get("done")
 	render(w, http.StatusOK, "loop", v)
+}
+
+// taskView is the page of one task's result (?id=).
+type taskView struct {
+	Namespace, Name, ID string
+	// Found is false when the task has no record (yet, or any more).
+	Found                    bool
+	Failed                   bool
+	Kind, Priority, Worker   string
+	Attempts, Deliveries     uint64
+	Duration, Finished, Err  string
+	Payload                  string
+	PayloadBinary, Retention string
+}
+
+// serveResult shows how a task ended, as `kubectl loops result` does:
+// its result record and the result its handler set, or its last error.
+func (d *dashboard) serveResult(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	ld, err := d.cachedLoop(ctx, client.ObjectKey{Namespace: r.PathValue("namespace"), Name: r.PathValue("name")})
+	if err != nil {
+		d.fail(w, err)
+		return
+	}
+	v := taskView{Namespace: ld.Namespace, Name: ld.Name, ID: strings.TrimSpace(r.URL.Query().Get("id"))}
+	qs := contract.QueueOf(ld)
+	v.Retention = qs.ResultRetention.String()
+	a := &action{Namespace: ld.Namespace, Name: ld.Name}
+	if v.ID == "" {
+		d.actionFailed(w, a, fmt.Errorf("%w: give the task's id", errBadRequest))
+		return
+	}
+	_, q, err := d.queueOf(ld)
+	if err != nil {
+		d.actionFailed(w, a, err)
+		return
+	}
+	c, err := loopclient.New(q.js, qs)
+	if err != nil {
+		d.actionFailed(w, a, err)
+		return
+	}
+	res, err := lookupResult(ctx, c, v.ID)
+	failed, isFailed := errors.AsType[*loopclient.FailedError](err)
+	switch {
+	case isFailed:
+		v.Found, v.Failed, v.Kind, v.Attempts, v.Err = true, true, failed.Kind, failed.Attempts, failed.Err
+	case errors.Is(err, loopclient.ErrNoResult):
+	case err != nil:
+		d.actionFailed(w, a, err)
+		return
+	default:
+		v.Found, v.Kind, v.Priority, v.Worker = true, res.Kind, res.Priority, res.Worker
+		v.Attempts, v.Deliveries, v.Duration, v.Finished = res.Attempts, res.Deliveries, res.Duration.String(), res.Finished.Format(time.RFC3339)
+		if utf8.Valid(res.Payload) {
+			v.Payload = string(res.Payload)
+		} else {
+			v.PayloadBinary = fmt.Sprintf("%d bytes, not UTF-8", len(res.Payload))
+		}
+	}
+	render(w, http.StatusOK, "task", v)
 }
 
 // serveLive streams the live part of a page as server-sent events: one at

@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -30,6 +31,7 @@ import (
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/worker/loop"
+	"github.com/tenire/loop-operator/worker/queue"
 )
 
 // requestCounter counts the dashboard's requests to the API server that
@@ -659,5 +661,68 @@ func TestDashboardCommandServesEveryNamespaceAndStops(t *testing.T) {
 	stop()
 	if err := <-done; err != nil {
 		t.Errorf("the dashboard ended with %v", err)
+	}
+}
+
+// TestDashboardShowsATasksResult: the result page of a task shows its
+// record and the result its handler set (escaped), the last error of a
+// task that failed for good, or why there is nothing, as `kubectl loops
+// result` does.
+func TestDashboardShowsATasksResult(t *testing.T) {
+	w := newWorld(t)
+	ld := w.loop("orders", w.natsURL)
+	names := queueNames(ld)
+	for _, id := range []string{"ok", "bad"} {
+		if _, _, err := w.run("submit", "orders", "--kind", "sleep", "--priority", "low", "--id", id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	consumer, err := w.js.Consumer(t.Context(), names.Stream, names.Consumer("low"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for handled := 0; handled < 2; {
+		batch, err := consumer.Fetch(2, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			d, err := queue.NewDelivery(m, 1, "low")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.ID == "bad" {
+				err = d.DeadLetter(t.Context(), w.js, names, errors.New("<b>boom</b>"))
+			} else {
+				d.Result = []byte("<script>done</script>")
+				if err = d.RecordResult(t.Context(), w.js, names, "test-worker", time.Millisecond); err == nil {
+					err = d.Msg.DoubleAck(t.Context())
+				}
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			handled++
+		}
+	}
+	ds := startDashboard(t, w.cfg)
+	mustQueueEventually(t, ds, "orders")
+	for _, tc := range []struct {
+		id, want string
+	}{
+		{"ok", "Completed (kind sleep, priority low) on attempt 1 (delivery 1) in 1ms by test-worker"},
+		{"bad", "Failed for good (kind sleep) on attempt 1: &lt;b&gt;boom&lt;/b&gt;"},
+		{"never", "No record of task never"},
+	} {
+		status, body := ds.get("/loops/default/orders/result?id=" + tc.id)
+		if status != http.StatusOK || !strings.Contains(body, tc.want) {
+			t.Errorf("result of %s: %d, want %q in\n%s", tc.id, status, tc.want, body)
+		}
+	}
+	if _, body := ds.get("/loops/default/orders/result?id=ok"); !strings.Contains(body, "&lt;script&gt;done&lt;/script&gt;") || strings.Contains(body, "<script>done") {
+		t.Errorf("the result is not shown escaped:\n%s", body)
+	}
+	if status, _ := ds.get("/loops/default/orders/result"); status != http.StatusBadRequest {
+		t.Errorf("a result page without an id answered %d", status)
 	}
 }

@@ -33,7 +33,7 @@ var pages = func() map[string]*template.Template {
 		"join": strings.Join,
 	}).ParseFS(assets.Files, "templates/layout.html"))
 	m := map[string]*template.Template{}
-	for _, page := range []string{"overview", "loop", "confirm", "result"} {
+	for _, page := range []string{"overview", "loop", "confirm", "result", "task"} {
 		m[page] = template.Must(template.Must(base.Clone()).ParseFS(assets.Files, "templates/"+page+".html"))
 	}
 	return m

@@ -30,6 +30,23 @@ type resultReport struct {
 	PayloadBytes []byte `json:"payloadBytes,omitempty"`
 }
 
+// lookupResult returns task id's result record; for a task without one,
+// its dead letter as a *loopclient.FailedError, else loopclient.ErrNoResult.
+func lookupResult(ctx context.Context, c *loopclient.Client, id string) (loopclient.Result, error) {
+	r, err := c.Result(ctx, id)
+	if !errors.Is(err, loopclient.ErrNoResult) {
+		return r, err
+	}
+	failed, ferr := c.Failure(ctx, id)
+	switch {
+	case ferr != nil:
+		return r, ferr
+	case failed != nil:
+		return r, failed
+	}
+	return r, err
+}
+
 func newResultCommand(o *options) *cobra.Command {
 	var output string
 	var wait time.Duration
@@ -69,14 +86,7 @@ that long for a task that has not finished yet.`,
 				r, err = c.Wait(waitCtx, id)
 				cancel()
 			} else {
-				r, err = c.Result(ctx, id)
-				if errors.Is(err, loopclient.ErrNoResult) {
-					if failed, ferr := c.Failure(ctx, id); ferr != nil {
-						return ferr
-					} else if failed != nil {
-						err = failed
-					}
-				}
+				r, err = lookupResult(ctx, c, id)
 			}
 			if failed, ok := errors.AsType[*loopclient.FailedError](err); ok {
 				return fmt.Errorf("task %s (%s) failed for good on attempt %d: %s (kubectl loops dead-letters %s --requeue %s sends it back)",
