@@ -260,8 +260,10 @@ func TestTheWorkerImageRunsAsInAPod(t *testing.T) {
 }
 
 // TestTheManagerImageReconcilesAsInAPod: the manager image, with the
-// security context of config/manager, against a real API server: it
-// becomes ready and creates a LoopDeployment's pods.
+// security context of config/manager, against a real API server and
+// --watch-namespaces: it becomes ready and creates the pods of a
+// LoopDeployment in the namespace it watches, and leaves one elsewhere
+// alone.
 func TestTheManagerImageReconcilesAsInAPod(t *testing.T) {
 	cfg := testenv.Start(t)
 	dir := t.TempDir()
@@ -270,39 +272,56 @@ func TestTheManagerImageReconcilesAsInAPod(t *testing.T) {
 	}
 	kubeconfig := filepath.Join(dir, "config")
 	writeKubeconfig(t, cfg, kubeconfig)
-
-	probe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	flags := append(append([]string(nil), asAPod...), "-v", dir+":/kube:ro", "-e", "KUBECONFIG=/kube/config")
-	c := start(t, flags, managerImage, "--leader-elect=false", "--metrics-bind-address=0",
-		"--health-probe-bind-address="+probe, "--manage-queues=false")
-	eventually(t, c, "the manager to be ready", func() bool { return httpOK("http://" + probe + "/readyz") })
-
 	cl, err := client.New(cfg, client.Options{Scheme: testenv.Scheme})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "images-"}}
-	if err := cl.Create(t.Context(), ns); err != nil {
-		t.Fatal(err)
-	}
-	ld := &loopsv1alpha1.LoopDeployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: ns.Name},
-		Spec: loopsv1alpha1.LoopDeploymentSpec{
-			Replicas: ptr.To[int32](2),
-			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: loopsv1alpha1.WorkerContainerName, Image: workerImage}}}},
-			Queue:    loopsv1alpha1.QueueSpec{NATS: loopsv1alpha1.NATSQueueSpec{URL: "nats://nats.invalid:4222"}},
-		},
-	}
-	if err := cl.Create(t.Context(), ld); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, c, "the manager to create the loop's 2 pods", func() bool {
-		var pods corev1.PodList
-		if err := cl.List(t.Context(), &pods, client.InNamespace(ns.Name), client.MatchingLabels{loopsv1alpha1.LabelName: ld.Name}); err != nil {
-			return false
+	var watched, other string
+	for _, name := range []*string{&watched, &other} {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "images-"}}
+		if err := cl.Create(t.Context(), ns); err != nil {
+			t.Fatal(err)
 		}
-		return len(pods.Items) == 2
-	})
+		*name = ns.Name
+	}
+
+	probe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	flags := append(append([]string(nil), asAPod...), "-v", dir+":/kube:ro", "-e", "KUBECONFIG=/kube/config")
+	c := start(t, flags, managerImage, "--leader-elect=false", "--metrics-bind-address=0",
+		"--health-probe-bind-address="+probe, "--manage-queues=false", "--watch-namespaces="+watched)
+	eventually(t, c, "the manager to be ready", func() bool { return httpOK("http://" + probe + "/readyz") })
+
+	newLD := func(ns string) *loopsv1alpha1.LoopDeployment {
+		ld := &loopsv1alpha1.LoopDeployment{
+			ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: ns},
+			Spec: loopsv1alpha1.LoopDeploymentSpec{
+				Replicas: ptr.To[int32](2),
+				Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: loopsv1alpha1.WorkerContainerName, Image: workerImage}}}},
+				Queue:    loopsv1alpha1.QueueSpec{NATS: loopsv1alpha1.NATSQueueSpec{URL: "nats://nats.invalid:4222"}},
+			},
+		}
+		if err := cl.Create(t.Context(), ld); err != nil {
+			t.Fatal(err)
+		}
+		return ld
+	}
+	// The unwatched one first: by the time the watched one has its pods,
+	// the manager would have seen it too.
+	ignored, ld := newLD(other), newLD(watched)
+	podsOf := func(ld *loopsv1alpha1.LoopDeployment) int {
+		var pods corev1.PodList
+		if err := cl.List(t.Context(), &pods, client.InNamespace(ld.Namespace), client.MatchingLabels{loopsv1alpha1.LabelName: ld.Name}); err != nil {
+			return -1
+		}
+		return len(pods.Items)
+	}
+	eventually(t, c, "the manager to create the loop's 2 pods", func() bool { return podsOf(ld) == 2 })
+	if err := cl.Get(t.Context(), client.ObjectKeyFromObject(ignored), ignored); err != nil {
+		t.Fatal(err)
+	}
+	if n := podsOf(ignored); n != 0 || len(ignored.Finalizers) > 0 {
+		t.Errorf("the LoopDeployment in %s, which the manager does not watch, has %d pods and finalizers %v", other, n, ignored.Finalizers)
+	}
 	if code := c.stop(30 * time.Second); code != 0 {
 		t.Errorf("the manager's exit code after SIGTERM = %d, want 0; log:\n%s", code, c.logs())
 	}
