@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -27,8 +28,9 @@ import (
 // -ldflags "-X main.version=v1.2.3" (make images, make release).
 var version = "dev"
 
-// leaderElectionID names the Lease the replicas of the manager compete for.
-const leaderElectionID = "loop-operator.loops.tenire.io"
+// defaultLeaderElectionID names the Lease the replicas of the manager
+// compete for, unless --leader-election-id names another (one per shard).
+const defaultLeaderElectionID = "loop-operator.loops.tenire.io"
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
@@ -44,6 +46,7 @@ type options struct {
 	probeAddr               string
 	leaderElect             bool
 	leaderElectionNamespace string
+	leaderElectionID        string
 	drainGrace              time.Duration
 	maxConcurrentReconciles int
 	kubeAPIQPS              float64
@@ -63,6 +66,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz probes")
 	fs.BoolVar(&o.leaderElect, "leader-elect", true, "run behind a leader election lease, so that only one replica acts; --leader-elect=false to disable")
 	fs.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election lease (default: the namespace the manager runs in)")
+	fs.StringVar(&o.leaderElectionID, "leader-election-id", defaultLeaderElectionID, "name of the leader election lease: managers that shard the cluster by --watch-namespaces each need their own (docs/scaling.md)")
 	fs.DurationVar(&o.drainGrace, "drain-grace", controllers.DefaultDrainGrace, "how long after a drain's deadline to wait for the worker's Drained report before deleting the pod anyway")
 	fs.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 4, "how many LoopDeployments are reconciled in parallel")
 	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 20, "queries per second the manager's client may send to the API server (as kube-controller-manager's flag of the same name)")
@@ -81,6 +85,9 @@ func parseFlags(args []string) (*options, error) {
 	o.zap.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if o.leaderElect && strings.TrimSpace(o.leaderElectionID) == "" {
+		return nil, errors.New("--leader-election-id must name a lease when leader election is on")
 	}
 	if o.drainGrace <= 0 {
 		return nil, fmt.Errorf("--drain-grace must be positive, got %s", o.drainGrace)
@@ -152,7 +159,7 @@ func run(args []string) error {
 		Metrics:                       metricsOptions(o),
 		HealthProbeBindAddress:        o.probeAddr,
 		LeaderElection:                o.leaderElect,
-		LeaderElectionID:              leaderElectionID,
+		LeaderElectionID:              o.leaderElectionID,
 		LeaderElectionNamespace:       o.leaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
 		Cache:                         cacheOptions(o),

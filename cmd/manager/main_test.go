@@ -17,6 +17,9 @@ func TestParseFlags(t *testing.T) {
 			return o.leaderElect && o.metricsAddr == ":8443" && o.metricsSecure && o.probeAddr == ":8081" && o.drainGrace == 15*time.Second && o.maxConcurrentReconciles == 4
 		}, ""},
 		{"leader election can be turned off", []string{"--leader-elect=false"}, func(o *options) bool { return !o.leaderElect }, ""},
+		{"the lease is the operator's unless a shard names its own", nil, func(o *options) bool { return o.leaderElectionID == defaultLeaderElectionID }, ""},
+		{"an empty lease name is refused", []string{"--leader-election-id="}, nil, "--leader-election-id must name a lease"},
+		{"a shard names its own lease", []string{"--leader-election-id=shard-a.loops.tenire.io"}, func(o *options) bool { return o.leaderElectionID == "shard-a.loops.tenire.io" }, ""},
 		{"the metrics endpoint can be disabled", []string{"--metrics-bind-address=0"}, func(o *options) bool { return o.metricsAddr == "0" }, ""},
 		{"plain HTTP metrics must be asked for", []string{"--metrics-secure=false", "--metrics-bind-address=127.0.0.1:8080"}, func(o *options) bool {
 			m := metricsOptions(o)
