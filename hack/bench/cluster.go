@@ -220,7 +220,7 @@ func runAutoscale(ctx context.Context, o *options) (*section, error) {
 }
 
 func runMany(ctx context.Context, o *options) (*section, error) {
-	loops, pods, steady := "200", "10", "60"
+	loops, pods, steady := "100", "10", "60"
 	if o.quick {
 		loops, pods, steady = "10", "3", "10"
 	}
