@@ -83,7 +83,9 @@ func TestBenchAutoscale(t *testing.T) {
 	}
 	quick := os.Getenv("TENIRE_BENCH_AUTOSCALE_QUICK") != ""
 	pool := func(ld *loopsv1alpha1.LoopDeployment) {
-		ld.Spec.Loop.Pool = loopsv1alpha1.PoolSpec{MinWorkers: ptr.To[int32](2), MaxWorkers: benchASPool}
+		// Prefetch off: each pod then holds exactly its pool of the steady
+		// backlog's long tasks, which the status figures are checked against.
+		ld.Spec.Loop.Pool = loopsv1alpha1.PoolSpec{MinWorkers: ptr.To[int32](2), MaxWorkers: benchASPool, Prefetch: ptr.To[int32](0)}
 		// The steady backlog's tasks never finish: the clean-up hands
 		// them back after 5s.
 		ld.Spec.Drain.Timeout = &metav1.Duration{Duration: 5 * time.Second}

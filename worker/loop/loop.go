@@ -34,6 +34,9 @@ type Loop struct {
 	state    atomic.Int32
 	ready    chan struct{}
 	drainReq chan drainRequest
+	// announceSoon asks for an announcement now: the worker went from
+	// holding nothing to holding a task, or back.
+	announceSoon chan struct{}
 
 	names       queue.Names
 	nc          *nats.Conn
@@ -97,13 +100,14 @@ func New(cfg Config) (*Loop, error) {
 		cfg.Mux = NewMux()
 	}
 	l := &Loop{
-		cfg:      cfg,
-		log:      cfg.Logger.WithValues("loop", cfg.Name),
-		mux:      cfg.Mux,
-		ready:    make(chan struct{}),
-		drainReq: make(chan drainRequest, 1),
-		names:    queue.NewNames(cfg.Stream, cfg.SubjectPrefix),
-		held:     make(map[*inflight]struct{}),
+		cfg:          cfg,
+		log:          cfg.Logger.WithValues("loop", cfg.Name),
+		mux:          cfg.Mux,
+		ready:        make(chan struct{}),
+		drainReq:     make(chan drainRequest, 1),
+		announceSoon: make(chan struct{}, 1),
+		names:        queue.NewNames(cfg.Stream, cfg.SubjectPrefix),
+		held:         make(map[*inflight]struct{}),
 	}
 	threshold := cfg.BreakerThreshold
 	if threshold < 0 {

@@ -24,7 +24,8 @@ const PrefetchOff = -1
 // that figure, rounded, at most W. Tasks of milliseconds on a local
 // server fill it (a whole pool more); tasks much longer than the round
 // trip leave it at 0, so that a busy pod holds nothing that an idle one
-// could run. Until both averages have a sample it is 0.
+// could run. Until both averages have a sample it is 0. A task running
+// longer than the average counts as the task time while it runs.
 //
 // Prefetched tasks are held like running ones: heartbeats keep them from
 // redelivery, and a drain hands them back at once.
@@ -66,12 +67,16 @@ func (s *prefetchSizer) ran(d time.Duration) {
 	s.task = ewma(s.task, d.Seconds(), prefetchTaskWeight)
 }
 
-// size returns the prefetch for the averages so far.
-func (s *prefetchSizer) size() int {
+// size returns the prefetch for the averages so far and the longest time
+// a task still in its handler has been running: a task that runs longer
+// than the average says so before it ends (a worker whose tasks were
+// short a moment ago and are long now stops prefetching at once, and
+// holds nothing behind them that an idle pod could run).
+func (s *prefetchSizer) size(longestRunning time.Duration) int {
 	s.mu.Lock()
 	rtt, task, haveTask := s.rtt, s.task, s.haveTask
 	s.mu.Unlock()
-	return prefetchSize(s.workers, rtt, task, haveTask)
+	return prefetchSize(s.workers, rtt, max(task, longestRunning.Seconds()), haveTask)
 }
 
 // prefetchSize is 2 × workers × rtt ÷ task, rounded, within [0, workers];

@@ -34,7 +34,7 @@ func TestPrefetchSize(t *testing.T) {
 
 func TestPrefetchSizerFollowsTheTasks(t *testing.T) {
 	s := newPrefetchSizer(16)
-	if got := s.size(); got != 0 {
+	if got := s.size(0); got != 0 {
 		t.Fatalf("size before any sample = %d, want 0", got)
 	}
 	for range 20 {
@@ -43,14 +43,19 @@ func TestPrefetchSizerFollowsTheTasks(t *testing.T) {
 	for range 500 {
 		s.ran(10 * time.Microsecond)
 	}
-	if got := s.size(); got != 16 {
+	if got := s.size(0); got != 16 {
 		t.Errorf("size with 10µs tasks and 1ms round trips = %d, want 16", got)
+	}
+	// A task that has run for a second already, though the average is
+	// 10µs: nothing more is held behind it.
+	if got := s.size(time.Second); got != 0 {
+		t.Errorf("size while a task runs for 1s = %d, want 0", got)
 	}
 	// The tasks become slow: the prefetch shrinks to nothing.
 	for range 500 {
 		s.ran(500 * time.Millisecond)
 	}
-	if got := s.size(); got != 0 {
+	if got := s.size(0); got != 0 {
 		t.Errorf("size once tasks take 500ms = %d, want 0", got)
 	}
 }

@@ -29,6 +29,9 @@ func (l *Loop) fetchLoop(ctx context.Context) {
 	const minPause, maxPause = 50 * time.Millisecond, 2 * time.Second
 	pause := minPause
 	for ctx.Err() == nil {
+		if l.prefetch != nil {
+			l.pool.SetBacklog(l.prefetch.size(l.longestRunning(time.Now())))
+		}
 		n, err := l.pool.WaitFree(ctx)
 		if err != nil {
 			return
@@ -39,14 +42,18 @@ func (l *Loop) fetchLoop(ctx context.Context) {
 			if err == nil && len(ds) > 0 && !l.fetcher.Waited() {
 				l.prefetch.fetched(time.Since(began))
 			}
-			l.pool.SetBacklog(l.prefetch.size())
+			l.pool.SetBacklog(l.prefetch.size(l.longestRunning(time.Now())))
 		}
 		for _, d := range ds {
 			f := &inflight{d: d, beat: d.Received}
 			l.loadCounts(f)
 			l.mu.Lock()
 			l.held[f] = struct{}{}
+			wasIdle := len(l.held) == 1
 			l.mu.Unlock()
+			if wasIdle {
+				l.announceChange()
+			}
 			if ctx.Err() != nil {
 				l.handBack(f)
 				continue
@@ -71,6 +78,20 @@ func (l *Loop) fetchLoop(ctx context.Context) {
 		}
 		pause = min(2*pause, maxPause)
 	}
+}
+
+// longestRunning is how long the oldest task still in its handler has
+// been running.
+func (l *Loop) longestRunning(now time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var longest time.Duration
+	for f := range l.held {
+		if started := f.startedAt(); !started.IsZero() {
+			longest = max(longest, now.Sub(started))
+		}
+	}
+	return longest
 }
 
 // dispatch hands a fetched task to the pool, unless it reached a delivery
@@ -196,6 +217,9 @@ func (l *Loop) settle(f *inflight, outcome string) bool {
 	}
 	f.settled = true
 	delete(l.held, f)
+	if len(l.held) == 0 {
+		l.announceChange()
+	}
 	if l.draining {
 		if outcome == OutcomeHandedBack {
 			l.handedBack++
