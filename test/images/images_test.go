@@ -17,8 +17,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -27,6 +31,7 @@ import (
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/internal/localcluster"
+	"github.com/tenire/loop-operator/internal/manifests"
 	"github.com/tenire/loop-operator/internal/natstest"
 	"github.com/tenire/loop-operator/internal/testenv"
 	"github.com/tenire/loop-operator/worker/queue"
@@ -342,4 +347,111 @@ func writeKubeconfig(t *testing.T, cfg *rest.Config, path string) {
 	if err := os.Chmod(path, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestTheChartsOperatorRunsALoop: the manager as the Helm chart deploys
+// it — the chart's image reference, command and arguments, rendered by
+// the Helm SDK with a watched namespace and leader election on — runs in
+// a container with the chart's security context against a real API
+// server, takes the lease and creates a LoopDeployment's pods. Only the
+// listening ports are moved off the chart's (the container shares the
+// machine's network) and the lease's namespace is given, as out of a pod.
+func TestTheChartsOperatorRunsALoop(t *testing.T) {
+	cfg := testenv.Start(t)
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeKubeconfig(t, cfg, filepath.Join(dir, "config"))
+	cl, err := client.New(cfg, client.Options{Scheme: testenv.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "chart-"}}
+	if err := cl.Create(t.Context(), ns); err != nil {
+		t.Fatal(err)
+	}
+
+	image, command, args := renderChartManager(t, map[string]any{
+		"image":           map[string]any{"repository": strings.Split(managerImage, ":")[0], "tag": strings.Split(managerImage, ":")[1]},
+		"watchNamespaces": []any{ns.Name},
+	})
+	if image != managerImage || len(command) != 1 {
+		t.Fatalf("the chart runs %s %v; want the image %s and one command", image, command, managerImage)
+	}
+	probe, metrics := freePort(t), freePort(t)
+	for i, a := range args {
+		switch {
+		case strings.HasPrefix(a, "--health-probe-bind-address="):
+			args[i] = fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", probe)
+		case strings.HasPrefix(a, "--metrics-bind-address="):
+			args[i] = fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metrics)
+		}
+	}
+	args = append(args, "--leader-election-namespace="+ns.Name)
+	t.Logf("the chart's manager: %s %v", command[0], args)
+	flags := append(append([]string(nil), asAPod...), "-v", dir+":/kube:ro", "-e", "KUBECONFIG=/kube/config", "--entrypoint", command[0])
+	c := start(t, flags, image, args...)
+	eventually(t, c, "the manager to be ready", func() bool { return httpOK(fmt.Sprintf("http://127.0.0.1:%d/readyz", probe)) })
+
+	ld := &loopsv1alpha1.LoopDeployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: ns.Name},
+		Spec: loopsv1alpha1.LoopDeploymentSpec{
+			Replicas: ptr.To[int32](2),
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: loopsv1alpha1.WorkerContainerName, Image: workerImage}}}},
+			Queue:    loopsv1alpha1.QueueSpec{NATS: loopsv1alpha1.NATSQueueSpec{URL: "nats://nats.invalid:4222"}},
+		},
+	}
+	if err := cl.Create(t.Context(), ld); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, c, "the chart's manager to create the loop's 2 pods", func() bool {
+		var pods corev1.PodList
+		err := cl.List(t.Context(), &pods, client.InNamespace(ns.Name), client.MatchingLabels{loopsv1alpha1.LabelName: ld.Name})
+		return err == nil && len(pods.Items) == 2
+	})
+	if code := c.stop(30 * time.Second); code != 0 {
+		t.Errorf("the manager's exit code after SIGTERM = %d, want 0; log:\n%s", code, c.logs())
+	}
+}
+
+// renderChartManager renders charts/loop-operator with values as `helm
+// template` does and returns its manager container's image, command and
+// arguments.
+func renderChartManager(t *testing.T, values map[string]any) (image string, command, args []string) {
+	t.Helper()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := loader.Load(filepath.Join(root, "charts", "loop-operator"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	install := action.NewInstall(&action.Configuration{})
+	install.ReleaseName, install.Namespace, install.DryRun, install.ClientOnly = "loop-operator", "tenire-system", true, true
+	rel, err := install.RunWithContext(t.Context(), ch, values)
+	if err != nil {
+		t.Fatalf("rendering the chart: %v", err)
+	}
+	objs, err := manifests.Objects([]byte(rel.Manifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if o.GetKind() != "Deployment" {
+			continue
+		}
+		var d appsv1.Deployment
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &d); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range d.Spec.Template.Spec.Containers {
+			if c.Name == "manager" {
+				return c.Image, c.Command, c.Args
+			}
+		}
+	}
+	t.Fatal("the chart renders no Deployment with a manager container")
+	return "", nil, nil
 }
