@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -270,66 +271,89 @@ func TestTheWorkerImageRunsAsInAPod(t *testing.T) {
 // LoopDeployment in the namespace it watches, and leaves one elsewhere
 // alone.
 func TestTheManagerImageReconcilesAsInAPod(t *testing.T) {
-	cfg := testenv.Start(t)
-	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig := filepath.Join(dir, "config")
-	writeKubeconfig(t, cfg, kubeconfig)
-	cl, err := client.New(cfg, client.Options{Scheme: testenv.Scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var watched, other string
-	for _, name := range []*string{&watched, &other} {
-		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "images-"}}
-		if err := cl.Create(t.Context(), ns); err != nil {
-			t.Fatal(err)
-		}
-		*name = ns.Name
-	}
-
+	api := startAPIServer(t)
+	watched, other := api.namespace(), api.namespace()
 	probe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	flags := append(append([]string(nil), asAPod...), "-v", dir+":/kube:ro", "-e", "KUBECONFIG=/kube/config")
-	c := start(t, flags, managerImage, "--leader-elect=false", "--metrics-bind-address=0",
+	c := start(t, api.flags, managerImage, "--leader-elect=false", "--metrics-bind-address=0",
 		"--health-probe-bind-address="+probe, "--manage-queues=false", "--watch-namespaces="+watched)
 	eventually(t, c, "the manager to be ready", func() bool { return httpOK("http://" + probe + "/readyz") })
 
-	newLD := func(ns string) *loopsv1alpha1.LoopDeployment {
-		ld := &loopsv1alpha1.LoopDeployment{
-			ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: ns},
-			Spec: loopsv1alpha1.LoopDeploymentSpec{
-				Replicas: ptr.To[int32](2),
-				Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: loopsv1alpha1.WorkerContainerName, Image: workerImage}}}},
-				Queue:    loopsv1alpha1.QueueSpec{NATS: loopsv1alpha1.NATSQueueSpec{URL: "nats://nats.invalid:4222"}},
-			},
-		}
-		if err := cl.Create(t.Context(), ld); err != nil {
-			t.Fatal(err)
-		}
-		return ld
-	}
 	// The unwatched one first: by the time the watched one has its pods,
 	// the manager would have seen it too.
-	ignored, ld := newLD(other), newLD(watched)
-	podsOf := func(ld *loopsv1alpha1.LoopDeployment) int {
-		var pods corev1.PodList
-		if err := cl.List(t.Context(), &pods, client.InNamespace(ld.Namespace), client.MatchingLabels{loopsv1alpha1.LabelName: ld.Name}); err != nil {
-			return -1
-		}
-		return len(pods.Items)
-	}
-	eventually(t, c, "the manager to create the loop's 2 pods", func() bool { return podsOf(ld) == 2 })
-	if err := cl.Get(t.Context(), client.ObjectKeyFromObject(ignored), ignored); err != nil {
+	ignored, ld := api.loop(other), api.loop(watched)
+	eventually(t, c, "the manager to create the loop's 2 pods", func() bool { return api.pods(ld) == 2 })
+	if err := api.cl.Get(t.Context(), client.ObjectKeyFromObject(ignored), ignored); err != nil {
 		t.Fatal(err)
 	}
-	if n := podsOf(ignored); n != 0 || len(ignored.Finalizers) > 0 {
+	if n := api.pods(ignored); n != 0 || len(ignored.Finalizers) > 0 {
 		t.Errorf("the LoopDeployment in %s, which the manager does not watch, has %d pods and finalizers %v", other, n, ignored.Finalizers)
 	}
 	if code := c.stop(30 * time.Second); code != 0 {
 		t.Errorf("the manager's exit code after SIGTERM = %d, want 0; log:\n%s", code, c.logs())
 	}
+}
+
+// apiServer is a real API server for a manager container: a client of
+// it, namespaces, and the docker flags that give the container its
+// kubeconfig (read-only) with a pod's security context.
+type apiServer struct {
+	t     *testing.T
+	cl    client.Client
+	flags []string
+}
+
+func startAPIServer(t *testing.T) *apiServer {
+	t.Helper()
+	cfg := testenv.Start(t)
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeKubeconfig(t, cfg, filepath.Join(dir, "config"))
+	cl, err := client.New(cfg, client.Options{Scheme: testenv.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	flags := append(append([]string(nil), asAPod...), "-v", dir+":/kube:ro", "-e", "KUBECONFIG=/kube/config")
+	return &apiServer{t: t, cl: cl, flags: flags}
+}
+
+// namespace creates a namespace and returns its name.
+func (a *apiServer) namespace() string {
+	a.t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "images-"}}
+	if err := a.cl.Create(a.t.Context(), ns); err != nil {
+		a.t.Fatal(err)
+	}
+	return ns.Name
+}
+
+// loop creates a LoopDeployment of 2 pods in ns (its queue is never
+// reached: the managers run with --manage-queues=false or do not get that
+// far).
+func (a *apiServer) loop(ns string) *loopsv1alpha1.LoopDeployment {
+	a.t.Helper()
+	ld := &loopsv1alpha1.LoopDeployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: ns},
+		Spec: loopsv1alpha1.LoopDeploymentSpec{
+			Replicas: ptr.To[int32](2),
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: loopsv1alpha1.WorkerContainerName, Image: workerImage}}}},
+			Queue:    loopsv1alpha1.QueueSpec{NATS: loopsv1alpha1.NATSQueueSpec{URL: "nats://nats.invalid:4222"}},
+		},
+	}
+	if err := a.cl.Create(a.t.Context(), ld); err != nil {
+		a.t.Fatal(err)
+	}
+	return ld
+}
+
+// pods counts the pods of ld; -1 when they cannot be listed.
+func (a *apiServer) pods(ld *loopsv1alpha1.LoopDeployment) int {
+	var pods corev1.PodList
+	if err := a.cl.List(a.t.Context(), &pods, client.InNamespace(ld.Namespace), client.MatchingLabels{loopsv1alpha1.LabelName: ld.Name}); err != nil {
+		return -1
+	}
+	return len(pods.Items)
 }
 
 // writeKubeconfig writes cfg (envtest's admin client certificate) as a
@@ -357,24 +381,12 @@ func writeKubeconfig(t *testing.T, cfg *rest.Config, path string) {
 // listening ports are moved off the chart's (the container shares the
 // machine's network) and the lease's namespace is given, as out of a pod.
 func TestTheChartsOperatorRunsALoop(t *testing.T) {
-	cfg := testenv.Start(t)
-	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	writeKubeconfig(t, cfg, filepath.Join(dir, "config"))
-	cl, err := client.New(cfg, client.Options{Scheme: testenv.Scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "chart-"}}
-	if err := cl.Create(t.Context(), ns); err != nil {
-		t.Fatal(err)
-	}
-
+	api := startAPIServer(t)
+	ns := api.namespace()
+	repo, tag, _ := strings.Cut(managerImage, ":")
 	image, command, args := renderChartManager(t, map[string]any{
-		"image":           map[string]any{"repository": strings.Split(managerImage, ":")[0], "tag": strings.Split(managerImage, ":")[1]},
-		"watchNamespaces": []any{ns.Name},
+		"image":           map[string]any{"repository": repo, "tag": tag},
+		"watchNamespaces": []any{ns},
 	})
 	if image != managerImage || len(command) != 1 {
 		t.Fatalf("the chart runs %s %v; want the image %s and one command", image, command, managerImage)
@@ -388,28 +400,12 @@ func TestTheChartsOperatorRunsALoop(t *testing.T) {
 			args[i] = fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metrics)
 		}
 	}
-	args = append(args, "--leader-election-namespace="+ns.Name)
+	args = append(args, "--leader-election-namespace="+ns)
 	t.Logf("the chart's manager: %s %v", command[0], args)
-	flags := append(append([]string(nil), asAPod...), "-v", dir+":/kube:ro", "-e", "KUBECONFIG=/kube/config", "--entrypoint", command[0])
-	c := start(t, flags, image, args...)
+	c := start(t, append(slices.Clone(api.flags), "--entrypoint", command[0]), image, args...)
 	eventually(t, c, "the manager to be ready", func() bool { return httpOK(fmt.Sprintf("http://127.0.0.1:%d/readyz", probe)) })
-
-	ld := &loopsv1alpha1.LoopDeployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: ns.Name},
-		Spec: loopsv1alpha1.LoopDeploymentSpec{
-			Replicas: ptr.To[int32](2),
-			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: loopsv1alpha1.WorkerContainerName, Image: workerImage}}}},
-			Queue:    loopsv1alpha1.QueueSpec{NATS: loopsv1alpha1.NATSQueueSpec{URL: "nats://nats.invalid:4222"}},
-		},
-	}
-	if err := cl.Create(t.Context(), ld); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, c, "the chart's manager to create the loop's 2 pods", func() bool {
-		var pods corev1.PodList
-		err := cl.List(t.Context(), &pods, client.InNamespace(ns.Name), client.MatchingLabels{loopsv1alpha1.LabelName: ld.Name})
-		return err == nil && len(pods.Items) == 2
-	})
+	ld := api.loop(ns)
+	eventually(t, c, "the chart's manager to create the loop's 2 pods", func() bool { return api.pods(ld) == 2 })
 	if code := c.stop(30 * time.Second); code != 0 {
 		t.Errorf("the manager's exit code after SIGTERM = %d, want 0; log:\n%s", code, c.logs())
 	}
