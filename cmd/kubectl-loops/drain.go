@@ -150,12 +150,10 @@ func (d *drainOptions) timeoutFor(ctx context.Context, k *kube, p *corev1.Pod) (
 	return drainTimeoutOf(ld), nil
 }
 
-// drainTimeoutOf is a LoopDeployment's drain timeout, or the default.
+// drainTimeoutOf is a LoopDeployment's drain timeout, defaulted as the
+// operator defaults it (v1alpha1.WithDefaults).
 func drainTimeoutOf(ld *loopsv1alpha1.LoopDeployment) time.Duration {
-	if ld.Spec.Drain.Timeout == nil {
-		return loopsv1alpha1.DefaultDrainTimeout
-	}
-	return ld.Spec.Drain.Timeout.Duration
+	return loopsv1alpha1.WithDefaults(ld.Spec).Drain.Timeout.Duration
 }
 
 func waitDrained(ctx context.Context, o *options, k *kube, pods []corev1.Pod) error {

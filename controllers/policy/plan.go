@@ -34,7 +34,7 @@ type Plan struct {
 
 // remove adds p to Delete when it holds no task, else to Drain.
 func (plan *Plan) remove(p Candidate) {
-	if !p.Scheduled || p.Idle {
+	if p.holdsNoTask() {
 		plan.Delete = append(plan.Delete, p.Name)
 		return
 	}
@@ -88,7 +88,7 @@ func PlanPods(in PlanInput) Plan {
 			plan.Create = in.Replicas - serving
 		case serving > in.Replicas:
 			for _, p := range pods[:serving-in.Replicas] {
-				if p.Scheduled && !p.Idle {
+				if !p.holdsNoTask() {
 					if free == 0 {
 						continue
 					}

@@ -184,19 +184,6 @@ func benchManySide(t *testing.T, side string, loops, pods int, steady time.Durat
 	return phases
 }
 
-// benchOpTemplate is the pod template of both sides' bench pods: kwok
-// nodes only, never pulled, the revision in an annotation.
-func benchOpTemplate(labels map[string]string, rev string) corev1.PodTemplateSpec {
-	return corev1.PodTemplateSpec{
-		ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{benchOpRevAnnotation: rev}},
-		Spec: corev1.PodSpec{
-			NodeSelector: map[string]string{benchOpNodeLabel: "true"},
-			Tolerations:  []corev1.Toleration{{Key: benchOpNodeLabel, Operator: corev1.TolerationOpEqual, Value: "true", Effect: corev1.TaintEffectNoSchedule}},
-			Containers:   []corev1.Container{{Name: loopsv1alpha1.WorkerContainerName, Image: benchOpImage}},
-		},
-	}
-}
-
 // benchManyEach applies f to every object, eight at a time, as a user's
 // script or a GitOps tool would; the clients' own rate limits pace it.
 func benchManyEach(t *testing.T, objs []client.Object, f func(context.Context, client.Object) error) {

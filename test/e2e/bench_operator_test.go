@@ -725,6 +725,19 @@ func benchOpSideOf(p *corev1.Pod) string {
 // rollout changes it.
 const benchOpRevAnnotation = "bench.tenire.io/rev"
 
+// benchOpTemplate is the pod template of both sides' bench pods: kwok
+// nodes only, never pulled, the revision in an annotation.
+func benchOpTemplate(labels map[string]string, rev string) corev1.PodTemplateSpec {
+	return corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{benchOpRevAnnotation: rev}},
+		Spec: corev1.PodSpec{
+			NodeSelector: map[string]string{benchOpNodeLabel: "true"},
+			Tolerations:  []corev1.Toleration{{Key: benchOpNodeLabel, Operator: corev1.TolerationOpEqual, Value: "true", Effect: corev1.TaintEffectNoSchedule}},
+			Containers:   []corev1.Container{{Name: loopsv1alpha1.WorkerContainerName, Image: benchOpImage}},
+		},
+	}
+}
+
 // notify wakes the waiters; tr.mu is held.
 func (tr *benchOpTracker) notify() {
 	close(tr.changed)

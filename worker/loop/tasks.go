@@ -29,6 +29,7 @@ func (l *Loop) fetchLoop(ctx context.Context) {
 	const minPause, maxPause = 50 * time.Millisecond, 2 * time.Second
 	pause := minPause
 	for ctx.Err() == nil {
+		// The prefetch is sized once a turn, before the room is counted.
 		if l.prefetch != nil {
 			l.pool.SetBacklog(l.prefetch.size(l.longestRunning(time.Now())))
 		}
@@ -38,11 +39,8 @@ func (l *Loop) fetchLoop(ctx context.Context) {
 		}
 		began := time.Now()
 		ds, err := l.fetcher.Fetch(n)
-		if l.prefetch != nil {
-			if err == nil && len(ds) > 0 && !l.fetcher.Waited() {
-				l.prefetch.fetched(time.Since(began))
-			}
-			l.pool.SetBacklog(l.prefetch.size(l.longestRunning(time.Now())))
+		if l.prefetch != nil && err == nil && len(ds) > 0 && !l.fetcher.Waited() {
+			l.prefetch.fetched(time.Since(began)) // the next turn resizes the backlog
 		}
 		for _, d := range ds {
 			f := &inflight{d: d, beat: d.Received}
