@@ -45,6 +45,9 @@ func parts(o *options) []part {
 					if err != nil {
 						return nil, err
 					}
+					if anchor == "channel" {
+						f.GoalMax = 1.5 // the floor of a hand-off between goroutines
+					}
 					sec.add(f)
 				}
 				if sec.missedAt(procs) {

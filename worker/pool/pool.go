@@ -137,6 +137,7 @@ type Pool[T any] struct {
 	handler Handler[T]
 	done    DoneFunc[T]
 
+	epoch   time.Time // entries hold their enqueue time as an offset from it
 	ctx     context.Context
 	abort   context.CancelFunc
 	aborted atomic.Bool
@@ -213,6 +214,7 @@ func New[T any](opts Options, handler Handler[T], done DoneFunc[T]) (*Pool[T], e
 		opts:    opts,
 		handler: handler,
 		done:    done,
+		epoch:   time.Now(),
 		ctx:     ctx,
 		abort:   cancel,
 		q:       newQueue[T](weights, opts.Scheduling == Strict, limits),
@@ -250,9 +252,9 @@ func (p *Pool[T]) TrySubmit(kind string, class int, task T) error {
 	case p.free() <= 0: // below 0 after SetBacklog shrank it
 		return ErrFull
 	}
-	e := entry[T]{kind: kind, class: class, value: task}
+	e := entry[T]{ks: p.q.kind(kind), class: class, value: task}
 	if p.done != nil {
-		e.enqueued = time.Now()
+		e.enqueued = int64(time.Since(p.epoch))
 	}
 	p.q.push(e)
 	if n := len(p.idle); n > 0 {
@@ -465,11 +467,11 @@ func (p *Pool[T]) run(e entry[T]) {
 	}
 	if p.done != nil {
 		p.done(e.value, Result{
-			Kind:     e.kind,
+			Kind:     e.ks.name,
 			Class:    e.class,
 			Err:      err,
 			Aborted:  p.aborted.Load(),
-			Enqueued: e.enqueued,
+			Enqueued: p.epoch.Add(time.Duration(e.enqueued)),
 			Started:  started,
 			Finished: time.Now(),
 		})

@@ -1,18 +1,18 @@
 package pool
 
-import "time"
-
-// entry is one queued task, held by value.
+// entry is one queued task, held by value. It is kept small and holds
+// one pointer besides the task's own: entries are copied at every push and
+// pop, and a pointer costs a write barrier while the GC runs.
 type entry[T any] struct {
-	kind     string
-	ks       *kindState // the kind's counters, looked up once at push
+	ks       *kindState // the kind's name and counters, looked up once at push
 	class    int
-	enqueued time.Time
+	enqueued int64 // nanoseconds since the pool's epoch; 0 without a DoneFunc
 	value    T
 }
 
 // kindState counts the running tasks of one kind against its limit.
 type kindState struct {
+	name    string
 	running int
 	limit   int // 0: unlimited
 }
@@ -80,6 +80,7 @@ type queue[T any] struct {
 	classes   []class[T]
 	strict    bool
 	kinds     map[string]*kindState // every kind seen; the limited ones from the start
+	last      *kindState            // the kind looked up last: most loops submit few kinds, often in runs
 	hasLimits bool
 	n         int
 }
@@ -92,7 +93,7 @@ func newQueue[T any](weights []int, strict bool, limits map[string]int) *queue[T
 		hasLimits: len(limits) > 0,
 	}
 	for kind, n := range limits {
-		q.kinds[kind] = &kindState{limit: n}
+		q.kinds[kind] = &kindState{name: kind, limit: n}
 	}
 	for i, w := range weights {
 		q.classes[i].weight = w
@@ -102,20 +103,22 @@ func newQueue[T any](weights []int, strict bool, limits map[string]int) *queue[T
 
 // kind returns the counters of kind, creating them on first use.
 func (q *queue[T]) kind(kind string) *kindState {
+	if q.last != nil && q.last.name == kind {
+		return q.last
+	}
 	ks := q.kinds[kind]
 	if ks == nil {
-		ks = &kindState{}
+		ks = &kindState{name: kind}
 		q.kinds[kind] = ks
 	}
+	q.last = ks
 	return ks
 }
 
 func (q *queue[T]) len() int { return q.n }
 
+// push queues e; e.ks must be set (see kind).
 func (q *queue[T]) push(e entry[T]) {
-	if e.ks == nil {
-		e.ks = q.kind(e.kind)
-	}
 	q.classes[e.class].ring.push(e)
 	q.n++
 }

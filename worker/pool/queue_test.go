@@ -33,7 +33,7 @@ func FuzzQueue(f *testing.F) {
 			case 0, 1: // push
 				class := int(op>>2) % 3
 				kind := kinds[int(op>>4)%3]
-				q.push(entry[int]{kind: kind, class: class, value: next})
+				q.push(entry[int]{ks: q.kind(kind), class: class, value: next})
 				model[class] = append(model[class], item{next, class, kind})
 				next++
 			case 2: // pop
@@ -70,9 +70,9 @@ func FuzzQueue(f *testing.F) {
 					t.Fatalf("pop returned task %d of class %d, want the oldest runnable one (index %d in %v)", e.value, e.class, idx, model[e.class])
 				}
 				model[e.class] = append(model[e.class][:idx], model[e.class][idx+1:]...)
-				running[e.kind]++
-				if l, ok := limits[e.kind]; ok && running[e.kind] > l {
-					t.Fatalf("kind %s runs %d tasks, limit %d", e.kind, running[e.kind], l)
+				running[e.ks.name]++
+				if l, ok := limits[e.ks.name]; ok && running[e.ks.name] > l {
+					t.Fatalf("kind %s runs %d tasks, limit %d", e.ks.name, running[e.ks.name], l)
 				}
 				held = append(held, e)
 			case 3: // release the oldest running task
@@ -82,7 +82,7 @@ func FuzzQueue(f *testing.F) {
 				e := held[0]
 				held = held[1:]
 				q.release(e.ks)
-				running[e.kind]--
+				running[e.ks.name]--
 			}
 			total := 0
 			for _, m := range model {
