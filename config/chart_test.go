@@ -148,6 +148,7 @@ func TestChartValues(t *testing.T) {
 		"replicaCount":    1,
 		"leaderElection":  map[string]any{"enabled": false},
 		"watchNamespaces": []any{"a", "b"},
+		"loopSelector":    "shard in (a,b)",
 		"metrics":         map[string]any{"secure": false},
 		"resources":       map[string]any{"limits": map[string]any{"memory": "1Gi"}},
 		"prometheus": map[string]any{
@@ -159,7 +160,7 @@ func TestChartValues(t *testing.T) {
 	c, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
 	manager := c[0].(map[string]any)
 	args := fmt.Sprint(manager["args"])
-	for _, want := range []string{"--leader-elect=false", "--metrics-secure=false", "--watch-namespaces=a,b"} {
+	for _, want := range []string{"--leader-elect=false", "--metrics-secure=false", "--watch-namespaces=a,b", "--loop-selector=shard in (a,b)"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("args %s lack %s", args, want)
 		}

@@ -88,6 +88,26 @@ func CacheOptions() cache.Options {
 	return cache.Options{ByObject: CacheByObject(), DefaultTransform: cache.TransformStripManagedFields()}
 }
 
+// ShardCacheOptions is CacheOptions for a manager that runs one shard of
+// a cluster: the LoopDeployments of namespaces (every namespace when
+// empty) whose labels match loops (every LoopDeployment when nil or
+// empty). Worker pods and the per-loop objects are still cached by their
+// own labels, including those of other shards' loops; a reconcile of a
+// loop the cache does not hold finds it gone and does nothing.
+func ShardCacheOptions(namespaces []string, loops labels.Selector) cache.Options {
+	c := CacheOptions()
+	if len(namespaces) > 0 {
+		c.DefaultNamespaces = make(map[string]cache.Config, len(namespaces))
+		for _, ns := range namespaces {
+			c.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	if loops != nil && !loops.Empty() {
+		c.ByObject[&loopsv1alpha1.LoopDeployment{}] = cache.ByObject{Label: loops}
+	}
+	return c
+}
+
 // CacheByObject restricts the manager's cache to the objects the operator
 // manages: worker pods (they carry loops.tenire.io/name) and the
 // ServiceAccounts, Roles, RoleBindings and PodDisruptionBudgets it labelled

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -18,9 +19,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/yaml"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
@@ -642,4 +645,105 @@ func TestADrainedReportNobodyAskedForIsIgnored(t *testing.T) {
 		}
 	}
 	h.g.Expect(n).To(gomega.Equal(1), "one warning per pod")
+}
+
+// TestAShardManagesOnlyTheLoopsItsSelectorPicks: a manager started with a
+// label selector (--loop-selector) runs the loops it matches and leaves
+// the others alone, not even adding its finalizer; a loop relabelled into
+// the shard is taken up.
+func TestAShardManagesOnlyTheLoopsItsSelectorPicks(t *testing.T) {
+	sel, err := labels.Parse("shard=a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarnessOn(t, cfg, func(h *harness) { h.loopSelector = sel })
+	other := h.newLD("other", 2)
+	other.Labels = map[string]string{"shard": "b"}
+	h.create(other)
+	mine := h.newLD("mine", 2)
+	mine.Labels = map[string]string{"shard": "a"}
+	h.create(mine)
+	h.g.Eventually(func() []string { return h.readyPods("mine") }).Should(gomega.HaveLen(2))
+	// Both were there before the first reconcile of "mine"; a manager that
+	// saw "other" would have added its finalizer by now.
+	h.g.Expect(h.get("other").Finalizers).To(gomega.BeEmpty())
+	h.g.Expect(h.pods("other")).To(gomega.BeEmpty())
+
+	h.update("other", func(ld *loopsv1alpha1.LoopDeployment) { ld.Labels["shard"] = "a" })
+	h.g.Eventually(func() []string { return h.readyPods("other") }).Should(gomega.HaveLen(2))
+}
+
+// TestAnOldDrainedReportDoesNotAnswerALaterRequest: a Drained report that
+// nobody asked for stays ignored when the operator later chooses that pod:
+// the request removes it, and the pod goes only once a report written
+// after the request arrives.
+func TestAnOldDrainedReportDoesNotAnswerALaterRequest(t *testing.T) {
+	h := newHarness(t)
+	h.create(h.newLD("orders", 1))
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(1))
+	p := h.pods("orders")[0]
+	h.setSilent(p.Name, true) // its worker does not answer the request yet
+	p.Status.Conditions = append(p.Status.Conditions, contract.DrainedCondition(false, "forged", time.Now()))
+	h.g.Expect(h.c.Status().Update(h.ctx, &p)).To(gomega.Succeed())
+	h.g.Eventually(func() []string { return h.events("orders") }).Should(gomega.ContainElement(loopsv1alpha1.EventUnrequestedDrainReport))
+
+	h.update("orders", func(ld *loopsv1alpha1.LoopDeployment) { ld.Spec.Replicas = ptr.To[int32](0) })
+	var asked corev1.Pod
+	h.g.Eventually(func() map[string]string {
+		h.g.Expect(h.c.Get(h.ctx, client.ObjectKeyFromObject(&p), &asked)).To(gomega.Succeed())
+		return asked.Annotations
+	}).Should(gomega.HaveKey(contract.AnnotationDrainRequested))
+	_, drained := contract.Drained(&asked)
+	h.g.Expect(drained).To(gomega.BeFalse(), "the report older than the request was removed before the request was written")
+	// The operator has seen the request (the pod counts as draining) and
+	// still keeps the pod: nothing answered it.
+	h.g.Eventually(func() int32 { return h.get("orders").Status.DrainingReplicas }).Should(gomega.BeEquivalentTo(1))
+	h.g.Expect(h.c.Get(h.ctx, client.ObjectKeyFromObject(&p), &asked)).To(gomega.Succeed())
+	h.g.Expect(asked.UID).To(gomega.Equal(p.UID))
+	h.g.Expect(asked.DeletionTimestamp).To(gomega.BeNil())
+
+	h.setSilent(p.Name, false) // the worker reports its drain: now the pod goes
+	h.g.Eventually(h.gone(&p)).Should(gomega.BeTrue())
+}
+
+// TestADrainRequestWaitsWhenThePodChangesAfterTheOldReportWasRemoved: the
+// request is written with the resourceVersion the removal of an old report
+// left, so a report written in between (here, as a worker would, between
+// the two patches) makes the request fail with a conflict instead of
+// landing beside a report that does not answer it.
+func TestADrainRequestWaitsWhenThePodChangesAfterTheOldReportWasRemoved(t *testing.T) {
+	h := newHarness(t)
+	h.create(h.newLD("orders", 1))
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(1))
+	h.stopOperator()
+	p := h.pods("orders")[0]
+	p.Status.Conditions = append(p.Status.Conditions, contract.DrainedCondition(false, "old", time.Now()))
+	h.g.Expect(h.c.Status().Update(h.ctx, &p)).To(gomega.Succeed())
+
+	meddler := interceptor.NewClient(h.c, interceptor.Funcs{
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			if err := c.SubResource(sub).Patch(ctx, obj, patch, opts...); err != nil {
+				return err
+			}
+			var again corev1.Pod // a report written right after the removal
+			if err := c.Get(ctx, client.ObjectKeyFromObject(obj), &again); err != nil {
+				return err
+			}
+			again.Status.Conditions = append(again.Status.Conditions, contract.DrainedCondition(false, "written between the two patches", time.Now()))
+			return c.Status().Update(ctx, &again)
+		},
+	})
+	err := contract.RequestDrain(h.ctx, meddler, &p, time.Now(), time.Minute)
+	h.g.Expect(apierrors.IsConflict(err)).To(gomega.BeTrue(), "want a conflict, got %v", err)
+	var now corev1.Pod
+	h.g.Expect(h.c.Get(h.ctx, client.ObjectKeyFromObject(&p), &now)).To(gomega.Succeed())
+	h.g.Expect(now.Annotations).NotTo(gomega.HaveKey(contract.AnnotationDrainRequested))
+	h.g.Expect(p.Annotations).NotTo(gomega.HaveKey(contract.AnnotationDrainRequested), "the caller's pod is left as it was")
+
+	// Asked again, it removes the newer report too and the request lands.
+	h.g.Expect(contract.RequestDrain(h.ctx, h.c, &now, time.Now(), time.Minute)).To(gomega.Succeed())
+	h.g.Expect(h.c.Get(h.ctx, client.ObjectKeyFromObject(&p), &now)).To(gomega.Succeed())
+	h.g.Expect(now.Annotations).To(gomega.HaveKey(contract.AnnotationDrainRequested))
+	_, drained := contract.Drained(&now)
+	h.g.Expect(drained).To(gomega.BeFalse())
 }

@@ -303,22 +303,15 @@ func (r *LoopDeploymentReconciler) deleteIdle(ctx context.Context, s *scope, nam
 }
 
 // requestDrain sets the drain annotations on p (now, and now plus
-// drain.timeout) and expects the cache to show them.
+// drain.timeout; contract.RequestDrain, which first removes a Drained
+// report nobody asked for) and expects the cache to show them.
 func (r *LoopDeploymentReconciler) requestDrain(ctx context.Context, s *scope, p *corev1.Pod) error {
-	before := p.DeepCopy()
-	if p.Annotations == nil {
-		p.Annotations = map[string]string{}
-	}
-	for k, v := range contract.DrainAnnotations(r.Clock.Now(), s.spec.Drain.Timeout.Duration) {
-		p.Annotations[k] = v
-	}
-	if err := r.Client.Patch(ctx, p, client.MergeFrom(before)); err != nil {
-		*p = *before
+	if err := contract.RequestDrain(ctx, r.Client, p, r.Clock.Now(), s.spec.Drain.Timeout.Duration); err != nil {
 		if apierrors.IsNotFound(err) {
 			s.gone[p.Name] = true
 			return nil
 		}
-		return fmt.Errorf("asking pod %s to drain: %w", p.Name, err)
+		return err
 	}
 	r.expectations.expect(s.key, p.Name, expectDrainRequested)
 	log.FromContext(ctx).Info("Asked a pod to drain", "pod", p.Name, "deadline", p.Annotations[contract.AnnotationDrainDeadline])

@@ -17,12 +17,12 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -95,6 +95,9 @@ type harness struct {
 	pollQueues time.Duration
 	// queues is the operator's poller when pollQueues is set.
 	queues *stream.Poller
+	// loopSelector, when set before the operator starts, is its
+	// --loop-selector.
+	loopSelector labels.Selector
 }
 
 const testNode = "node-a"
@@ -137,7 +140,7 @@ func (h *harness) startOperator() {
 		Scheme:                 testenv.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache:                  cacheOptionsIn(h.ns),
+		Cache:                  ShardCacheOptions([]string{h.ns}, h.loopSelector), // as the manager's with --watch-namespaces
 		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
@@ -166,14 +169,6 @@ func (h *harness) startOperator() {
 		}
 	}
 	h.mu.Unlock()
-}
-
-// cacheOptionsIn is CacheOptions for one namespace, as the manager's with
-// --watch-namespaces.
-func cacheOptionsIn(ns string) cache.Options {
-	o := CacheOptions()
-	o.DefaultNamespaces = map[string]cache.Config{ns: {}}
-	return o
 }
 
 // stopOperator stops the manager and waits until it has stopped.

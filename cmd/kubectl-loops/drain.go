@@ -117,25 +117,16 @@ func (d *drainOptions) run(ctx context.Context, o *options, args []string) error
 	return waitDrained(waitCtx, o, k, pods)
 }
 
-// requestDrain asks a worker pod to drain through the drain contract: it
-// sets the drain annotations at now with a deadline timeout later, with a
-// patch through k (the user's credentials). It reports whether the pod was
-// draining already, in which case it leaves it alone; p is updated.
+// requestDrain asks a worker pod to drain through the drain contract
+// (contract.RequestDrain): it sets the drain annotations at now with a
+// deadline timeout later, through k (the user's credentials). It reports
+// whether the pod was draining already, in which case it leaves it alone;
+// p is updated.
 func requestDrain(ctx context.Context, k *kube, p *corev1.Pod, now time.Time, timeout time.Duration) (already bool, err error) {
 	if contract.DrainRequested(p) {
 		return true, nil
 	}
-	patch := client.MergeFrom(p.DeepCopy())
-	if p.Annotations == nil {
-		p.Annotations = map[string]string{}
-	}
-	for key, value := range contract.DrainAnnotations(now, timeout) {
-		p.Annotations[key] = value
-	}
-	if err := k.client.Patch(ctx, p, patch); err != nil {
-		return false, fmt.Errorf("asking pod %q to drain: %w", p.Name, err)
-	}
-	return false, nil
+	return false, contract.RequestDrain(ctx, k.client, p, now, timeout)
 }
 
 // timeoutFor is --timeout, or the pod's LoopDeployment's drain timeout.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -54,6 +55,7 @@ type options struct {
 	manageQueues            bool
 	queuePollInterval       time.Duration
 	watchNamespaces         []string
+	loopSelector            labels.Selector
 	printVersion            bool
 	zap                     zap.Options
 }
@@ -66,7 +68,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz probes")
 	fs.BoolVar(&o.leaderElect, "leader-elect", true, "run behind a leader election lease, so that only one replica acts; --leader-elect=false to disable")
 	fs.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election lease (default: the namespace the manager runs in)")
-	fs.StringVar(&o.leaderElectionID, "leader-election-id", defaultLeaderElectionID, "name of the leader election lease: managers that shard the cluster by --watch-namespaces each need their own (docs/scaling.md)")
+	fs.StringVar(&o.leaderElectionID, "leader-election-id", defaultLeaderElectionID, "name of the leader election lease: managers that shard the cluster (--watch-namespaces, --loop-selector) each need their own (docs/scaling.md)")
 	fs.DurationVar(&o.drainGrace, "drain-grace", controllers.DefaultDrainGrace, "how long after a drain's deadline to wait for the worker's Drained report before deleting the pod anyway")
 	fs.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 4, "how many LoopDeployments are reconciled in parallel")
 	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 20, "queries per second the manager's client may send to the API server (as kube-controller-manager's flag of the same name)")
@@ -79,6 +81,14 @@ func parseFlags(args []string) (*options, error) {
 				o.watchNamespaces = append(o.watchNamespaces, ns)
 			}
 		}
+		return nil
+	})
+	fs.Func("loop-selector", "label selector of the LoopDeployments the manager manages, e.g. shard=a (default: all); managers that shard a cluster by it need selectors no LoopDeployment matches twice, and each its own --leader-election-id (docs/scaling.md)", func(v string) error {
+		sel, err := labels.Parse(v)
+		if err != nil {
+			return fmt.Errorf("not a label selector (write it as kubectl -l takes it, e.g. shard=a or tier in (a,b)): %w", err)
+		}
+		o.loopSelector = sel
 		return nil
 	})
 	fs.BoolVar(&o.printVersion, "version", false, "print the version and exit")
@@ -117,17 +127,11 @@ func metricsOptions(o *options) metricsserver.Options {
 	return m
 }
 
-// cacheOptions limits the cache to the watched namespaces, if any; the
-// objects of cluster scope (nodes) are watched everywhere all the same.
+// cacheOptions limits the cache to the watched namespaces and the
+// selected LoopDeployments, if any; the objects of cluster scope (nodes)
+// are watched everywhere all the same.
 func cacheOptions(o *options) cache.Options {
-	c := controllers.CacheOptions()
-	if len(o.watchNamespaces) > 0 {
-		c.DefaultNamespaces = map[string]cache.Config{}
-		for _, ns := range o.watchNamespaces {
-			c.DefaultNamespaces[ns] = cache.Config{}
-		}
-	}
-	return c
+	return controllers.ShardCacheOptions(o.watchNamespaces, o.loopSelector)
 }
 
 func newScheme() *runtime.Scheme {
@@ -184,9 +188,17 @@ func run(args []string) error {
 		return fmt.Errorf("adding the readiness check: %w", err)
 	}
 
-	logger.Info("Starting the manager", "version", version, "watchNamespaces", o.watchNamespaces, "metricsAddress", o.metricsAddr, "metricsSecure", o.metricsSecure, "probeAddress", o.probeAddr, "leaderElection", o.leaderElect)
+	logger.Info("Starting the manager", "version", version, "watchNamespaces", o.watchNamespaces, "loopSelector", selectorString(o.loopSelector), "metricsAddress", o.metricsAddr, "metricsSecure", o.metricsSecure, "probeAddress", o.probeAddr, "leaderElection", o.leaderElect)
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		return fmt.Errorf("running the manager: %w", err)
 	}
 	return nil
+}
+
+// selectorString is the selector as written, or "" for none.
+func selectorString(s labels.Selector) string {
+	if s == nil {
+		return ""
+	}
+	return s.String()
 }

@@ -4,6 +4,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
+	"github.com/tenire/loop-operator/controllers"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -42,6 +45,16 @@ func TestParseFlags(t *testing.T) {
 			_, b := c.DefaultNamespaces["b"]
 			return len(c.DefaultNamespaces) == 2 && a && b && len(c.ByObject) > 0
 		}, ""},
+		{"every LoopDeployment is managed by default", nil, func(o *options) bool { return len(cacheOptions(o).ByObject) == len(controllers.CacheByObject()) }, ""},
+		{"a label selector picks the LoopDeployments of a shard", []string{"--loop-selector=shard in (a,b),!canary"}, func(o *options) bool {
+			for obj, by := range cacheOptions(o).ByObject { // keyed by pointer: find it by type
+				if _, ok := obj.(*loopsv1alpha1.LoopDeployment); ok {
+					return by.Label.String() == "!canary,shard in (a,b)"
+				}
+			}
+			return false
+		}, ""},
+		{"a selector that does not parse is refused", []string{"--loop-selector=shard in (a,b"}, nil, "not a label selector"},
 		{"--version asks for the version", []string{"--version"}, func(o *options) bool { return o.printVersion }, ""},
 		{"an unknown flag is refused", []string{"--frobnicate"}, nil, "frobnicate"},
 	}

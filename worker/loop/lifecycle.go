@@ -103,10 +103,16 @@ type drainRequest struct {
 
 func (r drainRequest) exits() bool { return r.cause.exits() }
 
-// requestDrain delivers a trigger; the first one wins.
+// requestDrain delivers a trigger; the first one wins. The pod's request
+// has a channel of its own, so that no other trigger crowds it out: a
+// worker drained by another cause still answers it (idleDrained).
 func (l *Loop) requestDrain(r drainRequest) {
+	ch := l.drainReq
+	if r.cause == DrainCausePod {
+		ch = l.podDrainReq
+	}
 	select {
-	case l.drainReq <- r:
+	case ch <- r:
 	default:
 	}
 }
@@ -118,6 +124,7 @@ func (l *Loop) awaitDrain(ctx context.Context, adminErr <-chan error) (req drain
 	case <-ctx.Done():
 		req = drainRequest{deadline: time.Now().Add(l.cfg.DrainTimeout), cause: DrainCauseContext}
 	case req = <-l.drainReq:
+	case req = <-l.podDrainReq:
 	case err := <-adminErr:
 		fatalErr = fmt.Errorf("loop: admin server: %w", err)
 		req = drainRequest{deadline: time.Now().Add(l.cfg.DrainTimeout), cause: DrainCauseAdminFailure}
@@ -213,6 +220,30 @@ wait:
 		l.reportDrained(context.WithoutCancel(ctx), report)
 	}
 	return ctxDone
+}
+
+// idleDrained waits in Drained until ctx ends. A drain the pod did not
+// ask for (POST /drain, RequestDrain) leaves the pod watch running: when
+// the pod is asked to drain later, the drain already done is reported
+// again, because the operator removes a report older than its request
+// (contract.RequestDrain) and honours only one written after it. Later
+// triggers of any other cause are ignored.
+func (l *Loop) idleDrained(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.podDrainReq:
+			l.mu.Lock()
+			report := l.report
+			l.mu.Unlock()
+			if l.cfg.Pod == nil || report == nil {
+				continue
+			}
+			l.log.Info("the pod was asked to drain after this worker had drained; reporting that drain")
+			l.reportDrained(context.WithoutCancel(ctx), *report)
+		}
+	}
 }
 
 // worthReporting says whether the Pod source should hear of a drain. A

@@ -33,7 +33,9 @@ type Loop struct {
 	started  atomic.Bool
 	state    atomic.Int32
 	ready    chan struct{}
-	drainReq chan drainRequest
+	drainReq chan drainRequest // triggers but the pod's (see requestDrain)
+	// podDrainReq carries the pod's drain request.
+	podDrainReq chan drainRequest
 	// announceSoon asks for an announcement now: the worker went from
 	// holding nothing to holding a task, or back.
 	announceSoon chan struct{}
@@ -105,6 +107,7 @@ func New(cfg Config) (*Loop, error) {
 		mux:          cfg.Mux,
 		ready:        make(chan struct{}),
 		drainReq:     make(chan drainRequest, 1),
+		podDrainReq:  make(chan drainRequest, 1),
 		announceSoon: make(chan struct{}, 1),
 		names:        queue.NewNames(cfg.Stream, cfg.SubjectPrefix),
 		held:         make(map[*inflight]struct{}),
@@ -211,10 +214,11 @@ func (l *Loop) Run(ctx context.Context) error {
 	close(l.ready)
 	req, fatalErr := l.awaitDrain(ctx, adminErr)
 	exit := l.drain(ctx, req, fetch) || req.exits()
-	stopPod()
-	if !exit {
+	if exit {
+		stopPod()
+	} else {
 		l.log.Info("drained; idle until stopped")
-		<-ctx.Done()
+		l.idleDrained(ctx)
 	}
 	return fatalErr
 }

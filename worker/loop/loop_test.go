@@ -416,6 +416,45 @@ func TestASIGTERMDrainIsReportedOnlyWhenItHeldATask(t *testing.T) {
 	}
 }
 
+// TestAWorkerDrainedBeforeItsPodAskedReportsAgainWhenAsked: a worker
+// drained through the API (as POST /drain does) reports, idles, and when
+// its pod is asked to drain later (the operator removed the old report
+// first) reports the same drain again, however many other triggers came
+// in between.
+func TestAWorkerDrainedBeforeItsPodAskedReportsAgainWhenAsked(t *testing.T) {
+	e := newEnv(t)
+	pod := &fakePod{request: make(chan time.Time, 1), reports: make(chan loop.DrainReport, 1)}
+	cfg := e.config(t)
+	cfg.Pod = pod
+	r := start(t, cfg, map[string]loop.Handler{"noop": func(context.Context, *loop.Task) error { return nil }})
+	e.submit(t, queue.Task{ID: "one", Kind: "noop"})
+	r.RequestDrain(time.Now().Add(time.Minute))
+	awaitReport := func(what string) loop.DrainReport {
+		t.Helper()
+		select {
+		case rep := <-pod.reports:
+			return rep
+		case <-time.After(20 * time.Second):
+			t.Fatalf("no Drained report %s", what)
+		}
+		return loop.DrainReport{}
+	}
+	first := awaitReport("for the drain through the API")
+	if first.Cause != loop.DrainCauseAPI {
+		t.Fatalf("first report = %+v; want cause %s", first, loop.DrainCauseAPI)
+	}
+	for range 3 { // triggers that must not crowd out the pod's request
+		r.RequestDrain(time.Now().Add(time.Minute))
+	}
+	pod.request <- time.Now().Add(time.Minute)
+	if again := awaitReport("when the pod was asked to drain"); again != first {
+		t.Errorf("second report = %+v; want the first drain's, %+v", again, first)
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
 func TestDrainFinishesInFlightAndHandsBackTheRest(t *testing.T) {
 	e := newEnv(t)
 	const fast, stuck, poison = 40, 3, 5

@@ -8,11 +8,14 @@
 //     rule for values that cannot be read (ErrUnreadableDrainRequest);
 //   - the pod condition by which the worker reports its drain
 //     (PodConditionDrained and its reasons), how it is built
-//     (DrainedCondition) and read (Drained);
-//   - which pods count as draining (Draining).
+//     (DrainedCondition) and read (Drained), and when it counts
+//     (HonoursDrained);
+//   - which pods count as draining (Draining);
+//   - how a drain is asked for (RequestDrain), so that a report older than
+//     the request never answers it.
 //
-// Nothing here talks to the API server: every function takes a pod or its
-// annotations and, where time matters, the time. The operator's decisions
+// Only RequestDrain talks to the API server; every other function takes a
+// pod or its annotations and, where time matters, the time. The operator's decisions
 // built on these (when to give up on a drain) live in controllers/policy;
 // the worker's (when to stop pulling) in worker/podwatch and worker/loop.
 package contract
