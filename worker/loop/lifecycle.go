@@ -148,10 +148,7 @@ func (l *Loop) drain(ctx context.Context, req drainRequest, fetch fetching) (ctx
 	// brings is handed back.
 	fetch.stop()
 	<-fetch.done
-	for _, f := range l.pool.Stop() {
-		l.breakers.Ignore(f.d.Kind)
-		l.handBack(f)
-	}
+	l.handBackUnstarted(l.pool.Stop()...)
 
 	// The drain is over when every task held has ended. A goroutine stuck
 	// in an abandoned handler holds no task and does not hold the drain.

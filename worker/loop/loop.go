@@ -74,6 +74,7 @@ type inflight struct {
 	hadCheckpoint bool      // set and read on the pool goroutine
 	saved         atomic.Bool
 	started       atomic.Int64 // Unix nanoseconds when the handler started; 0 before
+	returned      atomic.Bool  // the handler has returned: the task is being settled
 	abandoned     bool         // running past TaskTimeout + StuckGrace; guarded by Loop.mu
 	// counts are the task's delivery counts as read before dispatch;
 	// countsKnown is false when they could not be read.

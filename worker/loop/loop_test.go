@@ -828,6 +828,74 @@ func TestASlowWorkerDoesNotHoardTasksAnIdleOneCouldRun(t *testing.T) {
 	}
 }
 
+// TestPrefetchedTasksGoBackWhenTheTasksTurnLong: a worker that prefetched
+// while its tasks were short, and whose pool then fills with long ones,
+// hands back what it holds beyond them within a heartbeat tick, and an
+// idle worker runs those tasks while the long ones still run.
+func TestPrefetchedTasksGoBackWhenTheTasksTurnLong(t *testing.T) {
+	e := newEnv(t)
+	const workers = 2
+	release := make(chan struct{})
+	defer close(release)
+	var longOnA, longOnB atomic.Int64
+	cfg := e.config(t)
+	cfg.MinWorkers, cfg.MaxWorkers = workers, workers
+	cfgA, cfgB := cfg, cfg
+	cfgA.Name, cfgB.Name = "a", "b"
+	a := start(t, cfgA, map[string]loop.Handler{
+		"noop": func(context.Context, *loop.Task) error { return nil },
+		"long": func(ctx context.Context, _ *loop.Task) error {
+			longOnA.Add(1)
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		},
+	})
+	e.submit(t, tasks("noop", 40, "warm")...)
+	eventually(t, "worker a to prefetch a whole pool for no-op tasks", func() bool { return a.Prefetch() == workers })
+	// The warm-up may hand back a no-op task or two (the size moves while
+	// it is measured): only hand-backs after it count.
+	eventually(t, "the warm-up's tasks to finish", func() bool { return a.Status().Counters[loop.OutcomeSucceeded] == 40 })
+	before := a.Status().Counters[loop.OutcomeHandedBack]
+
+	// a takes its pool of long tasks and a prefetch behind them.
+	held := make(chan int, 1)
+	stop := make(chan struct{})
+	go func() {
+		most := 0
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			most = max(most, a.Status().InFlightByKind["long"])
+			select {
+			case <-stop:
+				held <- most
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	e.submit(t, tasks("long", 2*workers, "long")...)
+	eventually(t, "worker a to hand back what it prefetched", func() bool {
+		return a.Status().Counters[loop.OutcomeHandedBack] > before
+	})
+	close(stop)
+	if most := <-held; most <= workers {
+		t.Fatalf("worker a held at most %d long tasks, its pool; it did not prefetch, so the test shows nothing", most)
+	}
+	start(t, cfgB, map[string]loop.Handler{"long": func(context.Context, *loop.Task) error {
+		longOnB.Add(1)
+		return nil
+	}})
+	eventually(t, "worker b to run the tasks worker a did not start", func() bool { return longOnB.Load() == workers })
+	if n := longOnA.Load(); n != workers {
+		t.Errorf("worker a started %d long tasks, want its pool of %d", n, workers)
+	}
+}
+
 func TestDrainHandsBackPrefetchedTasksAtOnce(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config(t)

@@ -28,7 +28,9 @@ const PrefetchOff = -1
 // longer than the average counts as the task time while it runs.
 //
 // Prefetched tasks are held like running ones: heartbeats keep them from
-// redelivery, and a drain hands them back at once.
+// redelivery, and a drain hands them back at once. When the size shrinks
+// below what the worker holds (its tasks turned long), the tasks beyond it
+// are handed back, newest first, within a heartbeat tick.
 type prefetchSizer struct {
 	workers int
 

@@ -59,3 +59,17 @@ func TestPrefetchSizerFollowsTheTasks(t *testing.T) {
 		t.Errorf("size once tasks take 500ms = %d, want 0", got)
 	}
 }
+
+func TestLongestRunningCountsOnlyTasksStillInTheirHandlers(t *testing.T) {
+	now := time.Now()
+	queued := &inflight{}
+	inHandler := &inflight{}
+	inHandler.started.Store(now.Add(-time.Second).UnixNano())
+	settling := &inflight{} // its handler returned; its result is being written
+	settling.started.Store(now.Add(-5 * time.Second).UnixNano())
+	settling.returned.Store(true)
+	l := &Loop{held: map[*inflight]struct{}{queued: {}, inHandler: {}, settling: {}}}
+	if got := l.longestRunning(now); got != time.Second {
+		t.Errorf("longestRunning = %v, want 1s: the task in its handler, not the one being settled", got)
+	}
+}

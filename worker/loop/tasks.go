@@ -30,9 +30,7 @@ func (l *Loop) fetchLoop(ctx context.Context) {
 	pause := minPause
 	for ctx.Err() == nil {
 		// The prefetch is sized once a turn, before the room is counted.
-		if l.prefetch != nil {
-			l.pool.SetBacklog(l.prefetch.size(l.longestRunning(time.Now())))
-		}
+		l.resizePrefetch(time.Now())
 		n, err := l.pool.WaitFree(ctx)
 		if err != nil {
 			return
@@ -79,17 +77,37 @@ func (l *Loop) fetchLoop(ctx context.Context) {
 }
 
 // longestRunning is how long the oldest task still in its handler has
-// been running.
+// been running. A task whose handler returned does not count while it is
+// settled: writing its result or acknowledging it can wait on the server
+// (a stream electing a leader), which says nothing about how long the
+// tasks take, and would shrink the prefetch and shed what it holds.
 func (l *Loop) longestRunning(now time.Time) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var longest time.Duration
 	for f := range l.held {
-		if started := f.startedAt(); !started.IsZero() {
+		if started := f.startedAt(); !started.IsZero() && !f.returned.Load() {
 			longest = max(longest, now.Sub(started))
 		}
 	}
 	return longest
+}
+
+// resizePrefetch sizes the adaptive prefetch (if on) and hands back the
+// prefetched tasks beyond its new size, newest first: the fetch loop does
+// it once a turn, the heartbeat between turns, so that a worker whose
+// tasks turned long while it waited for room does not keep, queued behind
+// them, tasks an idle pod could run.
+func (l *Loop) resizePrefetch(now time.Time) {
+	if l.prefetch == nil {
+		return
+	}
+	l.pool.SetBacklog(l.prefetch.size(l.longestRunning(now)))
+	shed := l.pool.Shed()
+	l.handBackUnstarted(shed...)
+	if len(shed) > 0 {
+		l.log.V(1).Info("handed back prefetched tasks beyond the prefetch's new size", "tasks", len(shed), "prefetch", l.pool.Backlog())
+	}
 }
 
 // dispatch hands a fetched task to the pool, unless it reached a delivery
@@ -120,7 +138,16 @@ func (l *Loop) dispatch(f *inflight) {
 	}
 	if err := l.pool.TrySubmit(d.Kind, d.Class, f); err != nil {
 		// Only a drain racing this fetch gets here.
-		l.breakers.Ignore(d.Kind)
+		l.handBackUnstarted(f)
+	}
+}
+
+// handBackUnstarted hands back tasks that were dispatched but never
+// started: their breakers' admissions are given back unused, as they say
+// nothing about their kinds' health.
+func (l *Loop) handBackUnstarted(fs ...*inflight) {
+	for _, f := range fs {
+		l.breakers.Ignore(f.d.Kind)
 		l.handBack(f)
 	}
 }
@@ -175,6 +202,7 @@ func (l *Loop) run(ctx context.Context, f *inflight) error {
 
 // done is the pool's completion callback.
 func (l *Loop) done(f *inflight, r pool.Result) {
+	f.returned.Store(true)
 	kind := f.d.Kind
 	if l.prefetch != nil && !r.Started.IsZero() {
 		l.prefetch.ran(r.Finished.Sub(r.Started))
@@ -450,8 +478,9 @@ func (l *Loop) forgetCounts(ctx context.Context, f *inflight) {
 }
 
 // heartbeat sends InProgress for every held task not acknowledged for half
-// of AckWait, so the server does not redeliver long tasks, and abandons
-// the tasks whose handlers run past TaskTimeout + StuckGrace.
+// of AckWait, so the server does not redeliver long tasks, abandons the
+// tasks whose handlers run past TaskTimeout + StuckGrace, and resizes the
+// adaptive prefetch between fetches (resizePrefetch).
 func (l *Loop) heartbeat(ctx context.Context) {
 	half := l.cfg.AckWait / 2
 	tick := time.NewTicker(max(min(half/4, l.cfg.StuckGrace/4), 10*time.Millisecond))
@@ -492,6 +521,7 @@ func (l *Loop) heartbeat(ctx context.Context) {
 				l.breakers.Failure(f.d.Kind)
 				l.fail(f, fmt.Errorf("%w: still running %s after its timeout of %s", ErrAbandoned, l.cfg.StuckGrace, l.cfg.TaskTimeout))
 			}
+			l.resizePrefetch(now)
 		}
 	}
 }

@@ -291,6 +291,25 @@ func (p *Pool[T]) SetBacklog(n int) {
 	}
 }
 
+// Shed takes out the queued tasks beyond MaxWorkers+Backlog, which there
+// are after SetBacklog shrank the backlog, newest first and from the
+// lowest class up, and returns them for the caller to hand back. It
+// returns nil when there are none or after Stop.
+func (p *Pool[T]) Shed() []T {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := -p.free()
+	if n <= 0 || p.stopped {
+		return nil
+	}
+	entries := p.q.removeNewest(n)
+	out := make([]T, len(entries))
+	for i := range entries {
+		out[i] = entries[i].value
+	}
+	return out
+}
+
 // Backlog returns the current Options.Backlog.
 func (p *Pool[T]) Backlog() int {
 	p.mu.Lock()

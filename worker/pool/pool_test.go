@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -471,4 +472,39 @@ func TestSetBacklogChangesTheRoomAtOnce(t *testing.T) {
 	}
 	close(gate)
 	r.waitDone(t, 3) // the queued tasks ran anyway
+}
+
+func TestShedReturnsTheTasksBeyondAShrunkBacklogNewestFirstFromTheLowestClass(t *testing.T) {
+	r := newRecorder()
+	p := newPool(t, pool.Options{MaxWorkers: 1, Backlog: 4, Classes: []pool.Class{{Name: "high"}, {Name: "low"}}}, r)
+	gate := make(chan struct{})
+	submit(t, p, 0, job{name: "running", gate: gate})
+	waitFor(t, "the first task to run", func() bool { return p.Stats().Running == 1 })
+	submit(t, p, 0, job{name: "high-1"})
+	submit(t, p, 1, job{name: "low-1"})
+	submit(t, p, 0, job{name: "high-2"})
+	submit(t, p, 1, job{name: "low-2"})
+	if shed := p.Shed(); shed != nil {
+		t.Fatalf("Shed within the backlog = %v, want nothing", shed)
+	}
+	p.SetBacklog(1)
+	var names []string
+	for _, j := range p.Shed() {
+		names = append(names, j.name)
+	}
+	if want := []string{"low-2", "low-1", "high-2"}; !slices.Equal(names, want) {
+		t.Errorf("Shed after SetBacklog(1) = %v, want %v", names, want)
+	}
+	if st := p.Stats(); st.Queued != 1 || st.Running != 1 {
+		t.Errorf("after Shed: %+v, want 1 running and 1 queued", st)
+	}
+	close(gate)
+	r.waitDone(t, 2) // the running task and high-1; the shed ones never run
+	if got := r.order(); !slices.Equal(got, []string{"running", "high-1"}) {
+		t.Errorf("ran %v, want [running high-1]", got)
+	}
+	p.Stop()
+	if shed := p.Shed(); shed != nil {
+		t.Errorf("Shed after Stop = %v, want nothing", shed)
+	}
 }

@@ -190,6 +190,20 @@ func (q *queue[T]) release(ks *kindState) {
 	ks.running--
 }
 
+// removeNewest takes out up to n entries, newest first, from the lowest
+// class up.
+func (q *queue[T]) removeNewest(n int) []entry[T] {
+	out := make([]entry[T], 0, min(n, q.n))
+	for i := len(q.classes) - 1; i >= 0 && len(out) < n; i-- {
+		r := &q.classes[i].ring
+		for r.n > 0 && len(out) < n {
+			out = append(out, r.remove(r.n-1))
+			q.n--
+		}
+	}
+	return out
+}
+
 // removeAll empties the queue and returns the entries, oldest first within
 // each class, classes in order.
 func (q *queue[T]) removeAll() []entry[T] {
