@@ -717,6 +717,7 @@ func TestADrainRequestWaitsWhenThePodChangesAfterTheOldReportWasRemoved(t *testi
 	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(1))
 	h.stopOperator()
 	p := h.pods("orders")[0]
+	h.setSilent(p.Name, true) // the stand-in worker does not answer: only the reports written here are on the pod
 	p.Status.Conditions = append(p.Status.Conditions, contract.DrainedCondition(false, "old", time.Now()))
 	h.g.Expect(h.c.Status().Update(h.ctx, &p)).To(gomega.Succeed())
 

@@ -153,8 +153,8 @@ func TestALoopScalesToZeroWhenIdleAndBackOnTheNextTask(t *testing.T) {
 // recommendation swings between 2 and 3 every other poll. Without
 // stabilization windows the count follows it (3 at the high phase; at 3,
 // the low phase is 47% below, beyond the 10% tolerance, so 2 again): it
-// would change every 4s. With a 10s scale-up window (longer than a high
-// phase) and a 20s scale-down window it settles (at 2, or at 3 when the
+// would change every 4s. With a scale-up window of 5 polls (10s locally,
+// longer than a high phase) and a scale-down window of 10 polls it settles (at 2, or at 3 when the
 // first pod, saturated, let tasks wait while the count was still 1; a count
 // is settled once it held past the longer window, so that a count the
 // first burst pushed too high has come down) and stays: in a window of 15
@@ -164,16 +164,20 @@ func TestALoopScalesToZeroWhenIdleAndBackOnTheNextTask(t *testing.T) {
 // count never holds still for 10s.
 func TestABacklogHoveringAtTheThresholdDoesNotFlap(t *testing.T) {
 	const (
-		target     = 10
-		k          = 2
-		taskMs     = 1000
-		highRate   = 26.0 // tasks per second: 2.6 × target in flight
-		lowRate    = 16.0 // 1.6 × target
-		phase      = 4 * time.Second
-		tick       = 100 * time.Millisecond
-		observe    = 15 * QueuePollInterval
-		upWindow   = 10 * time.Second
-		downWindow = 20 * time.Second
+		target   = 10
+		k        = 2
+		taskMs   = 1000
+		highRate = 26.0 // tasks per second: 2.6 × target in flight
+		lowRate  = 16.0 // 1.6 × target
+		phase    = 4 * time.Second
+		tick     = 100 * time.Millisecond
+		observe  = 15 * QueuePollInterval
+		// The windows are counted in polls, the autoscaler's samples: 10s
+		// and 20s at the local suite's 2s polls. With the deployed default
+		// of 10s (kind), a window of 10s would hold one sample, and any
+		// poll in a high phase would scale up.
+		upWindow   = 5 * QueuePollInterval
+		downWindow = 10 * QueuePollInterval
 		settledFor = downWindow + 2*QueuePollInterval // past the longer window and a poll after it
 		maxChanges = 1
 	)
@@ -217,7 +221,7 @@ func TestABacklogHoveringAtTheThresholdDoesNotFlap(t *testing.T) {
 		}
 	}
 
-	produce("the count to settle", 2*time.Minute, func() bool { return trail.settled(k-1, settledFor) })
+	produce("the count to settle", 5*settledFor, func() bool { return trail.settled(k-1, settledFor) })
 	start := time.Now()
 	settledAt := trail.last().spec
 	t.Logf("settled at %d replicas after %d tasks; observing %s", settledAt, next, observe)
