@@ -217,8 +217,16 @@ func openLedger(ctx context.Context, q *loopQueue, ld *loopsv1alpha1.LoopDeploym
 	if _, err := q.js.Stream(ctx, q.names.ResultStream()); err != nil {
 		return nil, fmt.Errorf("the result stream %s of loopdeployment %q (provisioned by the operator): %w", q.names.ResultStream(), ld.Name, err)
 	}
+	// JetStream is asked again while it does not answer (a NATS cluster
+	// electing its leaders), for a bounded time.
+	ctx, cancel := context.WithTimeout(ctx, ledgerOpenTimeout)
+	defer cancel()
 	return ledger.Open(ctx, q.js, q.names)
 }
+
+// ledgerOpenTimeout bounds the wait for JetStream to follow a loop's
+// results.
+const ledgerOpenTimeout = time.Minute
 
 // maxFailuresShown caps the failures --wait lists.
 const maxFailuresShown = 20

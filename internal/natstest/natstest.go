@@ -61,14 +61,22 @@ func (s *Server) Restart() {
 // when the test ends, and its JetStream context.
 func (s *Server) Connect() (*nats.Conn, jetstream.JetStream) {
 	s.t.Helper()
-	nc, err := nats.Connect(s.URL, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	return Connect(s.t, s.URL)
+}
+
+// Connect connects to the NATS server (or the servers of a cluster) at url
+// with a connection that reconnects quickly and forever, closed when the
+// test ends, and returns it with its JetStream context.
+func Connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 	if err != nil {
-		s.t.Fatalf("natstest: connect: %v", err)
+		t.Fatalf("natstest: connect: %v", err)
 	}
-	s.t.Cleanup(nc.Close)
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
-		s.t.Fatalf("natstest: jetstream: %v", err)
+		t.Fatalf("natstest: jetstream: %v", err)
 	}
 	return nc, js
 }

@@ -99,7 +99,11 @@ func newLoop(t *testing.T, name string, replicas int32, edit func(*loopsv1alpha1
 		t.Fatal(err)
 	}
 	l.names = queue.NewNames(contract.QueueNames(l.ns, name, ld.Spec.Queue.NATS))
-	if l.book, err = ledger.Open(ctx, l.js, l.names); err != nil {
+	// JetStream is asked again while it does not answer (a cluster just
+	// formed still electing the streams' leaders, a machine short of CPU).
+	opening, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if l.book, err = ledger.Open(opening, l.js, l.names); err != nil {
 		t.Fatalf("opening the ledger (the workers create the streams): %v", err)
 	}
 	t.Cleanup(l.book.Close)

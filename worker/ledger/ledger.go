@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tenire/loop-operator/worker/queue"
@@ -59,7 +60,10 @@ type Ledger struct {
 }
 
 // Open starts following the result and dead-letter streams of the loop
-// with the given names, from their first record.
+// with the given names, from their first record. A JetStream that does not
+// answer in time (the streams' replicas still electing a leader, a server
+// catching up or short of CPU) is asked again until ctx ends: bound ctx to
+// bound the wait.
 func Open(ctx context.Context, js jetstream.JetStream, names queue.Names) (*Ledger, error) {
 	l := &Ledger{
 		changed:   make(chan struct{}),
@@ -68,7 +72,7 @@ func Open(ctx context.Context, js jetstream.JetStream, names queue.Names) (*Ledg
 		dead:      map[string]Failure{},
 	}
 	follow := func(stream string, record func(jetstream.Msg)) error {
-		c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+		c, err := orderedConsumer(ctx, js, stream)
 		if err != nil {
 			return err
 		}
@@ -91,6 +95,54 @@ func Open(ctx context.Context, js jetstream.JetStream, names queue.Names) (*Ledg
 	}
 	return l, nil
 }
+
+// orderedConsumer creates an ordered consumer of stream from its first
+// record, asking again, with a growing pause, while the answer is a timeout
+// or a "temporarily unavailable" and ctx lives.
+func orderedConsumer(ctx context.Context, js jetstream.JetStream, stream string) (jetstream.Consumer, error) {
+	pause := 100 * time.Millisecond
+	var last error
+	for {
+		// Each try is bounded as nats.go bounds a request without a
+		// deadline, whatever ctx's own deadline: a request the server
+		// dropped is asked again rather than waited for.
+		try, cancel := context.WithTimeout(ctx, askTimeout)
+		c, err := js.OrderedConsumer(try, stream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+		cancel()
+		switch {
+		case err == nil:
+			return c, nil
+		case ctx.Err() != nil && last != nil:
+			return nil, fmt.Errorf("%w (JetStream's last answer: %w)", ctx.Err(), last)
+		case ctx.Err() != nil || !unanswered(err):
+			return nil, err
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (JetStream's last answer: %w)", ctx.Err(), last)
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 2*time.Second)
+	}
+}
+
+// unanswered tells whether err means that JetStream did not answer in time
+// or answered that it cannot now, rather than a refusal that another try
+// would meet again.
+func unanswered(err error) bool {
+	var api *jetstream.APIError
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		(errors.As(err, &api) && api.ErrorCode == jsClusterNotAvailable)
+}
+
+// askTimeout bounds one request to JetStream, as nats.go's default does
+// (a variable for the package's tests).
+var askTimeout = 5 * time.Second
+
+// jsClusterNotAvailable is the error code of JetStream's "JetStream system
+// temporarily unavailable", which nats.go does not name.
+const jsClusterNotAvailable jetstream.ErrorCode = 10008
 
 // Close stops following the streams.
 func (l *Ledger) Close() {

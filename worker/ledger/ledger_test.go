@@ -3,9 +3,11 @@ package ledger_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
@@ -149,5 +151,85 @@ func TestALoopWithoutResultsIsReported(t *testing.T) {
 	_, err := ledger.Open(t.Context(), js, names)
 	if !errors.Is(err, ledger.ErrNoResults) {
 		t.Fatalf("Open = %v, want ErrNoResults", err)
+	}
+}
+
+// A JetStream that does not answer (here: a server whose JetStream is
+// switched off, which leaves the consumer requests unanswered, as a
+// cluster electing its leaders or a server short of CPU does) is asked
+// again until it answers; the ledger then opens on the streams as they
+// were.
+func TestOpenAsksAgainUntilJetStreamAnswers(t *testing.T) {
+	t.Cleanup(ledger.SetAskTimeout(200 * time.Millisecond))
+	store := t.TempDir()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: store, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("the server did not start")
+	}
+	_, js := natstest.Connect(t, srv.ClientURL())
+	names := queue.NewNames("LEDGER", "loops.test.ledger")
+	if _, err := queue.Ensure(t.Context(), js, names, queue.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := queue.EnsureResults(t.Context(), js, names, time.Hour, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.DisableJetStream(); err != nil {
+		t.Fatal(err)
+	}
+
+	// With a bound, Open gives up when the bound ends, and says why.
+	short, cancel := context.WithTimeout(t.Context(), time.Second)
+	_, err = ledger.Open(short, js, names)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "last answer") {
+		t.Fatalf("Open with a bound of 1s on a server without JetStream = %v, want the deadline and JetStream's last answer", err)
+	}
+
+	// With a longer one, it goes on asking (the server counts the
+	// requests) and opens once JetStream is back.
+	inMsgs := func() int64 {
+		v, err := srv.Varz(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v.InMsgs
+	}
+	before := inMsgs()
+	type opened struct {
+		l   *ledger.Ledger
+		err error
+	}
+	result := make(chan opened, 1)
+	go func() {
+		l, err := ledger.Open(t.Context(), js, names)
+		result <- opened{l, err}
+	}()
+	for deadline := time.Now().Add(30 * time.Second); inMsgs() < before+3; {
+		select {
+		case r := <-result:
+			t.Fatalf("Open returned (%v) while JetStream was off", r.err)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Open did not ask again")
+		}
+	}
+	if err := srv.EnableJetStream(&server.JetStreamConfig{StoreDir: store}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-result:
+		if r.err != nil {
+			t.Fatalf("Open after JetStream came back: %v", r.err)
+		}
+		r.l.Close()
+	case <-time.After(30 * time.Second):
+		t.Fatal("Open did not return after JetStream came back")
 	}
 }

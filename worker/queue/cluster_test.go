@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tenire/loop-operator/internal/localcluster"
@@ -22,15 +21,7 @@ import (
 // is lost.
 func TestEnsureSetsAndChangesTheReplicasOfTheWholeQueue(t *testing.T) {
 	cluster := localcluster.StartNATSClusterForTest(t, 3)
-	nc, err := nats.Connect(cluster.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.Connect(t, cluster.URL())
 	ctx := t.Context()
 	names := queue.NewNames("LOOP_cluster", "loops.cluster")
 	cfg := queue.Config{Priorities: []string{"high", "low"}, ResultRetention: time.Hour, Replicas: 1}

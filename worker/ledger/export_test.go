@@ -1,0 +1,11 @@
+package ledger
+
+import "time"
+
+// SetAskTimeout shortens the bound of one request to JetStream for a test
+// and returns a function that puts it back.
+func SetAskTimeout(d time.Duration) (restore func()) {
+	old := askTimeout
+	askTimeout = d
+	return func() { askTimeout = old }
+}
