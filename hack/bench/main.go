@@ -101,6 +101,9 @@ func run(args []string, log logr.Logger) error {
 	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
 		return err
 	}
+	if old, err := os.ReadFile(o.out); err == nil {
+		buf.Write(carriedNotes(old))
+	}
 	if err := os.WriteFile(o.out, buf.Bytes(), 0o644); err != nil {
 		return err
 	}

@@ -122,3 +122,25 @@ func TestARatioThatRoundsOntoItsGoalShowsThreeDecimals(t *testing.T) {
 		t.Errorf("a ratio far from its goal shows %s, want 0.38×", ratioOf(g))
 	}
 }
+
+func TestHandWrittenNotesAreCarriedOverMarkedAsWrittenForAnEarlierRun(t *testing.T) {
+	if got := carriedNotes([]byte("# Benchmarks\n\nno notes\n")); got != nil {
+		t.Errorf("a report without notes carried %q", got)
+	}
+	if got := carriedNotes([]byte("# Benchmarks\n\n" + notesMarker + "\n\n")); got != nil {
+		t.Errorf("empty notes carried as %q", got)
+	}
+	first := carriedNotes([]byte("# Benchmarks\n\n" + notesMarker + "\n\nThe dispatch missed: contention.\n"))
+	for _, want := range []string{notesMarker, carriedNote, "The dispatch missed: contention."} {
+		if !strings.Contains(string(first), want) {
+			t.Errorf("carried notes %q lack %q", first, want)
+		}
+	}
+	again := carriedNotes(append([]byte("# Benchmarks, a later run\n"), first...))
+	if n := strings.Count(string(again), carriedNote); n != 1 {
+		t.Errorf("notes carried twice say they are carried %d times: %q", n, again)
+	}
+	if !strings.Contains(string(again), "The dispatch missed: contention.") {
+		t.Errorf("notes carried twice lost their text: %q", again)
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -144,7 +145,7 @@ func loadAvg() (string, float64, error) {
 func (r *report) write(w io.Writer) error {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	p("# Benchmarks\n\n")
-	p("<!-- Written by `make bench` (hack/bench); edit hack/bench, not this file. -->\n\n")
+	p("<!-- Written by `make bench` (hack/bench); edit hack/bench, not this file, except the notes at its end. -->\n\n")
 	if r.Quick {
 		p("**A smoke run (`-quick`): small sizes and `-count 1`. These figures check that every part runs; they are not measurements.**\n\n")
 	}
@@ -230,4 +231,26 @@ func ratioOf(f *figure) string {
 		return fmt.Sprintf("%.3f×", f.Ratio)
 	}
 	return ratio(f.Ratio)
+}
+
+// notesMarker starts the notes written by hand under a report (why a goal
+// was missed, what a profile shows): make bench keeps them.
+const notesMarker = "<!-- Notes written by hand after a run: make bench keeps everything below this line. -->"
+
+// carriedNote heads notes that a later run carried over.
+const carriedNote = "_These notes were written for an earlier run than the one above and carried over by `make bench`: read them against its figures and rewrite them._"
+
+// carriedNotes returns the hand-written notes of the report old, marked as
+// written for an earlier run, or nil when it has none.
+func carriedNotes(old []byte) []byte {
+	_, notes, ok := bytes.Cut(old, []byte(notesMarker))
+	if !ok {
+		return nil
+	}
+	notes = bytes.TrimSpace(notes)
+	notes = bytes.TrimSpace(bytes.TrimPrefix(notes, []byte(carriedNote)))
+	if len(notes) == 0 {
+		return nil
+	}
+	return fmt.Appendf(nil, "\n%s\n\n%s\n\n%s\n", notesMarker, carriedNote, notes)
 }

@@ -83,8 +83,12 @@ kube-controller-manager's rate limits. Each side runs alone, in four phases:
 create (until L × P pods are Ready), steady (nothing changes for a while),
 rollout (every pod template changes; until L × P new pods are Ready and no
 old one is left) and zero (every object scaled to 0 through /scale; until
-no pod is left). The operator manages the loops' queues, and stand-in
-workers announce each pod idle, as idle loop-workers would. Writes are
+no pod is left); each phase but steady ends only when every object's
+status says what its pods show (observed generation, replicas Ready and
+updated) and every loop pod's worker has announced itself, so that a
+phase's writes are its own and the steady window starts quiet. The
+operator manages the loops' queues, and stand-in workers announce each
+pod idle, as idle loop-workers would. Writes are
 every client's, as in part 5; status writes are the controllers' writes of
 their own objects' status. On the LoopDeployment side the operator is
 sampled every 250 ms: resident memory (/proc), CPU time, reconciles of the

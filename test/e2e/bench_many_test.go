@@ -24,6 +24,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -47,6 +48,11 @@ import (
 //     L × P pods of the new template are Ready and no other pod is left;
 //   - zero: every object is scaled to 0 through /scale; until no pod is
 //     left.
+//
+// Each phase but steady also waits until every object's status says what
+// its pods show (benchManySettled), and on the LoopDeployment side until
+// every pod's worker has announced itself: a phase's writes are then all
+// its own, and the steady window starts with nothing left to report.
 //
 // Each phase counts every client's writes (apiserver_request_total, as
 // TestBenchOperatorScale) and, on the LoopDeployment side, samples the
@@ -141,6 +147,7 @@ func benchManySide(t *testing.T, side string, loops, pods int, steady time.Durat
 	if _, err := tr.waitFor(ctx, timeout, ready); err != nil {
 		t.Fatalf("%s create: %v; pods: %s", side, err, tr.describe())
 	}
+	benchManySettled(t, side, tr, ns, int32(pods), timeout)
 	phases = append(phases, m.end("create", n))
 
 	m = benchManyStart(t, writes, op)
@@ -149,11 +156,6 @@ func benchManySide(t *testing.T, side string, loops, pods int, steady time.Durat
 	}
 	phases = append(phases, m.end("steady", n))
 
-	if side == benchOpSideLD {
-		if err := tr.waitAnnounced(ctx, n); err != nil {
-			t.Fatalf("the idle workers' announcements: %v", err)
-		}
-	}
 	tr.mu.Lock()
 	tr.rev = "2"
 	tr.mu.Unlock()
@@ -163,13 +165,9 @@ func benchManySide(t *testing.T, side string, loops, pods int, steady time.Durat
 	if _, err := tr.waitFor(ctx, 2*timeout, ready); err != nil {
 		t.Fatalf("%s rollout: %v; pods: %s", side, err, tr.describe())
 	}
+	benchManySettled(t, side, tr, ns, int32(pods), timeout)
 	phases = append(phases, m.end("rollout", n))
 
-	if side == benchOpSideLD {
-		if err := tr.waitAnnounced(ctx, n); err != nil {
-			t.Fatalf("the idle workers' announcements: %v", err)
-		}
-	}
 	m = benchManyStart(t, writes, op)
 	zero := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"replicas":0}}`))
 	benchManyEach(t, objs, func(ctx context.Context, obj client.Object) error {
@@ -178,10 +176,73 @@ func benchManySide(t *testing.T, side string, loops, pods int, steady time.Durat
 	if _, err := tr.waitFor(ctx, timeout, func(c benchOpCounts) bool { return c.total[side] == 0 }); err != nil {
 		t.Fatalf("%s zero: %v; pods: %s", side, err, tr.describe())
 	}
+	benchManySettled(t, side, nil, ns, 0, timeout)
 	phases = append(phases, m.end("zero", n))
 	tr.stop()
 	tr.check()
 	return phases
+}
+
+// benchManySettled waits until every object of the side in ns has
+// observed its generation and reports replicas Ready and updated (want
+// of them, or none left), and, on the LoopDeployment side with tr given,
+// until every pod's stand-in worker announced itself (tr.waitAnnounced).
+// It lists every 500 ms: reads, which the writes' counts leave out.
+func benchManySettled(t *testing.T, side string, tr *benchOpTracker, ns string, want int32, timeout time.Duration) {
+	t.Helper()
+	ctx := t.Context()
+	if side == benchOpSideLD && tr != nil && want > 0 {
+		tr.mu.Lock()
+		n := tr.counts().total[side]
+		tr.mu.Unlock()
+		if err := tr.waitAnnounced(ctx, n); err != nil {
+			t.Fatalf("the idle workers' announcements: %v", err)
+		}
+	}
+	// counts is one object of the side: its generation, the generation its
+	// status observed, and the status's replicas, ready and updated.
+	type counts struct {
+		name                     string
+		gen, observed            int64
+		replicas, ready, updated int32
+		status                   any
+	}
+	list := func(ctx context.Context) ([]counts, error) {
+		var out []counts
+		if side == benchOpSideLD {
+			var items loopsv1alpha1.LoopDeploymentList
+			err := env.Client.List(ctx, &items, client.InNamespace(ns))
+			for _, o := range items.Items {
+				st := o.Status
+				out = append(out, counts{o.Name, o.Generation, st.ObservedGeneration, st.Replicas, st.ReadyReplicas, st.UpdatedReplicas, st})
+			}
+			return out, err
+		}
+		var items appsv1.DeploymentList
+		err := env.Client.List(ctx, &items, client.InNamespace(ns))
+		for _, o := range items.Items {
+			st := o.Status
+			out = append(out, counts{o.Name, o.Generation, st.ObservedGeneration, st.Replicas, st.ReadyReplicas, st.UpdatedReplicas, st})
+		}
+		return out, err
+	}
+	var left string
+	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		all, err := list(ctx)
+		if err != nil {
+			return false, err
+		}
+		for _, c := range all {
+			if c.observed != c.gen || c.replicas != want || c.ready != want || c.updated != want {
+				left = fmt.Sprintf("%s: %+v", c.name, c.status)
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("%s: the statuses did not settle at %d replicas: %v; first not settled: %s", side, want, err, left)
+	}
 }
 
 // benchManyEach applies f to every object, eight at a time, as a user's
