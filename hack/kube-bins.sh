@@ -16,8 +16,11 @@
 #   TENIRE_CACHE_DIR  root of the cache (default ${XDG_CACHE_HOME:-$HOME/.cache}/tenire)
 #   KUBE_VERSION, ETCD_VERSION, KWOK_VERSION, NATS_VERSION  versions to build
 #
-# Usage: hack/kube-bins.sh [--print-dir]
+# Usage: hack/kube-bins.sh [--print-dir | --node]
 #   --print-dir  print the folder (the KUBEBUILDER_ASSETS value) and build nothing
+#   --node       build, besides, a node's binaries (kubelet, kubeadm, kubectl,
+#                kube-proxy) into the same folder, for the kind node image
+#                (hack/kind-node)
 #
 # The last line printed is the folder to use as KUBEBUILDER_ASSETS.
 set -euo pipefail
@@ -34,6 +37,8 @@ if [[ ${1:-} == --print-dir ]]; then
   echo "$BIN_DIR"
   exit 0
 fi
+node=0
+[[ ${1:-} == --node ]] && node=1
 
 log() { printf '[kube-bins %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -66,37 +71,14 @@ kube_module() {
   echo "$dir"
 }
 
-# plain_module writes a module that requires one module at one version.
-plain_module() {
-  local mod=$1 version=$2 dir="$SRC_DIR/${1//\//_}-$2"
-  if [[ ! -f $dir/go.mod ]]; then
-    mkdir -p "$dir"
-    printf 'module tenire.local/%s\n\ngo 1.26\n\nrequire %s %s\n' "${mod##*/}" "$mod" "$version" >"$dir/go.mod.tmp"
-    mv "$dir/go.mod.tmp" "$dir/go.mod"
-  fi
-  echo "$dir"
-}
-
-built=0
+# shellcheck source=hack/go-build.sh
+source "$(dirname "$0")/go-build.sh"
 partial=""
 trap 'if [[ -n $partial ]]; then rm -f "$partial"; fi' EXIT
+# plain_module writes a module that requires one module at one version.
+plain_module() { go_module "$1" "$2" "$SRC_DIR"; }
 # build NAME MODULE_DIR PACKAGE LDFLAGS: build one binary unless it is cached.
-build() {
-  local name=$1 dir=$2 pkg=$3 ldflags=$4
-  local out="$BIN_DIR/$name"
-  if [[ -x $out ]]; then
-    log "$name: cached"
-    return
-  fi
-  log "$name: building $pkg (this can take minutes)"
-  local start=$SECONDS
-  partial="$BIN_DIR/.$name.tmp.$$"
-  (cd "$dir" && go build -trimpath -ldflags "$ldflags" -o "$partial" "$pkg")
-  mv -f "$partial" "$out"
-  partial=""
-  built=$((built + 1))
-  log "$name: built in $((SECONDS - start))s"
-}
+build() { go_build_once "$BIN_DIR/$1" "$2" "$3" "$4"; }
 
 total_start=$SECONDS
 kver="-s -w"
@@ -104,15 +86,17 @@ for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   kver+=" -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$(cut -d. -f2 <<<"$KUBE_VERSION") -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
 done
 
+kube_cmds=(kube-scheduler kube-controller-manager kube-apiserver)
+((node)) && kube_cmds+=(kubelet kubeadm kubectl kube-proxy)
 need_kube=0
-for b in kube-apiserver kube-controller-manager kube-scheduler; do [[ -x $BIN_DIR/$b ]] || need_kube=1; done
+for b in "${kube_cmds[@]}"; do [[ -x $BIN_DIR/$b ]] || need_kube=1; done
 if ((need_kube)); then
   kdir=$(kube_module)
-  for b in kube-scheduler kube-controller-manager kube-apiserver; do
+  for b in "${kube_cmds[@]}"; do
     build "$b" "$kdir" "k8s.io/kubernetes/cmd/$b" "$kver"
   done
 else
-  for b in kube-apiserver kube-controller-manager kube-scheduler; do log "$b: cached"; done
+  for b in "${kube_cmds[@]}"; do log "$b: cached"; done
 fi
 
 if [[ ! -x $BIN_DIR/etcd ]]; then
@@ -152,6 +136,6 @@ else
   log "nats-server: cached"
 fi
 
-log "$built binaries built, $((SECONDS - total_start))s in all; KUBEBUILDER_ASSETS is:"
+log "$go_built binaries built, $((SECONDS - total_start))s in all; KUBEBUILDER_ASSETS is:"
 "$BIN_DIR/kube-apiserver" --version >&2
 echo "$BIN_DIR"
