@@ -7,9 +7,24 @@ LDFLAGS = -X main.version=$(VERSION)
 # Image names: the operator's and the default worker's.
 IMG ?= ghcr.io/tenire/loop-operator:$(VERSION)
 WORKER_IMG ?= ghcr.io/tenire/loop-worker:$(VERSION)
-# The kind path (needs Docker and kind on your machine).
-KIND ?= kind
+# The kind path (needs Docker; make kind builds kind into bin/).
+KIND ?= $(LOCALBIN)/kind
 KIND_CLUSTER ?= tenire
+# The kind node image: empty for the one hack/kind-node/build.sh builds here
+# without a registry (make kind-node-image); where a registry is reachable,
+# kind's own, e.g. kindest/node:v1.37.2.
+KIND_NODE_IMAGE ?=
+# The NATS image of make kind-create: empty for the one make nats-image
+# assembles here from the nats-server module this project tests against
+# (tenire.local/nats-server:VERSION); where a registry is reachable, the
+# image config/nats names (nats:2.12-alpine) or any other.
+NATS_IMG ?=
+# The image of examples/custom-worker that make kind-load loads for the
+# kind suite (make custom-worker-image).
+CUSTOM_WORKER_IMG ?= tenire.local/custom-worker:dev
+NATS_BASE_IMG = nats:2.12-alpine
+NATS_VERSION = $(shell go list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2)
+NATS_LOCAL_IMG = tenire.local/nats-server:$(NATS_VERSION)
 CONTAINER_TOOL ?= docker
 
 # Where the real control plane is built (outside the repository); see hack/kube-bins.sh.
@@ -181,13 +196,27 @@ images: ## Build both images as archives in bin/images without Docker, and verif
 	go run ./hack/ociimage verify --archive bin/images/manager.tar --entrypoint /manager
 	go run ./hack/ociimage verify --archive bin/images/loop-worker.tar --entrypoint /loop-worker
 
+.PHONY: custom-worker-image
+custom-worker-image: ## Build the image of examples/custom-worker without Docker as bin/images/custom-worker.tar ($(CUSTOM_WORKER_IMG)), for make test-e2e-kind.
+	@mkdir -p bin/static bin/images
+	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/static/custom-worker ./examples/custom-worker
+	go run ./hack/ociimage build --binary bin/static/custom-worker --entrypoint /custom-worker --tag $(CUSTOM_WORKER_IMG) --version $(VERSION) --out bin/images/custom-worker.tar
+	go run ./hack/ociimage verify --archive bin/images/custom-worker.tar --entrypoint /custom-worker
+
+.PHONY: nats-image
+nats-image: ## Build the NATS image of the kind path without a registry: nats-server of go.mod, static, as bin/images/nats.tar ($(NATS_LOCAL_IMG)).
+	@mkdir -p bin/static bin/images
+	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/static/nats-server github.com/nats-io/nats-server/v2
+	go run ./hack/ociimage build --binary bin/static/nats-server --entrypoint /nats-server --tag $(NATS_LOCAL_IMG) --version $(NATS_VERSION) --out bin/images/nats.tar
+	go run ./hack/ociimage verify --archive bin/images/nats.tar --entrypoint /nats-server
+
 .PHONY: docker-up
 docker-up: ## Make sure a Docker daemon answers: install Debian's docker.io and start dockerd when needed (hack/docker-up.sh).
 	bash hack/docker-up.sh
 
 .PHONY: test-images
-test-images: images docker-up ## Run both images in real containers as a kubelet would (read-only root, non-root, no capabilities): the worker standalone and bound to a queue, the manager against a real API server.
-	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" go test -tags images -race -count=1 -timeout 10m ./test/images/ -v
+test-images: images nats-image docker-up ## Run the images in real containers as a kubelet would (read-only root, non-root, no capabilities): the worker standalone and bound to a queue, the manager against a real API server, the kind path's NATS as config/nats runs it.
+	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" NATS_IMG="$(NATS_LOCAL_IMG)" go test -tags images -race -count=1 -timeout 10m ./test/images/ -v
 
 .PHONY: docker-build
 docker-build: ## Build both images with Docker from hack/Dockerfile (kind path).
@@ -200,18 +229,25 @@ KIND_CONFIG ?= hack/kind-config.yaml
 # to bin/ by `kind get kubeconfig`.
 KIND_KUBECONFIG ?=
 
+.PHONY: kind-node-image
+kind-node-image: docker-up ## Build the kind node image without a registry (hack/kind-node/build.sh: Debian, kind's base files, Kubernetes from source), cached under ~/.cache/tenire, and load it into Docker.
+	bash hack/kind-node/build.sh
+
 .PHONY: kind-create
-kind-create: ## Create the kind cluster $(KIND_CLUSTER) (nodes of $(KIND_CONFIG)) and deploy the development NATS (config/nats) into it.
-	$(KIND) create cluster --name $(KIND_CLUSTER) --config $(KIND_CONFIG)
-	kubectl apply -k config/nats
+kind-create: kind $(if $(KIND_NODE_IMAGE),docker-up,kind-node-image) $(if $(NATS_IMG),,nats-image) ## Create the kind cluster $(KIND_CLUSTER) (nodes of $(KIND_CONFIG), image $(KIND_NODE_IMAGE) or the local one) and deploy the development NATS (config/nats, image $(NATS_IMG) or the local one) into it.
+	$(KIND) create cluster --name $(KIND_CLUSTER) --config $(KIND_CONFIG) --image "$(or $(KIND_NODE_IMAGE),$(shell bash hack/kind-node/build.sh --print-image))"
+	$(if $(NATS_IMG),,$(KIND) load image-archive bin/images/nats.tar --name $(KIND_CLUSTER))
+	kubectl kustomize config/nats | sed 's|image: $(NATS_BASE_IMG)$$|image: $(or $(NATS_IMG),$(NATS_LOCAL_IMG))|' | kubectl apply -f -
 	kubectl -n nats rollout status statefulset/nats --timeout=3m
 
 .PHONY: kind-load
-kind-load: docker-build ## Load both images into the kind cluster $(KIND_CLUSTER).
-	$(KIND) load docker-image $(IMG) $(WORKER_IMG) --name $(KIND_CLUSTER)
+kind-load: kind images custom-worker-image ## Load both images, as make images assembles them (no Docker build, no registry), and the custom worker example's into the kind cluster $(KIND_CLUSTER).
+	$(KIND) load image-archive bin/images/manager.tar --name $(KIND_CLUSTER)
+	$(KIND) load image-archive bin/images/loop-worker.tar --name $(KIND_CLUSTER)
+	$(KIND) load image-archive bin/images/custom-worker.tar --name $(KIND_CLUSTER)
 
 .PHONY: kind-delete
-kind-delete: ## Delete the kind cluster $(KIND_CLUSTER).
+kind-delete: kind ## Delete the kind cluster $(KIND_CLUSTER).
 	$(KIND) delete cluster --name $(KIND_CLUSTER)
 
 .PHONY: test-e2e-kind
@@ -226,7 +262,7 @@ test-e2e-kind: ## Run the end-to-end suite against the kind cluster $(KIND_CLUST
 	kubectl --kubeconfig "$$kubeconfig" -n nats get statefulset nats >/dev/null || { echo "no NATS in the cluster: run make kind-create (or kubectl apply -k config/nats)"; exit 1; }; \
 	kubectl --kubeconfig "$$kubeconfig" -n tenire-system get deployment loop-operator-controller-manager >/dev/null || { echo "the operator is not deployed: run make kind-load deploy"; exit 1; }; \
 	echo "KUBECONFIG=$$kubeconfig go test -tags e2e,kind ./test/e2e/ (worker image $(WORKER_IMG))"; \
-	KUBECONFIG="$$kubeconfig" E2E_WORKER_IMAGE="$(WORKER_IMG)" go test -tags e2e,kind -race -count=1 -timeout 60m ./test/e2e/
+	KUBECONFIG="$$kubeconfig" E2E_WORKER_IMAGE="$(WORKER_IMG)" E2E_CUSTOM_WORKER_IMAGE="$(CUSTOM_WORKER_IMG)" go test -tags e2e,kind -race -count=1 -timeout 60m ./test/e2e/
 
 .PHONY: lint-e2e-kind
 lint-e2e-kind: golangci-lint ## Lint only the kind variant of the e2e suite (build tags e2e,kind); make lint runs this too.
@@ -269,6 +305,12 @@ GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
 ## Tool Versions
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
+KIND_VERSION ?= v0.33.0
+
+.PHONY: kind
+kind: $(LOCALBIN)/kind ## Build kind $(KIND_VERSION) into bin/ if necessary.
+$(LOCALBIN)/kind: $(LOCALBIN)
+	$(call go-install-tool,$(LOCALBIN)/kind,sigs.k8s.io/kind,$(KIND_VERSION))
 
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN) ## Download controller-gen locally if necessary.

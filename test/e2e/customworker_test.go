@@ -17,7 +17,7 @@ import (
 // away, reporting Drained long before the drain deadline.
 func TestTheCustomWorkerExampleRunsItsTasksAndDrainsWhenScaledToZero(t *testing.T) {
 	if CustomWorkerImage == "" {
-		t.Fatal("no image of examples/custom-worker: build it (examples/custom-worker/Dockerfile), load it into the kind nodes and set E2E_CUSTOM_WORKER_IMAGE")
+		t.Fatal("no image of examples/custom-worker: make kind-load loads it and make test-e2e-kind sets E2E_CUSTOM_WORKER_IMAGE (or build it with examples/custom-worker/Dockerfile, load it into the kind nodes and set it)")
 	}
 	l := newLoop(t, "custom", 2, func(ld *loopsv1alpha1.LoopDeployment) {
 		ld.Spec.Template.Spec.Containers[0].Image = CustomWorkerImage

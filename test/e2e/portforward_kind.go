@@ -19,7 +19,7 @@ import (
 	"github.com/tenire/loop-operator/internal/localcluster"
 )
 
-// portForward runs `kubectl port-forward` to a service on one local port
+// portForward runs `kubectl port-forward` to a service (or a pod) on one local port
 // for as long as the suite runs. kubectl forwards to one pod behind the
 // service and exits when it loses it; portForward then starts it again on
 // the same port, a second later, so that a client reconnecting to the
@@ -46,7 +46,7 @@ type forwardRun struct {
 }
 
 // startPortForward forwards a free loopback port to remotePort of target
-// (svc/NAME) in namespace and waits until kubectl forwards.
+// (svc/NAME, or pod/NAME) in namespace and waits until kubectl forwards.
 func startPortForward(ctx context.Context, log logr.Logger, namespace, target string, remotePort int) (*portForward, error) {
 	port, err := localcluster.FreePort()
 	if err != nil {

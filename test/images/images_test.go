@@ -42,6 +42,8 @@ import (
 var (
 	managerImage = envOr("IMG", "ghcr.io/tenire/loop-operator:dev")
 	workerImage  = envOr("WORKER_IMG", "ghcr.io/tenire/loop-worker:dev")
+	// natsImage is make nats-image's (the Makefile passes NATS_LOCAL_IMG).
+	natsImage = envOr("NATS_IMG", "")
 )
 
 // asAPod are the docker run flags of the security context the operator
@@ -70,7 +72,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	for _, archive := range []string{"manager.tar", "loop-worker.tar"} {
+	if natsImage == "" {
+		fmt.Fprintln(os.Stderr, "NATS_IMG is not set: run make test-images")
+		os.Exit(1)
+	}
+	for _, archive := range []string{"manager.tar", "loop-worker.tar", "nats.tar"} {
 		path := filepath.Join(root, "bin", "images", archive)
 		if out, err := exec.Command("docker", "load", "-i", path).CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "docker load -i %s (run make images first): %v: %s\n", path, err, out)
@@ -262,6 +268,74 @@ func TestTheWorkerImageRunsAsInAPod(t *testing.T) {
 	eventually(t, c, fmt.Sprintf("%d tasks to succeed", n), func() bool { return succeeded(admin) == n })
 	if code := c.stop(30 * time.Second); code != 0 {
 		t.Errorf("exit code after SIGTERM = %d, want 0; log:\n%s", code, c.logs())
+	}
+}
+
+// TestTheNATSImageRunsAsConfigNATSRunsIt: make nats-image's NATS, the
+// server of make kind-create, with config/nats's arguments and security
+// context (user 1000, no capabilities) and its store on a folder that user
+// owns, as the claim's volume with fsGroup 1000: JetStream is ready and a
+// worker in its own container runs tasks through it; SIGTERM stops it
+// cleanly.
+func TestTheNATSImageRunsAsConfigNATSRunsIt(t *testing.T) {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := manifests.Kustomize(filepath.Join(root, "config", "nats"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := manifests.Objects(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sts appsv1.StatefulSet
+	for _, o := range objs {
+		if o.GetKind() == "StatefulSet" {
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &sts); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(sts.Spec.Template.Spec.Containers) != 1 {
+		t.Fatalf("config/nats has no StatefulSet of one container: %+v", sts.Spec.Template.Spec)
+	}
+	ctr, pod := sts.Spec.Template.Spec.Containers[0], sts.Spec.Template.Spec.SecurityContext
+	if pod == nil || pod.RunAsUser == nil || pod.FSGroup == nil {
+		t.Fatal("config/nats's pod sets no runAsUser and fsGroup")
+	}
+	clientPort, monitor := freePort(t), freePort(t)
+	args := []string{"--port", strconv.Itoa(clientPort)}
+	for _, a := range ctr.Args {
+		if strings.HasPrefix(a, "--http_port=") {
+			a = fmt.Sprintf("--http_port=%d", monitor)
+		}
+		args = append(args, a)
+	}
+	user := fmt.Sprintf("%d:%d", *pod.RunAsUser, *pod.FSGroup)
+	flags := []string{"--user", user, "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+		"--tmpfs", fmt.Sprintf("/data:uid=%d,gid=%d,mode=0770", *pod.RunAsUser, *pod.FSGroup)}
+	t.Logf("NATS as config/nats runs it: --user %s %v", user, args)
+	nc := start(t, flags, natsImage, args...)
+	eventually(t, nc, "JetStream to be ready", func() bool {
+		return httpOK(fmt.Sprintf("http://127.0.0.1:%d/healthz?js-enabled-only=true", monitor))
+	})
+
+	url := fmt.Sprintf("nats://127.0.0.1:%d", clientPort)
+	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	const stream, prefix = "LOOP_images_nats", "loops.images.nats"
+	w := start(t, asAPod, workerImage, "--nats-url", url, "--stream", stream, "--subject-prefix", prefix,
+		"--ensure-queue", "--admin-addr", admin, "--max-workers", "4")
+	eventually(t, w, "the worker to be ready", func() bool { return httpOK("http://" + admin + "/readyz") })
+	const n = 20
+	submitSleeps(t, url, stream, prefix, n, 50)
+	eventually(t, w, fmt.Sprintf("%d tasks to succeed", n), func() bool { return succeeded(admin) == n })
+	if code := w.stop(30 * time.Second); code != 0 {
+		t.Errorf("the worker's exit code after SIGTERM = %d, want 0; log:\n%s", code, w.logs())
+	}
+	if code := nc.stop(30 * time.Second); code != 0 {
+		t.Errorf("NATS's exit code after SIGTERM = %d, want 0; log:\n%s", code, nc.logs())
 	}
 }
 
