@@ -3,7 +3,9 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
+	"maps"
 	mrand "math/rand/v2"
 	"os"
 	"regexp"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -20,6 +23,7 @@ import (
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/api/v1alpha1/contract"
 	"github.com/tenire/loop-operator/internal/benchresult"
+	workerloop "github.com/tenire/loop-operator/worker/loop"
 	"github.com/tenire/loop-operator/worker/queue"
 )
 
@@ -275,7 +279,45 @@ func (l *loop) waitFullPools(n int) map[string]int {
 		}
 		return len(held) == benchDrainReplicas, nil
 	})
+	l.waitAnnouncedBusy(held)
 	return held
+}
+
+// waitAnnouncedBusy waits until each of pods has announced, after this
+// call began, that it holds a task: the operator deletes a pod whose worker
+// last announced none in flight without asking it to drain (docs/design.md,
+// "Idle pods go without a drain"), so a scale-down that follows a pool
+// filling up faster than the workers announce it would measure no drain.
+// The operator's subscription hears an announcement when this one does,
+// well before the scale-down's write reaches it through the API server.
+func (l *loop) waitAnnouncedBusy(pods map[string]int) {
+	l.t.Helper()
+	var mu sync.Mutex
+	busy := map[string]bool{}
+	sub, err := l.js.Conn().Subscribe(l.names.StatusSubject(), func(m *nats.Msg) {
+		var a workerloop.Announcement
+		if json.Unmarshal(m.Data, &a) != nil {
+			return
+		}
+		inFlight := 0
+		for _, k := range a.Status.InFlightByKind {
+			inFlight += k
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if _, ok := pods[a.Worker]; ok && inFlight > 0 {
+			busy[a.Worker] = true
+		}
+	})
+	if err != nil {
+		l.t.Fatalf("subscribing to the workers' announcements: %v", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	eventually(l.t, time.Minute, fmt.Sprintf("pods %v to announce their tasks", slices.Sorted(maps.Keys(pods))), func() (bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(busy) == len(pods), nil
+	})
 }
 
 // podTimes is when the test's pod watch first saw each step of one pod's
