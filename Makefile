@@ -251,7 +251,7 @@ kind-delete: kind ## Delete the kind cluster $(KIND_CLUSTER).
 	$(KIND) delete cluster --name $(KIND_CLUSTER)
 
 .PHONY: test-e2e-kind
-test-e2e-kind: ## Run the end-to-end suite against the kind cluster $(KIND_CLUSTER); needs make kind-create kind-load deploy first.
+test-e2e-kind: ## Run the end-to-end suite (the scenarios of E2E_RUN, all when empty) against the kind cluster $(KIND_CLUSTER); needs make kind-create kind-load deploy first.
 	@kubeconfig="$(KIND_KUBECONFIG)"; \
 	if [ -z "$$kubeconfig" ]; then \
 	  command -v $(KIND) >/dev/null || { echo "$(KIND) is not installed: make test-e2e-kind needs Docker and kind (docs/development.md)"; exit 1; }; \
@@ -262,7 +262,15 @@ test-e2e-kind: ## Run the end-to-end suite against the kind cluster $(KIND_CLUST
 	kubectl --kubeconfig "$$kubeconfig" -n nats get statefulset nats >/dev/null || { echo "no NATS in the cluster: run make kind-create (or kubectl apply -k config/nats)"; exit 1; }; \
 	kubectl --kubeconfig "$$kubeconfig" -n tenire-system get deployment loop-operator-controller-manager >/dev/null || { echo "the operator is not deployed: run make kind-load deploy"; exit 1; }; \
 	echo "KUBECONFIG=$$kubeconfig go test -tags e2e,kind ./test/e2e/ (worker image $(WORKER_IMG))"; \
-	KUBECONFIG="$$kubeconfig" E2E_WORKER_IMAGE="$(WORKER_IMG)" E2E_CUSTOM_WORKER_IMAGE="$(CUSTOM_WORKER_IMG)" go test -tags e2e,kind -race -count=1 -timeout 60m ./test/e2e/
+	KUBECONFIG="$$kubeconfig" E2E_WORKER_IMAGE="$(WORKER_IMG)" E2E_CUSTOM_WORKER_IMAGE="$(CUSTOM_WORKER_IMG)" go test -tags e2e,kind -race -count=1 -timeout 60m $(if $(E2E_RUN),-run '$(E2E_RUN)') ./test/e2e/
+
+# The scenarios of make test-e2e-kind and make kind-path: a go test -run
+# pattern; empty runs them all.
+E2E_RUN ?=
+
+.PHONY: kind-path
+kind-path: kind ## The whole kind path in a new cluster $(KIND_CLUSTER) (hack/kind-path.sh): kind-create, kind-load, deploy, the README's sample through kubectl loops submit --wait, test-e2e-kind (E2E_RUN), then kind-delete; KEEP_CLUSTER=1 keeps it.
+	KIND_CLUSTER="$(KIND_CLUSTER)" E2E_RUN="$(E2E_RUN)" bash hack/kind-path.sh
 
 .PHONY: lint-e2e-kind
 lint-e2e-kind: golangci-lint ## Lint only the kind variant of the e2e suite (build tags e2e,kind); make lint runs this too.
