@@ -112,12 +112,18 @@ $(NODE_PRODUCER)/node_modules/.package-lock.json: $(NODE_PRODUCER)/package-lock.
 FUZZ_TARGETS = ./worker/queue:FuzzNewDelivery ./worker/queue:FuzzDeliveryCounts ./worker/settings:FuzzParse \
 	./worker/pool:FuzzQueue ./api/v1alpha1/contract:FuzzParseDrainRequest
 FUZZTIME ?= 15s
+# The Go that fuzzes. Go 1.26's fuzzing coordinator can fail a target with
+# a bare "context deadline exceeded" when -fuzztime ends while a worker is
+# still busy (go.dev/issue/75804, no input at fault, none written); Go 1.27
+# has the fix. The go command fetches this toolchain from the module proxy
+# (about 76 MB, once); everything else builds with the machine's Go.
+FUZZ_GOTOOLCHAIN ?= go1.27.3
 
 .PHONY: fuzz
 fuzz: ## Fuzz the task envelope and headers, the delivery counts, the settings, the pool's queue and the drain annotations, FUZZTIME (15s) each; CI runs it.
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  echo "fuzzing $${t#*:} in $${t%%:*} for $(FUZZTIME)"; \
-	  go test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}"; \
+	  GOTOOLCHAIN=$(FUZZ_GOTOOLCHAIN) go test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}"; \
 	done
 	@test "$$(grep -rh --include='*_test.go' '^func Fuzz' . | wc -l)" -eq "$(words $(FUZZ_TARGETS))" || \
 	  { echo "FUZZ_TARGETS does not list every fuzz test (grep -rn '^func Fuzz' .)"; exit 1; }
