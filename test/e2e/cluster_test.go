@@ -123,6 +123,11 @@ func loseANode(t *testing.T, name string, consumersToo bool) {
 		return info.Cluster != nil && info.Cluster.Leader != "" && info.Cluster.Leader != leader, nil
 	})
 	done := atKill.Completed + atKill.DeadLettered
+	t.Cleanup(func() {
+		if t.Failed() {
+			logQueueState(t, l)
+		}
+	})
 	l.waitFinished(done + 500)
 	withoutNode := l.book.Summary()
 	t.Logf("%d more tasks finished without %s; %s", withoutNode.Completed+withoutNode.DeadLettered-done, leader, withoutNode)
@@ -252,6 +257,43 @@ func replicatedOn(ctx context.Context, js jetstream.JetStream, streams []string,
 
 // ackPending counts the tasks delivered and not yet acknowledged, in
 // every consumer of the loop's stream.
+// logQueueState logs what the work-queue stream and its consumers say of
+// themselves (state, leader, replicas and their lag; pending, ack pending,
+// delivered and ack floor), for a scenario that failed after a node died.
+func logQueueState(t *testing.T, l *loop) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := l.js.Stream(ctx, l.names.Stream)
+	if err != nil {
+		t.Logf("the work-queue stream does not answer: %v", err)
+		return
+	}
+	info := s.CachedInfo()
+	t.Logf("stream %s: %d messages, sequences %d-%d, cluster %s", l.names.Stream, info.State.Msgs, info.State.FirstSeq, info.State.LastSeq, clusterOf(info.Cluster))
+	lister := s.ListConsumers(ctx)
+	for c := range lister.Info() {
+		t.Logf("consumer %s: %d pending, %d ack pending, %d redelivered, %d waiting pulls, delivered %d/%d, ack floor %d/%d, cluster %s",
+			c.Name, c.NumPending, c.NumAckPending, c.NumRedelivered, c.NumWaiting, c.Delivered.Consumer, c.Delivered.Stream,
+			c.AckFloor.Consumer, c.AckFloor.Stream, clusterOf(c.Cluster))
+	}
+	if err := lister.Err(); err != nil && !errors.Is(err, jetstream.ErrEndOfData) {
+		t.Logf("listing the consumers: %v", err)
+	}
+}
+
+// clusterOf is a ClusterInfo as one line: the leader, then each replica
+// with whether it is current and how far it lags.
+func clusterOf(c *jetstream.ClusterInfo) string {
+	if c == nil {
+		return "none"
+	}
+	out := "leader " + c.Leader
+	for _, r := range c.Replicas {
+		out += fmt.Sprintf("; %s current=%v lag=%d active=%s", r.Name, r.Current, r.Lag, r.Active)
+	}
+	return out
+}
+
 func ackPending(ctx context.Context, t *testing.T, l *loop) int {
 	t.Helper()
 	s, err := l.js.Stream(ctx, l.names.Stream)
