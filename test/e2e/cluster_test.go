@@ -293,7 +293,7 @@ func replicatedOn(ctx context.Context, js jetstream.JetStream, streams []string,
 // themselves (state, leader, replicas and their lag; pending, ack pending,
 // delivered and ack floor), for a scenario that failed after a node died.
 func logQueueState(t *testing.T, l *loop) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), 30*time.Second) // t.Context() ends before the clean-ups run
 	defer cancel()
 	s, err := l.js.Stream(ctx, l.names.Stream)
 	if err != nil {
