@@ -124,10 +124,8 @@ func loseANode(t *testing.T, name string, consumersToo bool) {
 			if ci == nil || ci.Leader == "" {
 				return false, fmt.Errorf("consumer %s has no leader", name)
 			}
-			for _, r := range ci.Replicas {
-				if !r.Current || r.Offline {
-					return false, fmt.Errorf("consumer %s: the replica on %s is not current", name, r.Name)
-				}
+			if err := replicasCurrent("consumer "+name, ci); err != nil {
+				return false, err
 			}
 		}
 		return true, nil
@@ -275,15 +273,26 @@ func replicatedOn(ctx context.Context, js jetstream.JetStream, streams []string,
 		case len(ci.Replicas) != want-1:
 			return fmt.Errorf("stream %s has %d peers besides its leader, want %d", name, len(ci.Replicas), want-1)
 		}
+		if err := replicasCurrent("stream "+name, ci); err != nil {
+			return err
+		}
 		seen := ci.Leader == server
 		for _, r := range ci.Replicas {
-			if !r.Current || r.Offline {
-				return fmt.Errorf("stream %s: the replica on %s is not current", name, r.Name)
-			}
 			seen = seen || r.Name == server
 		}
 		if server != "" && !seen {
 			return fmt.Errorf("stream %s has no replica on %s", name, server)
+		}
+	}
+	return nil
+}
+
+// replicasCurrent fails for the first replica of what that is offline or
+// not current.
+func replicasCurrent(what string, ci *jetstream.ClusterInfo) error {
+	for _, r := range ci.Replicas {
+		if !r.Current || r.Offline {
+			return fmt.Errorf("%s: the replica on %s is not current", what, r.Name)
 		}
 	}
 	return nil

@@ -24,9 +24,10 @@ import (
 
 // The dashboard in a real browser (headless Chromium, driven by chromedp)
 // against the local control plane: it shows the overview, a LoopDeployment
-// under load, drains a pod from its page (the pod goes draining, then
-// drained or straight away, it reports Drained, and no task is lost) and requeues a dead letter. Screenshots go
-// to $E2E_SCREENSHOTS, or to a temporary directory the log names.
+// under load, drains a pod from its page (the page shows it draining, then
+// drained or gone; it reports Drained, and no task is lost) and requeues a
+// dead letter. Screenshots go to $E2E_SCREENSHOTS, or to a temporary
+// directory the log names.
 //
 // Without Chromium the test skips, except in CI (CI set), where it fails:
 // .ci/run installs it (Debian's chromium).
