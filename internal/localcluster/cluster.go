@@ -556,20 +556,20 @@ func failedChecks(body string) string {
 
 // freePort returns a TCP port that was free on 127.0.0.1 a moment ago, or 0.
 func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := testenv.FreePort()
 	if err != nil {
 		return 0
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 // FreePort returns a TCP port that was free on 127.0.0.1 a moment ago.
 func FreePort() (int, error) {
-	if p := freePort(); p != 0 {
-		return p, nil
+	p, err := testenv.FreePort()
+	if err != nil {
+		return 0, fmt.Errorf("localcluster: no free loopback port: %w", err)
 	}
-	return 0, errors.New("localcluster: no free loopback port")
+	return p, nil
 }
 
 // Log returns the cluster's logger, for components started beside it.
