@@ -28,7 +28,9 @@ set -euo pipefail
 KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
-NATS_VERSION=${NATS_VERSION:-v2.15.2}
+# nats-server: the version go.mod requires, so that the tests' servers
+# (processes) and the embedded ones are the same server.
+NATS_VERSION=${NATS_VERSION:-$(awk '$1 == "github.com/nats-io/nats-server/v2" { print $2 }' "$(dirname "$0")/../go.mod")}
 CACHE_ROOT=${TENIRE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tenire}
 BIN_DIR="$CACHE_ROOT/kube-bins/k8s-${KUBE_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}"
 SRC_DIR="$CACHE_ROOT/kube-src"
