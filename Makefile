@@ -128,9 +128,21 @@ fuzz: ## Fuzz the task envelope and headers, the delivery counts, the settings, 
 	@test "$$(grep -rh --include='*_test.go' '^func Fuzz' . | wc -l)" -eq "$(words $(FUZZ_TARGETS))" || \
 	  { echo "FUZZ_TARGETS does not list every fuzz test (grep -rn '^func Fuzz' .)"; exit 1; }
 
+# The end-to-end tests outside test/e2e (files tagged e2e in these
+# packages). make test already runs the rest of these packages; test-e2e
+# runs only these, before test/e2e rather than beside it, so that the
+# timing-sensitive scenarios do not share the CPUs with a second run of the
+# unit tests.
+E2E_PACKAGES = ./internal/... ./controllers/... ./config/...
+E2E_OTHER_TESTS = TestClusterAndNATS TestUpDown TestNodeAgent TestWithTheControllerManager TestInstallOnALocalControlPlane
+
 .PHONY: test-e2e
 test-e2e: kube-bins ## Run the end-to-end suites (local control plane, node agent, manager and workers as processes, NATS; the installers of config/ and charts/).
-	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" go test -tags e2e -race -count=1 -timeout 60m ./test/... ./internal/... ./controllers/... ./config/...
+	@found="$$(grep -rl --include='*_test.go' '^//go:build e2e' internal controllers config | xargs sed -n 's/^func \(Test[A-Za-z0-9_]*\)(.*/\1/p' | grep -vx TestMain | sort | xargs)"; \
+	  test "$$found" = "$(sort $(E2E_OTHER_TESTS))" || \
+	  { echo "E2E_OTHER_TESTS ($(sort $(E2E_OTHER_TESTS))) is not the e2e tests outside test/e2e ($$found)"; exit 1; }
+	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" go test -tags e2e -race -count=1 -timeout 20m -run '^($(subst $(eval) ,|,$(E2E_OTHER_TESTS)))$$' $(E2E_PACKAGES)
+	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" go test -tags e2e -race -count=1 -timeout 60m ./test/...
 
 .PHONY: lint
 lint: golangci-lint ## Run golangci-lint on everything, the e2e suite included, then on the kind variant of the e2e suite and on the image tests.
