@@ -53,6 +53,7 @@ func natsloss() int {
 	pods := flag.Int("pods", 3, "worker connections")
 	pool := flag.Int("pool", 20, "tasks each worker runs at once")
 	keep := flag.Bool("keep", false, "keep each run's folder (stores and logs)")
+	reprovision := flag.Duration("reprovision", 0, "when set, update the stream and the consumer with their own configuration this often, as the operator's poller does after a failed poll")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -62,7 +63,7 @@ func natsloss() int {
 		if err != nil {
 			return fail(err)
 		}
-		lost, err := run(ctx, runConfig{bin: *bin, dir: dir, delay: *delay, tasks: *tasks, pods: *pods, pool: *pool})
+		lost, err := run(ctx, runConfig{bin: *bin, dir: dir, delay: *delay, tasks: *tasks, pods: *pods, pool: *pool, reprovision: *reprovision})
 		if err != nil {
 			return fail(err)
 		}
@@ -86,9 +87,9 @@ func fail(err error) int {
 }
 
 type runConfig struct {
-	bin, dir          string
-	delay             time.Duration
-	tasks, pods, pool int
+	bin, dir           string
+	delay, reprovision time.Duration
+	tasks, pods, pool  int
 }
 
 // run does one run and returns how many tasks were never acknowledged.
@@ -109,16 +110,18 @@ func run(parent context.Context, rc runConfig) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+	scfg := jetstream.StreamConfig{
 		Name: stream, Subjects: []string{subject, "t.scheduled.default.>"}, Retention: jetstream.WorkQueuePolicy,
 		Storage: jetstream.FileStorage, Replicas: 3, Duplicates: 2 * time.Minute, AllowMsgSchedules: true, AllowRollup: true,
-	}); err != nil {
-		return 0, err
 	}
-	if _, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
+	ccfg := jetstream.ConsumerConfig{
 		Durable: consumer, FilterSubject: subject, AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait: 30 * time.Second, MaxDeliver: -1, MaxAckPending: 1000, DeliverPolicy: jetstream.DeliverAllPolicy,
-	}); err != nil {
+	}
+	if _, err := js.CreateStream(ctx, scfg); err != nil {
+		return 0, err
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, stream, ccfg); err != nil {
 		return 0, err
 	}
 	for i := range rc.tasks {
@@ -133,6 +136,23 @@ func run(parent context.Context, rc runConfig) (int, error) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
+	if rc.reprovision > 0 {
+		wg.Go(func() {
+			tick := time.NewTicker(rc.reprovision)
+			defer tick.Stop()
+			for {
+				select {
+				case <-tick.C:
+				case <-ctx.Done():
+					return
+				}
+				pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+				_, _ = js.CreateOrUpdateStream(pctx, scfg)
+				_, _ = js.CreateOrUpdateConsumer(pctx, stream, ccfg)
+				pcancel()
+			}
+		})
+	}
 	for range rc.pods {
 		wnc, err := nats.Connect(c.URL(), nats.MaxReconnects(-1))
 		if err != nil {
