@@ -9,3 +9,6 @@ func SetAskTimeout(d time.Duration) (restore func()) {
 	askTimeout = d
 	return func() { askTimeout = old }
 }
+
+// Unanswered exposes unanswered to the package's tests.
+var Unanswered = unanswered

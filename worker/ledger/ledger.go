@@ -129,11 +129,21 @@ func orderedConsumer(ctx context.Context, js jetstream.JetStream, stream string)
 
 // unanswered tells whether err means that JetStream did not answer in time
 // or answered that it cannot now, rather than a refusal that another try
-// would meet again.
+// would meet again. "JetStream not enabled" and "not enabled for account"
+// are among the second: a server answers them while it starts JetStream
+// (it serves requests before it has enabled the accounts), and an account
+// that truly lacks JetStream is refused before Open by whoever looked the
+// streams up, as kubectl loops does; Open then ends with its context and
+// names the answer.
 func unanswered(err error) bool {
 	var api *jetstream.APIError
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
-		(errors.As(err, &api) && api.ErrorCode == jsClusterNotAvailable)
+	if errors.As(err, &api) {
+		switch api.ErrorCode {
+		case jsClusterNotAvailable, jetstream.JSErrCodeJetStreamNotEnabled, jetstream.JSErrCodeJetStreamNotEnabledForAccount:
+			return true
+		}
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)
 }
 
 // askTimeout bounds one request to JetStream, as nats.go's default does

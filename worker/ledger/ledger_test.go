@@ -233,3 +233,24 @@ func TestOpenAsksAgainUntilJetStreamAnswers(t *testing.T) {
 		t.Fatal("Open did not return after JetStream came back")
 	}
 }
+
+// What JetStream answers while it cannot serve now is asked again; what it
+// would answer again is not.
+func TestUnansweredTellsATransientAnswerFromARefusal(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{context.DeadlineExceeded, true},
+		{&jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}, true},
+		{&jetstream.APIError{Code: 503, ErrorCode: jetstream.JSErrCodeJetStreamNotEnabledForAccount, Description: "JetStream not enabled for account"}, true},
+		{jetstream.ErrJetStreamNotEnabled, true},
+		{jetstream.ErrStreamNotFound, false},
+		{&jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeBadRequest, Description: "bad request"}, false},
+		{errors.New("something else"), false},
+	} {
+		if got := ledger.Unanswered(c.err); got != c.want {
+			t.Errorf("unanswered(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
+}
