@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tenire/loop-operator/internal/natstest"
+	"github.com/tenire/loop-operator/internal/testenv"
 	"github.com/tenire/loop-operator/worker/checkpoint"
 	"github.com/tenire/loop-operator/worker/queue"
 )
@@ -80,20 +80,10 @@ type proc struct {
 	done  chan error
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // startWorker runs the binary and waits until /readyz answers 200.
 func startWorker(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
-	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	admin := fmt.Sprintf("127.0.0.1:%d", testenv.Port(t))
 	p := &proc{logs: &syncBuffer{}, admin: admin, done: make(chan error, 1)}
 	p.cmd = exec.Command(binary, append([]string{"--admin-addr", admin}, args...)...)
 	p.cmd.Env = append(os.Environ(), env...)
@@ -277,7 +267,7 @@ func TestSIGTERMPastTheDeadlineHandsBackAndTheTaskResumes(t *testing.T) {
 }
 
 func TestStandaloneRunsASubmittedTaskAndDrainsOnCtrlC(t *testing.T) {
-	port := freePort(t)
+	port := testenv.Port(t)
 	w := startWorker(t, nil, "--standalone", "--standalone-port", strconv.Itoa(port), "--standalone-dir", t.TempDir())
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
 	submit := exec.Command(binary, "submit", "--nats-url", url, "--kind", "sleep", "--payload", `{"ms":10}`, "--id", "s1")

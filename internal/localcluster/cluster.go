@@ -563,15 +563,6 @@ func freePort() int {
 	return p
 }
 
-// FreePort returns a TCP port that was free on 127.0.0.1 a moment ago.
-func FreePort() (int, error) {
-	p, err := testenv.FreePort()
-	if err != nil {
-		return 0, fmt.Errorf("localcluster: no free loopback port: %w", err)
-	}
-	return p, nil
-}
-
 // Log returns the cluster's logger, for components started beside it.
 func (c *Cluster) Log() logr.Logger { return c.log }
 

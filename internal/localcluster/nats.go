@@ -14,6 +14,8 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tenire/loop-operator/internal/testenv"
 )
 
 // NATSServer is the name of the nats-server binary in the control plane's
@@ -92,7 +94,7 @@ func newNATS(bin, storeDir, logPath, name string, log logr.Logger) (*NATS, error
 	if err := os.MkdirAll(storeDir, 0o700); err != nil {
 		return nil, fmt.Errorf("localcluster: creating the NATS store: %w", err)
 	}
-	port, err := FreePort()
+	port, err := testenv.FreePort()
 	if err != nil {
 		return nil, err
 	}

@@ -48,10 +48,10 @@ func StartNATSCluster(bin, dir string, size int, log logr.Logger) (*NATSCluster,
 			return nil, err
 		}
 		r := &natsRoute{cluster: c.Name}
-		if r.clusterPort, err = FreePort(); err != nil {
+		if r.clusterPort, err = testenv.FreePort(); err != nil {
 			return nil, err
 		}
-		if r.httpPort, err = FreePort(); err != nil {
+		if r.httpPort, err = testenv.FreePort(); err != nil {
 			return nil, err
 		}
 		n.route = r

@@ -373,7 +373,7 @@ func (r *podRunner) startContainer(ctx context.Context) {
 		fail("CreateContainerConfigError", err)
 		return
 	}
-	port, err := freePort()
+	port, err := testenv.FreePort()
 	if err != nil {
 		fail("CreateContainerError", err)
 		return
@@ -578,12 +578,4 @@ func (r *podRunner) shutdown() {
 	}
 	r.signal(syscall.SIGKILL, "the node agent is stopping and the process ignored SIGTERM")
 	r.onExit(<-r.exitCh)
-}
-
-func freePort() (int, error) {
-	p, err := testenv.FreePort()
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	return p, nil
 }

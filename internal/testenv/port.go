@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"testing"
 )
 
 // FreePort returns a TCP port that was free on 127.0.0.1 a moment ago and
@@ -35,3 +36,13 @@ var handedOut = struct {
 	sync.Mutex
 	ports map[int]bool
 }{ports: map[int]bool{}}
+
+// Port is FreePort for a test: it fails the test when no port is left.
+func Port(t testing.TB) int {
+	t.Helper()
+	p, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

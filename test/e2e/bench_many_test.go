@@ -30,7 +30,7 @@ import (
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/internal/benchresult"
-	"github.com/tenire/loop-operator/internal/localcluster"
+	"github.com/tenire/loop-operator/internal/testenv"
 )
 
 // TestBenchOperatorMany measures the operator with many loops: L
@@ -75,7 +75,7 @@ func TestBenchOperatorMany(t *testing.T) {
 		t.Fatalf("the local cluster reports no kube-controller-manager client limits (qps %g, burst %d)", qps, burst)
 	}
 	writes := benchOpNewWrites(t)
-	port, err := localcluster.FreePort()
+	port, err := testenv.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/tenire/loop-operator/internal/localcluster"
+	"github.com/tenire/loop-operator/internal/testenv"
 )
 
 // portForward runs `kubectl port-forward` to a service (or a pod) on one local port
@@ -48,7 +48,7 @@ type forwardRun struct {
 // startPortForward forwards a free loopback port to remotePort of target
 // (svc/NAME, or pod/NAME) in namespace and waits until kubectl forwards.
 func startPortForward(ctx context.Context, log logr.Logger, namespace, target string, remotePort int) (*portForward, error) {
-	port, err := localcluster.FreePort()
+	port, err := testenv.FreePort()
 	if err != nil {
 		return nil, err
 	}

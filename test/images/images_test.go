@@ -31,7 +31,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
-	"github.com/tenire/loop-operator/internal/localcluster"
 	"github.com/tenire/loop-operator/internal/manifests"
 	"github.com/tenire/loop-operator/internal/natstest"
 	"github.com/tenire/loop-operator/internal/testenv"
@@ -145,15 +144,6 @@ func (c *container) running() error {
 	return nil
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	port, err := localcluster.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return port
-}
-
 // eventually polls cond every 100ms until it holds, the container exits
 // or a minute passes.
 func eventually(t *testing.T, c *container, what string, cond func() bool) {
@@ -237,7 +227,7 @@ func TestTheWorkerImageRunsStandalone(t *testing.T) {
 		{"read-only, non-root, no capabilities, a tmpfs on /tmp", append(append([]string(nil), asAPod...), "--tmpfs", "/tmp")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			natsPort, admin := freePort(t), fmt.Sprintf("127.0.0.1:%d", freePort(t))
+			natsPort, admin := testenv.Port(t), fmt.Sprintf("127.0.0.1:%d", testenv.Port(t))
 			c := start(t, tc.flags, workerImage, "--standalone", "--standalone-port", strconv.Itoa(natsPort), "--admin-addr", admin)
 			eventually(t, c, "the worker to be ready", func() bool { return httpOK("http://" + admin + "/readyz") })
 			const n = 20
@@ -258,7 +248,7 @@ func TestTheWorkerImageRunsStandalone(t *testing.T) {
 // writable folder at all: it binds, runs tasks and drains on SIGTERM.
 func TestTheWorkerImageRunsAsInAPod(t *testing.T) {
 	srv := natstest.Start(t)
-	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	admin := fmt.Sprintf("127.0.0.1:%d", testenv.Port(t))
 	const stream, prefix = "LOOP_images_worker", "loops.images.worker"
 	c := start(t, asAPod, workerImage, "--nats-url", srv.URL, "--stream", stream, "--subject-prefix", prefix,
 		"--ensure-queue", "--admin-addr", admin, "--max-workers", "4")
@@ -305,7 +295,7 @@ func TestTheNATSImageRunsAsConfigNATSRunsIt(t *testing.T) {
 	if pod == nil || pod.RunAsUser == nil || pod.FSGroup == nil {
 		t.Fatal("config/nats's pod sets no runAsUser and fsGroup")
 	}
-	clientPort, monitor := freePort(t), freePort(t)
+	clientPort, monitor := testenv.Port(t), testenv.Port(t)
 	args := []string{"--port", strconv.Itoa(clientPort)}
 	for _, a := range ctr.Args {
 		if strings.HasPrefix(a, "--http_port=") {
@@ -323,7 +313,7 @@ func TestTheNATSImageRunsAsConfigNATSRunsIt(t *testing.T) {
 	})
 
 	url := fmt.Sprintf("nats://127.0.0.1:%d", clientPort)
-	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	admin := fmt.Sprintf("127.0.0.1:%d", testenv.Port(t))
 	const stream, prefix = "LOOP_images_nats", "loops.images.nats"
 	w := start(t, asAPod, workerImage, "--nats-url", url, "--stream", stream, "--subject-prefix", prefix,
 		"--ensure-queue", "--admin-addr", admin, "--max-workers", "4")
@@ -347,7 +337,7 @@ func TestTheNATSImageRunsAsConfigNATSRunsIt(t *testing.T) {
 func TestTheManagerImageReconcilesAsInAPod(t *testing.T) {
 	api := startAPIServer(t)
 	watched, other := api.namespace(), api.namespace()
-	probe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	probe := fmt.Sprintf("127.0.0.1:%d", testenv.Port(t))
 	c := start(t, api.flags, managerImage, "--leader-elect=false", "--metrics-bind-address=0",
 		"--health-probe-bind-address="+probe, "--manage-queues=false", "--watch-namespaces="+watched)
 	eventually(t, c, "the manager to be ready", func() bool { return httpOK("http://" + probe + "/readyz") })
@@ -465,7 +455,7 @@ func TestTheChartsOperatorRunsALoop(t *testing.T) {
 	if image != managerImage || len(command) != 1 {
 		t.Fatalf("the chart runs %s %v; want the image %s and one command", image, command, managerImage)
 	}
-	probe, metrics := freePort(t), freePort(t)
+	probe, metrics := testenv.Port(t), testenv.Port(t)
 	for i, a := range args {
 		switch {
 		case strings.HasPrefix(a, "--health-probe-bind-address="):
