@@ -101,15 +101,11 @@ func run(parent context.Context, rc runConfig) (int, error) {
 	defer c.Stop()
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
-	nc, err := nats.Connect(c.URL(), nats.MaxReconnects(-1))
+	nc, js, err := connect(c.URL())
 	if err != nil {
 		return 0, err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return 0, err
-	}
 	scfg := jetstream.StreamConfig{
 		Name: stream, Subjects: []string{subject, "t.scheduled.default.>"}, Retention: jetstream.WorkQueuePolicy,
 		Storage: jetstream.FileStorage, Replicas: 3, Duplicates: 2 * time.Minute, AllowMsgSchedules: true, AllowRollup: true,
@@ -154,15 +150,11 @@ func run(parent context.Context, rc runConfig) (int, error) {
 		})
 	}
 	for range rc.pods {
-		wnc, err := nats.Connect(c.URL(), nats.MaxReconnects(-1))
+		wnc, wjs, err := connect(c.URL())
 		if err != nil {
 			return 0, err
 		}
 		defer wnc.Close()
-		wjs, err := jetstream.New(wnc)
-		if err != nil {
-			return 0, err
-		}
 		wg.Go(func() { work(ctx, &wg, wjs, rc.pool, acked) })
 	}
 	if !waitFor(ctx, time.Minute, func() bool { return acked.count() >= rc.tasks/10 }) {
@@ -319,4 +311,18 @@ func waitFor(ctx context.Context, timeout time.Duration, cond func() bool) bool 
 		}
 	}
 	return true
+}
+
+// connect opens a connection that reconnects for ever, and its JetStream.
+func connect(url string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
 }
