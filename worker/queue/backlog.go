@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -114,46 +115,80 @@ func Observe(ctx context.Context, js jetstream.JetStream, n Names, priorities []
 // was submitted to.
 const HeaderMovedFrom = "Loop-Moved-From"
 
-// Retire moves the pending tasks of a consumer whose priority the loop no
-// longer lists to the priority to, at most batch of them, and deletes the
-// consumer once it holds no task, pending or in flight. fromStream is the
-// stream of that consumer: n.Stream when a priority was removed, the
-// loop's previous stream when it was renamed (see RetireStream) (tasks a worker of
-// an older revision still runs are acknowledged or come back to it, and a
-// later call moves them). It returns how many tasks it moved and whether
-// the consumer is gone.
+// Retire moves the tasks of a consumer whose priority the loop no longer
+// lists to the priority to, at most batch pending ones and batch delayed
+// ones per call, and deletes the consumer once it holds no task, pending
+// or in flight, and no delayed task of its priority waits in fromStream.
+// fromStream is the stream of that consumer: n.Stream when a priority was
+// removed, the loop's previous stream when it was renamed (see
+// RetireStream) (tasks a worker of an older revision still runs are
+// acknowledged or come back to it, and a later call moves them). It
+// returns how many tasks it moved and whether the consumer is gone.
 //
 // A task is published to its new subject before its old message is
-// acknowledged, with a message id derived from its stream sequence, so a
-// move repeated after a crash between the two is dropped as a duplicate by
-// the stream: no task is lost, and none is doubled within the stream's
-// duplicate window.
+// acknowledged (or, for a delayed one, deleted), with a message id derived
+// from its stream sequence, so a move repeated after a crash between the
+// two is dropped as a duplicate by the stream: no task is lost, and none
+// is doubled within the stream's duplicate window.
+//
+// A delayed task keeps its time: it moves to the delayed subject of to
+// (moveDelayed). One due within delayedMoveMargin is left to fire into
+// its old priority's subject, where the consumer, kept meanwhile, holds
+// it and a later call moves it as a pending task; moving it could race
+// the server's firing and run it twice.
 func Retire(ctx context.Context, js jetstream.JetStream, fromStream string, n Names, from, to string, batch int) (moved int, gone bool, err error) {
 	c, err := js.Consumer(ctx, fromStream, n.Consumer(from))
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return 0, true, nil
+		// Nothing reads the priority's subject any more: every delayed
+		// task of it moves, however soon it is due.
+		moved, left, err := moveDelayed(ctx, js, fromStream, n, n.SubjectPrefix, from, to, batch, 0)
+		return moved, !left && err == nil, err
 	}
 	if err != nil {
 		return 0, false, fmt.Errorf("queue: read consumer %s of %s: %w", from, fromStream, err)
 	}
-	info := c.CachedInfo()
+	// The consumer's subject names the prefix the delayed tasks were
+	// submitted under (a renamed stream's tasks keep theirs).
+	prefix := n.SubjectPrefix
+	if f, ok := strings.CutSuffix(c.CachedInfo().Config.FilterSubject, ".tasks."+from); ok && f != "" {
+		prefix = f
+	}
+	movedDelayed, delayedLeft, err := moveDelayed(ctx, js, fromStream, n, prefix, from, to, batch, delayedMoveMargin)
+	if err != nil {
+		return movedDelayed, false, err
+	}
+	// Read again after the delayed tasks: one that fired meanwhile is
+	// pending now.
+	info, err := c.Info(ctx)
+	if err != nil {
+		return movedDelayed, false, fmt.Errorf("queue: read consumer %s of %s: %w", from, fromStream, err)
+	}
 	if info.NumPending == 0 && info.NumAckPending == 0 {
-		if err := js.DeleteConsumer(ctx, fromStream, n.Consumer(from)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			return 0, false, fmt.Errorf("queue: delete retired consumer %s of %s: %w", from, fromStream, err)
+		if delayedLeft {
+			return movedDelayed, false, nil
 		}
-		return 0, true, nil
+		if err := js.DeleteConsumer(ctx, fromStream, n.Consumer(from)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return movedDelayed, false, fmt.Errorf("queue: delete retired consumer %s of %s: %w", from, fromStream, err)
+		}
+		return movedDelayed, true, nil
 	}
 	if info.NumPending == 0 {
-		return 0, false, nil
+		return movedDelayed, false, nil
 	}
+	moved, err = movePending(ctx, js, c, fromStream, n, from, to, batch)
+	return movedDelayed + moved, false, err
+}
+
+// movePending moves up to batch pending tasks of the retiring consumer c.
+func movePending(ctx context.Context, js jetstream.JetStream, c jetstream.Consumer, fromStream string, n Names, from, to string, batch int) (moved int, err error) {
 	msgs, err := c.FetchNoWait(batch)
 	if err != nil {
-		return 0, false, fmt.Errorf("queue: fetch from retired consumer %s: %w", from, err)
+		return 0, fmt.Errorf("queue: fetch from retired consumer %s: %w", from, err)
 	}
 	for m := range msgs.Messages() {
 		meta, err := m.Metadata()
 		if err != nil {
-			return moved, false, fmt.Errorf("queue: retired task metadata: %w", err)
+			return moved, fmt.Errorf("queue: retired task metadata: %w", err)
 		}
 		out := nats.NewMsg(n.TaskSubject(to))
 		for k, v := range m.Headers() {
@@ -167,17 +202,79 @@ func Retire(ctx context.Context, js jetstream.JetStream, fromStream string, n Na
 		out.Data = m.Data()
 		if _, err := js.PublishMsg(ctx, out, jetstream.WithExpectStream(n.Stream)); err != nil {
 			_ = m.Nak()
-			return moved, false, fmt.Errorf("queue: move task from %s to %s: %w", from, to, err)
+			return moved, fmt.Errorf("queue: move task from %s to %s: %w", from, to, err)
 		}
 		if err := m.DoubleAck(ctx); err != nil {
-			return moved, false, fmt.Errorf("queue: acknowledge moved task: %w", err)
+			return moved, fmt.Errorf("queue: acknowledge moved task: %w", err)
 		}
 		moved++
 	}
 	if err := msgs.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
-		return moved, false, fmt.Errorf("queue: fetch from retired consumer %s: %w", from, err)
+		return moved, fmt.Errorf("queue: fetch from retired consumer %s: %w", from, err)
 	}
-	return moved, false, nil
+	return moved, nil
+}
+
+// delayedMoveMargin is how soon a delayed task of a retiring priority may
+// be due and still be moved rather than left to fire (see Retire); a
+// variable for the package's tests.
+var delayedMoveMargin = 10 * time.Second
+
+// moveDelayed moves up to batch delayed tasks of priority from, submitted
+// under prefix to fromStream, to the delayed subject of priority to in
+// n.Stream, with their time, kind, id and payload: a task's copy is
+// published, then its old message deleted. Tasks due within margin of now
+// stay. left reports whether any delayed task of from is still in
+// fromStream.
+func moveDelayed(ctx context.Context, js jetstream.JetStream, fromStream string, n Names, prefix, from, to string, batch int, margin time.Duration) (moved int, left bool, err error) {
+	s, err := js.Stream(ctx, fromStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("queue: read stream %s: %w", fromStream, err)
+	}
+	old := prefix + ".scheduled." + from + "."
+	for seq := uint64(1); ; {
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(old+">"))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return moved, false, nil
+		}
+		if err != nil {
+			return moved, false, fmt.Errorf("queue: read the delayed tasks of %s in %s: %w", from, fromStream, err)
+		}
+		seq = m.Sequence + 1
+		if moved == batch || dueWithin(m.Header, margin) {
+			return moved, true, nil
+		}
+		out := nats.NewMsg(n.SubjectPrefix + ".scheduled." + to + "." + strings.TrimPrefix(m.Subject, old))
+		for k, v := range m.Header {
+			out.Header[k] = v
+		}
+		out.Header.Set(HeaderScheduleTarget, n.TaskSubject(to))
+		out.Header.Set(HeaderMovedFrom, from)
+		out.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("moved-delayed-%s-%s-%d", fromStream, from, m.Sequence))
+		out.Data = m.Data
+		if _, err := js.PublishMsg(ctx, out, jetstream.WithExpectStream(n.Stream)); err != nil {
+			return moved, true, fmt.Errorf("queue: move delayed task from %s to %s: %w", from, to, err)
+		}
+		if err := s.DeleteMsg(ctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return moved, true, fmt.Errorf("queue: delete moved delayed task: %w", err)
+		}
+		moved++
+	}
+}
+
+// dueWithin tells whether a delayed task's schedule ("@at <RFC 3339>", as
+// the producer writes it) is due within margin of now. A schedule of
+// another form is not due: it moves, and keeps its form.
+func dueWithin(h nats.Header, margin time.Duration) bool {
+	at, ok := strings.CutPrefix(h.Get(HeaderSchedule), "@at ")
+	if !ok {
+		return false
+	}
+	t, err := time.Parse(time.RFC3339Nano, at)
+	return err == nil && time.Until(t) < margin
 }
 
 // RetireStream prepares the previous stream of a loop whose stream was

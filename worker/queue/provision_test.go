@@ -166,6 +166,87 @@ func TestRetireMovesEveryPendingTaskOfARemovedPriorityThenDeletesItsConsumer(t *
 
 func jetstreamWait(d time.Duration) jetstream.FetchOpt { return jetstream.FetchMaxWait(d) }
 
+// A removed priority's delayed tasks move with their time: one due later
+// than the margin moves to the delayed subject of the priority it goes
+// to, and fires there; one due sooner is left to fire into the old
+// priority, whose consumer stays until it has fired and moved. The
+// consumer goes only when nothing of the priority is left, so that no
+// delayed task fires where nothing reads it.
+func TestRetireMovesTheDelayedTasksOfARemovedPriorityWithTheirTime(t *testing.T) {
+	t.Cleanup(queue.SetDelayedMoveMargin(2 * time.Second))
+	_, js, names, _ := setup(t, queue.Config{Priorities: []string{"high", "low"}})
+	p := queue.NewProducer(js, names)
+	now := time.Now()
+	later := now.Add(time.Hour)
+	for id, at := range map[string]time.Time{"soon": now.Add(time.Second), "mid": now.Add(4 * time.Second), "later": later} {
+		if _, _, err := p.Submit(t.Context(), queue.Task{ID: id, Kind: "k", Priority: "high", NotBefore: at}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := queue.Ensure(t.Context(), js, names, queue.Config{Priorities: []string{"low"}}); err != nil {
+		t.Fatal(err)
+	}
+	moved := 0
+	for gone := false; !gone; {
+		m, g, err := queue.Retire(t.Context(), js, names.Stream, names, "high", "low", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		moved, gone = moved+m, g
+		if !gone {
+			select {
+			case <-t.Context().Done():
+				t.Fatal("the retired consumer never went")
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	if moved != 3 {
+		t.Errorf("Retire moved %d tasks, want 3 (each once)", moved)
+	}
+	s, err := js.Stream(t.Context(), names.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetMsg(t.Context(), 1, jetstream.WithGetMsgSubject(names.ScheduledSubjects("high"))); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Errorf("a delayed task is left on the removed priority: %v", err)
+	}
+	m, err := s.GetLastMsgForSubject(t.Context(), names.ScheduledSubject("low", "later"))
+	if err != nil {
+		t.Fatalf("the task due in an hour did not move to low's delayed subject: %v", err)
+	}
+	if got, want := m.Header.Get(queue.HeaderSchedule), "@at "+later.UTC().Format(time.RFC3339Nano); got != want {
+		t.Errorf("the moved task's schedule is %q, want %q", got, want)
+	}
+	if got := m.Header.Get(queue.HeaderScheduleTarget); got != names.TaskSubject("low") {
+		t.Errorf("the moved task fires into %q, want %q", got, names.TaskSubject("low"))
+	}
+	// The two due soon arrive on low, once each.
+	cons, err := queue.Bind(t.Context(), js, names, []string{"low"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for deadline := time.Now().Add(30 * time.Second); len(seen) < 2 && time.Now().Before(deadline); {
+		msgs, err := cons[0].Fetch(2, jetstreamWait(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range msgs.Messages() {
+			seen[m.Headers().Get(queue.HeaderTaskID)]++
+			if m.Headers().Get(queue.HeaderMovedFrom) != "high" {
+				t.Errorf("a moved task does not say where it came from: %v", m.Headers())
+			}
+			if err := m.Ack(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if seen["soon"] != 1 || seen["mid"] != 1 || len(seen) != 2 {
+		t.Errorf("tasks that arrived on low: %v, want soon and mid once each", seen)
+	}
+}
+
 func TestARenamedStreamHandsEveryTaskToTheNewOne(t *testing.T) {
 	srv := natstest.Start(t)
 	_, js := srv.Connect()
@@ -181,6 +262,10 @@ func TestARenamedStreamHandsEveryTaskToTheNewOne(t *testing.T) {
 		if _, _, err := p.Submit(t.Context(), queue.Task{ID: fmt.Sprintf("t%d", i), Kind: "k", Priority: prio}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// And a delayed one, of the priority the renamed loop no longer has.
+	if _, _, err := p.Submit(t.Context(), queue.Task{ID: "delayed", Kind: "k", Priority: "low", NotBefore: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
 	}
 	consumers, exists, err := queue.RetireStream(t.Context(), js, "OLD", owner)
 	if err != nil || !exists {
@@ -214,5 +299,12 @@ func TestARenamedStreamHandsEveryTaskToTheNewOne(t *testing.T) {
 	}
 	if msgs := s.CachedInfo().State.Msgs; msgs != 0 {
 		t.Errorf("the old stream still holds %d tasks", msgs)
+	}
+	s, err = js.Stream(t.Context(), "NEW")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetLastMsgForSubject(t.Context(), renamed.ScheduledSubject("high", "delayed")); err != nil {
+		t.Errorf("the delayed task is not in the new stream: %v", err)
 	}
 }
