@@ -253,8 +253,12 @@ func (r DrainReport) worthReporting() bool {
 	return !r.Cause.exits() || r.DeadlineExceeded || r.Finished > 0 || r.HandedBack > 0
 }
 
-// forceHandBack hands back the tasks whose handlers ignored cancellation.
-// Their late results are dropped (settle refuses them).
+// forceHandBack hands back the tasks still held at the drain's deadline:
+// those whose handlers ignored cancellation (their late results are
+// dropped: settle refuses them, and their slots count as stuck until the
+// handlers return), those not started, and those whose handlers returned
+// but whose settling still waits on the server (whichever of the two
+// settles first wins).
 func (l *Loop) forceHandBack() {
 	l.mu.Lock()
 	stuck := make([]*inflight, 0, len(l.held))
@@ -263,9 +267,11 @@ func (l *Loop) forceHandBack() {
 	}
 	l.mu.Unlock()
 	for _, f := range stuck {
-		l.log.Info("handler ignored cancellation; handing its task back without it", "task", f.d.ID, "kind", f.d.Kind)
-		if !f.startedAt().IsZero() && !l.abandon(f) {
-			continue
+		if !f.runningSince().IsZero() {
+			if !l.abandon(f) {
+				continue
+			}
+			l.log.Info("handler ignored cancellation; handing its task back without it", "task", f.d.ID, "kind", f.d.Kind)
 		}
 		l.handBack(f)
 	}

@@ -340,12 +340,16 @@ func TestAResultRecordThatCannotBeWrittenDoesNotRerunTheTask(t *testing.T) {
 // TestAResultRecordIsRetriedUntilTheStreamTakesIt: a result stream that
 // refuses records for a few seconds (as a replicated one does while it
 // elects a new leader) gets the record once it takes writes again; the
-// task is neither run again nor acked without its record.
+// task is neither run again nor acked without its record. The wait
+// outlasts the task timeout and the stuck grace many times over: a task
+// whose handler returned is being settled, not stuck, so it is neither
+// abandoned nor counted as a stuck slot.
 func TestAResultRecordIsRetriedUntilTheStreamTakesIt(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config(t)
 	cfg.ResultRetention = time.Hour
 	cfg.ResultWindow = 15 * time.Second
+	cfg.TaskTimeout, cfg.StuckGrace = 200*time.Millisecond, 100*time.Millisecond
 	var runs atomic.Int64
 	l := start(t, cfg, map[string]loop.Handler{"echo": func(context.Context, *loop.Task) error {
 		runs.Add(1)
@@ -373,6 +377,9 @@ func TestAResultRecordIsRetriedUntilTheStreamTakesIt(t *testing.T) {
 	if got := l.Status().Counters[loop.OutcomeSucceeded]; got != 0 {
 		t.Fatalf("the task succeeded without its record (%d)", got)
 	}
+	if s := l.Status(); s.Pool.Stuck != 0 || len(s.InFlightByKind) != 1 {
+		t.Errorf("while its record waits: %d stuck slots and tasks held %v, want none stuck and the task held", s.Pool.Stuck, s.InFlightByKind)
+	}
 	qc := cfg.QueueConfig()
 	qc.ResultRetention = cfg.ResultRetention
 	if _, err := queue.Ensure(t.Context(), e.js, names, qc); err != nil {
@@ -384,6 +391,9 @@ func TestAResultRecordIsRetriedUntilTheStreamTakesIt(t *testing.T) {
 	}
 	if n := runs.Load(); n != 1 {
 		t.Errorf("the task ran %d times, want once", n)
+	}
+	if s := l.Status(); s.Pool.Stuck != 0 || s.Counters[loop.OutcomeRetried]+s.Counters[loop.OutcomeDeadLettered] != 0 {
+		t.Errorf("status %+v, counters %v: want no stuck slot, no retry and no dead letter", s.Pool, s.Counters)
 	}
 	if _, body := admin(t, l, "/metrics"); !strings.Contains(body, "tenire_loop_result_records_lost_total 0") {
 		t.Errorf("metrics lack tenire_loop_result_records_lost_total 0")

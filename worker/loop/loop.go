@@ -82,9 +82,13 @@ type inflight struct {
 	countsKnown bool
 }
 
-// startedAt returns when the handler started, or the zero time.
-func (f *inflight) startedAt() time.Time {
-	if n := f.started.Load(); n != 0 {
+// runningSince returns when the handler started, or the zero time when it
+// has not started or has returned. A task whose handler returned is being
+// settled: writing its result or acknowledging it can wait on the server
+// (a stream electing its leader), which is neither the handler's time nor
+// a stuck slot.
+func (f *inflight) runningSince() time.Time {
+	if n := f.started.Load(); n != 0 && !f.returned.Load() {
 		return time.Unix(0, n)
 	}
 	return time.Time{}

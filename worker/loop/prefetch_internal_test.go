@@ -72,4 +72,9 @@ func TestLongestRunningCountsOnlyTasksStillInTheirHandlers(t *testing.T) {
 	if got := l.longestRunning(now); got != time.Second {
 		t.Errorf("longestRunning = %v, want 1s: the task in its handler, not the one being settled", got)
 	}
+	for name, f := range map[string]*inflight{"queued": queued, "being settled": settling} {
+		if got := f.runningSince(); !got.IsZero() || isStuck(got, now.Add(time.Hour), time.Second, time.Second) {
+			t.Errorf("a task %s runs since %v and can be stuck: want neither", name, got)
+		}
+	}
 }

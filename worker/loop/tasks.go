@@ -78,15 +78,14 @@ func (l *Loop) fetchLoop(ctx context.Context) {
 
 // longestRunning is how long the oldest task still in its handler has
 // been running. A task whose handler returned does not count while it is
-// settled: writing its result or acknowledging it can wait on the server
-// (a stream electing a leader), which says nothing about how long the
-// tasks take, and would shrink the prefetch and shed what it holds.
+// settled (see runningSince): that says nothing about how long the tasks
+// take, and would shrink the prefetch and shed what it holds.
 func (l *Loop) longestRunning(now time.Time) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var longest time.Duration
 	for f := range l.held {
-		if started := f.startedAt(); !started.IsZero() && !f.returned.Load() {
+		if started := f.runningSince(); !started.IsZero() {
 			longest = max(longest, now.Sub(started))
 		}
 	}
@@ -497,7 +496,7 @@ func (l *Loop) heartbeat(ctx context.Context) {
 			due, stuck = due[:0], stuck[:0]
 			l.mu.Lock()
 			for f := range l.held {
-				if isStuck(f.startedAt(), now, l.cfg.TaskTimeout, l.cfg.StuckGrace) {
+				if isStuck(f.runningSince(), now, l.cfg.TaskTimeout, l.cfg.StuckGrace) {
 					stuck = append(stuck, f)
 					continue
 				}
