@@ -143,7 +143,7 @@ func TestChartRendersConfigDefault(t *testing.T) {
 }
 
 func TestChartValues(t *testing.T) {
-	objs := normalize(renderChart(t, map[string]any{
+	rendered := renderChart(t, map[string]any{
 		"image":           map[string]any{"repository": "example.com/op", "tag": "v9"},
 		"replicaCount":    1,
 		"leaderElection":  map[string]any{"enabled": false},
@@ -155,7 +155,8 @@ func TestChartValues(t *testing.T) {
 			"serviceMonitor": map[string]any{"enabled": true},
 			"podMonitor":     map[string]any{"enabled": true},
 		},
-	}))
+	})
+	objs := normalize(rendered)
 	d := objs["Deployment/"+manifests.ManagerDeployment]
 	c, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
 	manager := c[0].(map[string]any)
@@ -175,6 +176,27 @@ func TestChartValues(t *testing.T) {
 		if objs[key] == nil {
 			t.Errorf("%s is not rendered with its value on", key)
 		}
+	}
+
+	// With watched namespaces the manager's rights are bound in each of
+	// them, and nowhere else.
+	bound := map[string]bool{}
+	for _, o := range rendered {
+		if o.GetName() != "loop-operator-manager-rolebinding" {
+			continue
+		}
+		ref, _, _ := unstructured.NestedString(o.Object, "roleRef", "name")
+		subjects, _, _ := unstructured.NestedSlice(o.Object, "subjects")
+		if o.GetKind() != "RoleBinding" || ref != "loop-operator-manager-role" || len(subjects) != 1 ||
+			subjects[0].(map[string]any)["namespace"] != manifests.Namespace {
+			t.Errorf("with watchNamespaces: %s %s/%s binds %q to %v, want RoleBindings of loop-operator-manager-role to the operator's service account",
+				o.GetKind(), o.GetNamespace(), o.GetName(), ref, subjects)
+			continue
+		}
+		bound[o.GetNamespace()] = true
+	}
+	if len(bound) != 2 || !bound["a"] || !bound["b"] {
+		t.Errorf("with watchNamespaces a and b the manager's role is bound in %v, want a and b", bound)
 	}
 
 	objs = normalize(renderChart(t, map[string]any{"metrics": map[string]any{"enabled": false}, "admissionPolicy": map[string]any{"enabled": false}}))

@@ -98,6 +98,9 @@ type harness struct {
 	// loopSelector, when set before the operator starts, is its
 	// --loop-selector.
 	loopSelector labels.Selector
+	// operatorCfg, when set before the operator starts, is the identity
+	// the operator runs as; the harness's own client stays cfg's.
+	operatorCfg *rest.Config
 }
 
 const testNode = "node-a"
@@ -136,7 +139,11 @@ func newHarnessOn(t *testing.T, restCfg *rest.Config, opts ...func(*harness)) *h
 // startOperator starts a manager that runs the reconciler in h's namespace.
 func (h *harness) startOperator() {
 	h.t.Helper()
-	mgr, err := ctrl.NewManager(h.cfg, ctrl.Options{
+	restCfg := h.cfg
+	if h.operatorCfg != nil {
+		restCfg = h.operatorCfg
+	}
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                 testenv.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
