@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -55,7 +56,7 @@ func TestAnOperatorBoundOnlyInItsNamespaceManagesItsLoops(t *testing.T) {
 			}
 		}
 		t.Cleanup(func() {
-			if err := h.c.Delete(h.ctx, role); client.IgnoreNotFound(err) != nil {
+			if err := h.c.Delete(context.WithoutCancel(h.ctx), role); client.IgnoreNotFound(err) != nil {
 				t.Error(err)
 			}
 		})
