@@ -48,7 +48,8 @@ type Options struct {
 	// MaxWorkers bounds the goroutines running tasks. Default 1.
 	MaxWorkers int
 	// IdleTimeout is how long a goroutine above MinWorkers waits for work
-	// before it exits. Default 30s.
+	// before it exits (up to a quarter more: the pool looks for idle
+	// goroutines every quarter of it). Default 30s.
 	IdleTimeout time.Duration
 	// Classes lists the priority classes, highest priority first. Default
 	// one class named "default".
@@ -144,8 +145,12 @@ type Pool[T any] struct {
 
 	mu        sync.Mutex
 	q         *queue[T]
-	workers   int
-	idle      []*worker // LIFO: the most recently idle goroutine is woken first
+	workers   int       // goroutines alive, retiring ones included
+	retiring  int       // goroutines the reaper told to exit that have not exited yet
+	idle      []*worker // LIFO: the most recently idle goroutine is woken first, the oldest retires first
+	reaper    *time.Timer
+	reaping   bool   // the reaper is armed
+	tick      uint64 // how often the reaper ran: a clock that costs no clock read
 	running   int
 	stopped   bool
 	exited    chan struct{} // closed when stopped and no goroutine is left
@@ -155,7 +160,9 @@ type Pool[T any] struct {
 }
 
 type worker struct {
-	wake chan struct{}
+	wake      chan struct{}
+	idleSince uint64 // Pool.tick when it went idle; guarded by Pool.mu
+	exit      bool   // set by the reaper, with Pool.mu held, before it wakes the goroutine
 }
 
 // New returns a running pool that calls handler for every task and done,
@@ -262,7 +269,7 @@ func (p *Pool[T]) TrySubmit(kind string, class int, task T) error {
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
 		w.wake <- struct{}{} // capacity 1 and only the popper sends
-	} else if p.workers < p.opts.MaxWorkers {
+	} else if p.workers-p.retiring < p.opts.MaxWorkers {
 		p.spawn()
 	}
 	return nil
@@ -368,6 +375,10 @@ func (p *Pool[T]) Stop() []T {
 		w.wake <- struct{}{}
 	}
 	p.idle = p.idle[:0]
+	if p.reaper != nil {
+		p.reaper.Stop()
+		p.reaping = false
+	}
 	if p.spaceWait {
 		close(p.space)
 		p.spaceWait = false
@@ -405,8 +416,6 @@ func (p *Pool[T]) spawn() {
 }
 
 func (p *Pool[T]) loop(w *worker) {
-	timer := time.NewTimer(p.opts.IdleTimeout)
-	defer timer.Stop()
 	p.mu.Lock()
 	for {
 		if e, ok := p.q.pop(); ok {
@@ -426,30 +435,24 @@ func (p *Pool[T]) loop(w *worker) {
 		if p.stopped {
 			break
 		}
+		// Idle. One timer for the pool (the reaper) retires the goroutines
+		// idle for IdleTimeout, oldest first: a timer per goroutine, reset
+		// at every idle spell, costs the runtime's timer locks on every
+		// task when thousands of goroutines take turns, and so does
+		// reading the clock here, under p.mu, on machines where that is
+		// slow. The reaper's ticks are the clock.
+		w.idleSince = p.tick
 		p.idle = append(p.idle, w)
+		if !p.reaping && p.workers-p.retiring > p.opts.MinWorkers {
+			p.armReaper()
+		}
 		p.mu.Unlock()
-		timer.Reset(p.opts.IdleTimeout)
-		var woken bool
-		select {
-		case <-w.wake:
-			woken = true
-		case <-timer.C:
-		}
-		p.mu.Lock()
-		if woken {
-			continue
-		}
-		// Timed out; a TrySubmit may have popped us meanwhile.
-		if i := p.idleIndex(w); i >= 0 {
-			if p.workers > p.opts.MinWorkers {
-				p.idle = append(p.idle[:i], p.idle[i+1:]...)
-				break
-			}
-			// Stay idle: remove and re-add on the next iteration.
-			p.idle = append(p.idle[:i], p.idle[i+1:]...)
-			continue
-		}
 		<-w.wake
+		p.mu.Lock()
+		if w.exit {
+			p.retiring--
+			break
+		}
 	}
 	p.workers--
 	if p.stopped && p.workers == 0 {
@@ -458,13 +461,48 @@ func (p *Pool[T]) loop(w *worker) {
 	p.mu.Unlock()
 }
 
-func (p *Pool[T]) idleIndex(w *worker) int {
-	for i, x := range p.idle {
-		if x == w {
-			return i
-		}
+// reaperTicks is how many reaper ticks make an IdleTimeout.
+const reaperTicks = 4
+
+// armReaper makes reap run a tick from now. p.mu must be held.
+func (p *Pool[T]) armReaper() {
+	p.reaping = true
+	d := max(p.opts.IdleTimeout/reaperTicks, time.Millisecond)
+	if p.reaper == nil {
+		p.reaper = time.AfterFunc(d, p.reap)
+		return
 	}
-	return -1
+	p.reaper.Reset(d)
+}
+
+// reap counts a tick and tells the goroutines idle for reaperTicks full
+// ticks (IdleTimeout, up to a quarter more) to exit, oldest first, keeping
+// MinWorkers. It ticks again while goroutines above MinWorkers are idle; a
+// tick not counted while it is off only makes the next ones later.
+func (p *Pool[T]) reap() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.reaping = false
+	if p.stopped {
+		return
+	}
+	p.tick++
+	n := 0
+	for n < len(p.idle) && p.workers-p.retiring > p.opts.MinWorkers && p.tick-p.idle[n].idleSince > reaperTicks {
+		w := p.idle[n]
+		w.exit = true
+		p.retiring++
+		w.wake <- struct{}{} // capacity 1 and only the popper sends
+		n++
+	}
+	if n > 0 {
+		rest := copy(p.idle, p.idle[n:])
+		clear(p.idle[rest:])
+		p.idle = p.idle[:rest]
+	}
+	if len(p.idle) > 0 && p.workers-p.retiring > p.opts.MinWorkers {
+		p.armReaper()
+	}
 }
 
 func (p *Pool[T]) run(e entry[T]) {

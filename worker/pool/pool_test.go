@@ -304,7 +304,7 @@ func TestGrowAndShrink(t *testing.T) {
 		if got := p.Stats().Workers; got != 4 {
 			t.Fatalf("workers right after the backlog = %d, want 4 until the idle timeout", got)
 		}
-		<-time.After(time.Minute + time.Second) // the bubble's fake clock jumps
+		<-time.After(time.Minute*5/4 + time.Second) // the bubble's fake clock jumps past the timeout and its quarter
 		synctest.Wait()
 		if s := p.Stats(); s.Workers != 1 || s.Idle != 1 {
 			t.Fatalf("after the idle timeout stats = %+v, want 1 idle worker", s)
@@ -314,6 +314,45 @@ func TestGrowAndShrink(t *testing.T) {
 		if got := p.Stats().Workers; got != 1 {
 			t.Fatalf("workers long after = %d, want MinWorkers 1", got)
 		}
+	})
+}
+
+// Goroutines retire oldest idle first, after IdleTimeout and at most a
+// quarter more: one that went back to work stays its full IdleTimeout
+// after its last task, and then goes too.
+func TestTheLongestIdleGoroutinesRetireFirst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRecorder()
+		p := newPool(t, pool.Options{MaxWorkers: 3, IdleTimeout: time.Minute}, r)
+		gate := make(chan struct{})
+		for i := range 3 {
+			submit(t, p, 0, job{name: fmt.Sprint(i), gate: gate})
+		}
+		close(gate)
+		r.waitDone(t, 3)
+		synctest.Wait()
+		<-time.After(40 * time.Second)
+		submit(t, p, 0, job{name: "later"}) // the most recently idle goroutine takes it
+		r.waitDone(t, 1)
+		synctest.Wait()
+		<-time.After(19 * time.Second) // 59s after the first three went idle
+		synctest.Wait()
+		if s := p.Stats(); s.Workers != 3 || s.Idle != 3 {
+			t.Fatalf("59s in, stats = %+v, want 3 idle workers: none idle for IdleTimeout yet", s)
+		}
+		<-time.After(17 * time.Second) // 76s
+		synctest.Wait()
+		if s := p.Stats(); s.Workers != 1 || s.Idle != 1 {
+			t.Fatalf("past the idle timeout of the first three and its quarter, stats = %+v, want the one that ran later left", s)
+		}
+		<-time.After(30 * time.Second) // 66s after its task
+		synctest.Wait()
+		if s := p.Stats(); s.Workers != 0 {
+			t.Fatalf("past its own idle timeout and its quarter, stats = %+v, want no goroutine", s)
+		}
+		// And the pool grows again from nothing.
+		submit(t, p, 0, job{name: "again"})
+		r.waitDone(t, 1)
 	})
 }
 
