@@ -224,7 +224,9 @@ var delayedMoveMargin = 10 * time.Second
 // under prefix to fromStream, to the delayed subject of priority to in
 // n.Stream, with their time, kind, id and payload: a task's copy is
 // published, then its old message deleted. Tasks due within margin of now
-// stay. left reports whether any delayed task of from is still in
+// stay; with a margin of 0 every one moves, past due included (one that
+// fired meanwhile is then run twice, which beats firing where nothing
+// reads it). left reports whether any delayed task of from is still in
 // fromStream.
 func moveDelayed(ctx context.Context, js jetstream.JetStream, fromStream string, n Names, prefix, from, to string, batch int, margin time.Duration) (moved int, left bool, err error) {
 	s, err := js.Stream(ctx, fromStream)
@@ -244,7 +246,7 @@ func moveDelayed(ctx context.Context, js jetstream.JetStream, fromStream string,
 			return moved, false, fmt.Errorf("queue: read the delayed tasks of %s in %s: %w", from, fromStream, err)
 		}
 		seq = m.Sequence + 1
-		if moved == batch || dueWithin(m.Header, margin) {
+		if moved == batch || (margin > 0 && dueWithin(m.Header, margin)) {
 			return moved, true, nil
 		}
 		out := nats.NewMsg(n.SubjectPrefix + ".scheduled." + to + "." + strings.TrimPrefix(m.Subject, old))

@@ -247,6 +247,39 @@ func TestRetireMovesTheDelayedTasksOfARemovedPriorityWithTheirTime(t *testing.T)
 	}
 }
 
+// A removed priority whose consumer is already gone (deleted by hand, or
+// by an operator from before delayed tasks moved) still has its delayed
+// tasks moved, however soon they are due: nothing would read them where
+// they fire.
+func TestRetireMovesTheDelayedTasksOfAPriorityWhoseConsumerIsGone(t *testing.T) {
+	_, js, names, _ := setup(t, queue.Config{Priorities: []string{"high", "low"}})
+	p := queue.NewProducer(js, names)
+	for id, in := range map[string]time.Duration{"soon": 5 * time.Second, "later": time.Hour} {
+		if _, _, err := p.Submit(t.Context(), queue.Task{ID: id, Kind: "k", Priority: "high", NotBefore: time.Now().Add(in)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := queue.Ensure(t.Context(), js, names, queue.Config{Priorities: []string{"low"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteConsumer(t.Context(), names.Stream, names.Consumer("high")); err != nil {
+		t.Fatal(err)
+	}
+	moved, gone, err := queue.Retire(t.Context(), js, names.Stream, names, "high", "low", 10)
+	if err != nil || !gone || moved != 2 {
+		t.Fatalf("Retire = %d moved, gone %v, %v; want both moved and the priority gone", moved, gone, err)
+	}
+	s, err := js.Stream(t.Context(), names.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"soon", "later"} {
+		if _, err := s.GetLastMsgForSubject(t.Context(), names.ScheduledSubject("low", id)); err != nil {
+			t.Errorf("delayed task %s is not on low's delayed subject: %v", id, err)
+		}
+	}
+}
+
 func TestARenamedStreamHandsEveryTaskToTheNewOne(t *testing.T) {
 	srv := natstest.Start(t)
 	_, js := srv.Connect()
