@@ -252,9 +252,11 @@ func TestRetireMovesTheDelayedTasksOfARemovedPriorityWithTheirTime(t *testing.T)
 // tasks moved, however soon they are due: nothing would read them where
 // they fire.
 func TestRetireMovesTheDelayedTasksOfAPriorityWhoseConsumerIsGone(t *testing.T) {
+	// "soon" is within the margin: with its consumer, it would stay.
+	t.Cleanup(queue.SetDelayedMoveMargin(time.Hour))
 	_, js, names, _ := setup(t, queue.Config{Priorities: []string{"high", "low"}})
 	p := queue.NewProducer(js, names)
-	for id, in := range map[string]time.Duration{"soon": 5 * time.Second, "later": time.Hour} {
+	for id, in := range map[string]time.Duration{"soon": time.Minute, "later": 2 * time.Hour} {
 		if _, _, err := p.Submit(t.Context(), queue.Task{ID: id, Kind: "k", Priority: "high", NotBefore: time.Now().Add(in)}); err != nil {
 			t.Fatal(err)
 		}
