@@ -3,8 +3,6 @@ package controllers
 import (
 	"context"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -24,7 +22,6 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
-	"sigs.k8s.io/yaml"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/api/v1alpha1/contract"
@@ -371,18 +368,8 @@ func drainedCondition(p *corev1.Pod) (corev1.PodCondition, bool) {
 
 func TestTheSampleIsAcceptedAndRuns(t *testing.T) {
 	h := newHarness(t)
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(filepath.Join(root, "config", "samples", "loops_v1alpha1_loopdeployment.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	ld := &loopsv1alpha1.LoopDeployment{}
-	if err := yaml.UnmarshalStrict(raw, ld); err != nil {
-		t.Fatalf("decoding the sample: %v", err)
-	}
+	decodeRepoFile(t, ld, "config", "samples", "loops_v1alpha1_loopdeployment.yaml")
 	ld.Namespace = h.ns
 	h.create(ld)
 	h.g.Eventually(func() []string { return h.readyPods(ld.Name) }).Should(gomega.HaveLen(3))

@@ -2,8 +2,6 @@ package controllers
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/onsi/gomega"
@@ -14,7 +12,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/internal/testenv"
@@ -29,25 +26,15 @@ import (
 // holds the same rights there), RoleBinding and PodDisruptionBudget, a
 // drain, the finalizer; and it reads no Secret elsewhere.
 func TestAnOperatorBoundOnlyInItsNamespaceManagesItsLoops(t *testing.T) {
-	const user = "system:serviceaccount:tenire-system:loop-operator-controller-manager"
+	const saNamespace, saName = "tenire-system", "loop-operator-controller-manager"
 	h := newHarnessOn(t, cfg, func(h *harness) {
-		root, err := testenv.RepoRoot()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := os.ReadFile(filepath.Join(root, "config", "rbac", "role.yaml"))
-		if err != nil {
-			t.Fatal(err)
-		}
 		role := &rbacv1.ClusterRole{}
-		if err := yaml.Unmarshal(b, role); err != nil {
-			t.Fatal(err)
-		}
+		decodeRepoFile(t, role, "config", "rbac", "role.yaml")
 		role.Name = "manager-role-" + h.ns
 		binding := &rbacv1.RoleBinding{
 			ObjectMeta: role.ObjectMeta,
 			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: "tenire-system", Name: "loop-operator-controller-manager"}},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: saNamespace, Name: saName}},
 		}
 		binding.Namespace = h.ns
 		for _, o := range []client.Object{role, binding} {
@@ -61,7 +48,7 @@ func TestAnOperatorBoundOnlyInItsNamespaceManagesItsLoops(t *testing.T) {
 			}
 		})
 		h.operatorCfg = rest.CopyConfig(cfg)
-		h.operatorCfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: []string{"system:serviceaccounts", "system:authenticated"}}
+		h.operatorCfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + saNamespace + ":" + saName, Groups: []string{"system:serviceaccounts", "system:authenticated"}}
 	})
 
 	// The identity is the restricted one: no Secret outside its namespace.

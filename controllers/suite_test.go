@@ -6,6 +6,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/api/v1alpha1/contract"
@@ -582,4 +584,21 @@ func (c laggingClient) List(ctx context.Context, list client.ObjectList, opts ..
 	}
 	pods.Items = shown
 	return nil
+}
+
+// decodeRepoFile strictly decodes the YAML file at the repository path
+// parts (as users get it) into obj.
+func decodeRepoFile(t *testing.T, obj any, parts ...string) {
+	t.Helper()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(append([]string{root}, parts...)...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.UnmarshalStrict(raw, obj); err != nil {
+		t.Fatalf("decoding %s: %v", filepath.Join(parts...), err)
+	}
 }

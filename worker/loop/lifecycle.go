@@ -261,19 +261,16 @@ func (r DrainReport) worthReporting() bool {
 // settles first wins).
 func (l *Loop) forceHandBack() {
 	l.mu.Lock()
-	stuck := make([]*inflight, 0, len(l.held))
+	held := make([]*inflight, 0, len(l.held))
 	for f := range l.held {
-		stuck = append(stuck, f)
+		held = append(held, f)
 	}
 	l.mu.Unlock()
-	for _, f := range stuck {
-		if !f.runningSince().IsZero() {
-			if !l.abandon(f) {
-				continue
-			}
+	for _, f := range held {
+		if !f.runningSince().IsZero() && l.abandon(f) {
 			l.log.Info("handler ignored cancellation; handing its task back without it", "task", f.d.ID, "kind", f.d.Kind)
 		}
-		l.handBack(f)
+		l.handBack(f) // a no-op for a task that ended meanwhile
 	}
 }
 

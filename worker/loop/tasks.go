@@ -391,11 +391,13 @@ func (l *Loop) handBack(f *inflight) {
 
 // abandon marks a running task whose handler will not return in time as
 // abandoned: its slot counts as stuck until the handler returns. It
-// returns false if the task has ended meanwhile.
+// returns false if the task has ended meanwhile, or its handler has
+// returned (done sets returned before it takes l.mu to give an abandoned
+// slot back, so a slot is never counted stuck after that).
 func (l *Loop) abandon(f *inflight) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if f.settled || f.abandoned {
+	if f.settled || f.abandoned || f.returned.Load() {
 		return false
 	}
 	f.abandoned = true
