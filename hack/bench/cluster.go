@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tenire/loop-operator/internal/benchresult"
 )
@@ -21,7 +22,7 @@ import (
 
 // runE2EBench runs one e2e benchmark test with env and decodes the JSON it
 // writes into v. It returns the command line, for the report.
-func runE2EBench(ctx context.Context, o *options, id, test, outVar string, env []string, v any) (string, error) {
+func runE2EBench(ctx context.Context, o *options, id, test, outVar, timeout string, env []string, v any) (string, error) {
 	if _, err := command(ctx, o, "kube-bins.log", nil, "bash", "hack/kube-bins.sh"); err != nil {
 		return "", err
 	}
@@ -35,7 +36,7 @@ func runE2EBench(ctx context.Context, o *options, id, test, outVar string, env [
 	}
 	_ = os.Remove(out)
 	env = append(env, "KUBEBUILDER_ASSETS="+strings.TrimSpace(string(dir)), outVar+"="+out)
-	args := []string{"test", "-tags", "e2e", "-count=1", "-timeout", "90m", "-run", "^" + test + "$", "-v", "./test/e2e/"}
+	args := []string{"test", "-tags", "e2e", "-count=1", "-timeout", timeout, "-run", "^" + test + "$", "-v", "./test/e2e/"}
 	if _, err := command(ctx, o, id+".log", env, "go", args...); err != nil {
 		return "", err
 	}
@@ -61,7 +62,7 @@ func runDrain(ctx context.Context, o *options) (*section, error) {
 		rounds = "2"
 	}
 	var r benchresult.Drain
-	cmd, err := runE2EBench(ctx, o, "drain", "TestBenchDrain", "TENIRE_BENCH_DRAIN_OUT", []string{"TENIRE_BENCH_DRAIN_ROUNDS=" + rounds}, &r)
+	cmd, err := runE2EBench(ctx, o, "drain", "TestBenchDrain", "TENIRE_BENCH_DRAIN_OUT", "90m", []string{"TENIRE_BENCH_DRAIN_ROUNDS=" + rounds}, &r)
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +102,7 @@ func runOperator(ctx context.Context, o *options) (*section, error) {
 		pods, rounds = "20", "1"
 	}
 	var r benchresult.Operator
-	cmd, err := runE2EBench(ctx, o, "operator", "TestBenchOperatorScale", "TENIRE_BENCH_OPERATOR_OUT",
+	cmd, err := runE2EBench(ctx, o, "operator", "TestBenchOperatorScale", "TENIRE_BENCH_OPERATOR_OUT", "90m",
 		[]string{"TENIRE_BENCH_OPERATOR_PODS=" + pods, "TENIRE_BENCH_OPERATOR_ROUNDS=" + rounds}, &r)
 	if err != nil {
 		return nil, err
@@ -175,7 +176,7 @@ func runAutoscale(ctx context.Context, o *options) (*section, error) {
 		env = []string{"TENIRE_BENCH_AUTOSCALE_TASKS=1000", "TENIRE_BENCH_AUTOSCALE_ROUNDS=1", "TENIRE_BENCH_AUTOSCALE_WINDOW=10s", "TENIRE_BENCH_AUTOSCALE_QUICK=1"}
 	}
 	var r benchresult.Autoscale
-	cmd, err := runE2EBench(ctx, o, "autoscale", "TestBenchAutoscale", "TENIRE_BENCH_AUTOSCALE_OUT", env, &r)
+	cmd, err := runE2EBench(ctx, o, "autoscale", "TestBenchAutoscale", "TENIRE_BENCH_AUTOSCALE_OUT", "90m", env, &r)
 	if err != nil {
 		return nil, err
 	}
@@ -220,13 +221,27 @@ func runAutoscale(ctx context.Context, o *options) (*section, error) {
 }
 
 func runMany(ctx context.Context, o *options) (*section, error) {
-	loops, pods, steady := "100", "10", "60"
+	loops, pods, steady := 100, 10, "60"
 	if o.quick {
-		loops, pods, steady = "10", "3", "10"
+		loops, pods, steady = 10, 3, "10"
 	}
+	if o.manyLoops > 0 {
+		loops = o.manyLoops
+	}
+	if o.manyPods > 0 {
+		pods = o.manyPods
+	}
+	env := []string{"TENIRE_BENCH_MANY_LOOPS=" + strconv.Itoa(loops), "TENIRE_BENCH_MANY_PODS=" + strconv.Itoa(pods), "TENIRE_BENCH_MANY_STEADY_SECONDS=" + steady}
+	if o.manyQPS > 0 {
+		env = append(env, "TENIRE_E2E_KCM_QPS="+strconv.FormatFloat(o.manyQPS, 'g', -1, 64))
+	}
+	if o.manyBurst > 0 {
+		env = append(env, "TENIRE_E2E_KCM_BURST="+strconv.Itoa(o.manyBurst))
+	}
+	// About a second per pod a side at the default limits, with room.
+	timeout := (90*time.Minute + time.Duration(loops*pods)*time.Second).String()
 	var r benchresult.Many
-	cmd, err := runE2EBench(ctx, o, "many", "TestBenchOperatorMany", "TENIRE_BENCH_MANY_OUT",
-		[]string{"TENIRE_BENCH_MANY_LOOPS=" + loops, "TENIRE_BENCH_MANY_PODS=" + pods, "TENIRE_BENCH_MANY_STEADY_SECONDS=" + steady}, &r)
+	cmd, err := runE2EBench(ctx, o, "many", "TestBenchOperatorMany", "TENIRE_BENCH_MANY_OUT", timeout, env, &r)
 	if err != nil {
 		return nil, err
 	}
@@ -263,9 +278,12 @@ func runMany(ctx context.Context, o *options) (*section, error) {
 		Goal: "≈ 0 (≤ 1 a minute)", Met: ptr(sw <= 1)})
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d LoopDeployments of %d pods beside %d Deployments of %d pods (%d pods a side) on kwok nodes; both controllers' clients at %g QPS, burst %d; steady state %g s. "+
-		"The goal sizes of the issue are 1,000 × 10: `TENIRE_BENCH_MANY_LOOPS=1000 TENIRE_BENCH_MANY_PODS=10` on the command above (hours at these rate limits).\n\n",
+	fmt.Fprintf(&b, "%d LoopDeployments of %d pods beside %d Deployments of %d pods (%d pods a side) on kwok nodes; both controllers' clients at %g QPS, burst %d; steady state %g s.",
 		r.Loops, r.Pods, r.Loops, r.Pods, n, r.KubeAPIQPS, r.KubeAPIBurst, r.SteadySeconds)
+	if n < 10000 {
+		b.WriteString(" The goal size is 1,000 × 10: `go run ./hack/bench -skip dispatch,features,footprint,queue,operator,drain,autoscale -many-loops 1000 -out bin/bench/many.md` (hours at these rate limits; -many-qps and -many-burst raise both sides' limits).")
+	}
+	b.WriteString("\n\n")
 	b.WriteString("| phase | LD s | Deployment s | LD writes/pod | Deployment writes/pod | LD status writes | Deployment status writes | operator RSS peak / end MiB | operator CPU s | reconciles | p50 s | p99 s | queue depth max |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for i, ld := range r.LoopDeployments {
 		d := r.Deployments[i]

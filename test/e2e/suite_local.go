@@ -80,7 +80,11 @@ func StartSuite(ctx context.Context) (*Suite, error) {
 		s.Log.Info("built", "binary", name, "took", time.Since(start).Round(time.Millisecond))
 	}
 
-	if s.Cluster, err = localcluster.Start(ctx, localcluster.Options{Log: s.Log.WithName("cluster")}); err != nil {
+	opts := localcluster.Options{Log: s.Log.WithName("cluster")}
+	if opts.ControllerManagerQPS, opts.ControllerManagerBurst, err = controllerManagerLimits(); err != nil {
+		return s, err
+	}
+	if s.Cluster, err = localcluster.Start(ctx, opts); err != nil {
 		return nil, err
 	}
 	s.Kubeconfig = s.Cluster.KubeconfigPath
@@ -248,4 +252,26 @@ func (s *Suite) SinkHost() (listen, advertise string, err error) {
 // each pod a proxy of its own to the API server.
 func (s *Suite) CutOffWorker(_ context.Context, namespace, pod string, cut bool) error {
 	return s.Agent.CutOff(namespace, pod, cut)
+}
+
+// controllerManagerLimits reads TENIRE_E2E_KCM_QPS and TENIRE_E2E_KCM_BURST,
+// kube-controller-manager's client rate limits for the run (zero, the
+// default, is its own 20 and 30). The benchmarks give the operator the same,
+// so a larger benchmark can raise both sides at once.
+func controllerManagerLimits() (qps float32, burst int, err error) {
+	if v := os.Getenv("TENIRE_E2E_KCM_QPS"); v != "" {
+		f, perr := strconv.ParseFloat(v, 32)
+		if perr != nil || f <= 0 {
+			return 0, 0, fmt.Errorf("TENIRE_E2E_KCM_QPS=%q: want a positive number of requests per second", v)
+		}
+		qps = float32(f)
+	}
+	if v := os.Getenv("TENIRE_E2E_KCM_BURST"); v != "" {
+		n, perr := strconv.Atoi(v)
+		if perr != nil || n <= 0 {
+			return 0, 0, fmt.Errorf("TENIRE_E2E_KCM_BURST=%q: want a positive whole number of requests", v)
+		}
+		burst = n
+	}
+	return qps, burst, nil
 }
