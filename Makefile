@@ -225,7 +225,7 @@ custom-worker-image: ## Build the image of examples/custom-worker without Docker
 nats-image: ## Build the NATS image of the kind path without a registry: nats-server of go.mod, static, as bin/images/nats.tar ($(NATS_LOCAL_IMG)).
 	@mkdir -p bin/static bin/images
 	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/static/nats-server github.com/nats-io/nats-server/v2
-	go run ./hack/ociimage build --binary bin/static/nats-server --entrypoint /nats-server --tag $(NATS_LOCAL_IMG) --version $(NATS_VERSION) --out bin/images/nats.tar
+	go run ./hack/ociimage build --binary bin/static/nats-server --entrypoint /nats-server --tag $(NATS_LOCAL_IMG) --version $(NATS_VERSION) --source https://github.com/nats-io/nats-server --out bin/images/nats.tar
 	go run ./hack/ociimage verify --archive bin/images/nats.tar --entrypoint /nats-server
 
 .PHONY: docker-up

@@ -47,6 +47,7 @@ func run(args []string, out io.Writer) error {
 	fs.StringVar(archive, "archive", "", "image archive to read (verify)")
 	arch := fs.String("arch", "amd64", "architecture of the binary (build)")
 	version := fs.String("version", "dev", "the image's org.opencontainers.image.version label (build)")
+	source := fs.String("source", "https://github.com/tenire/loop-operator", "the image's org.opencontainers.image.source label: where its binary's source is (build)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -56,7 +57,7 @@ func run(args []string, out io.Writer) error {
 			return errors.New("build needs --binary, --entrypoint, --tag and --out")
 		}
 		start := time.Now()
-		if err := build(*binary, *entrypoint, *tag, *archive, *arch, *version); err != nil {
+		if err := build(*binary, *entrypoint, *tag, *archive, *arch, *version, *source); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "built %s (%s) into %s in %s\n", *tag, *entrypoint, *archive, time.Since(start).Round(time.Millisecond))
@@ -125,7 +126,7 @@ func layer(files ...file) (v1.Layer, error) {
 	return tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
 }
 
-func build(binaryPath, entrypoint, tag, archive, arch, version string) error {
+func build(binaryPath, entrypoint, tag, archive, arch, version, source string) error {
 	ref, err := name.NewTag(tag)
 	if err != nil {
 		return fmt.Errorf("tag %q: %w", tag, err)
@@ -178,7 +179,7 @@ func build(binaryPath, entrypoint, tag, archive, arch, version string) error {
 		WorkingDir: "/",
 		Env:        []string{"PATH=/", "SSL_CERT_FILE=" + caBundle},
 		Labels: map[string]string{
-			"org.opencontainers.image.source":  "https://github.com/tenire/loop-operator",
+			"org.opencontainers.image.source":  source,
 			"org.opencontainers.image.title":   filepath.Base(entrypoint),
 			"org.opencontainers.image.version": version,
 		},
@@ -273,6 +274,7 @@ func verify(archive, entrypoint string) (string, error) {
 		return "", errors.New("the image has no /tmp folder with mode 1777 (os.TempDir fails in it)")
 	}
 	layers, _ := img.Layers()
-	return fmt.Sprintf("entrypoint %s (static ELF, %d bytes), /tmp 1777, user %s, %d layers, %s/%s, version %s",
-		entrypoint, size, cf.Config.User, len(layers), cf.OS, cf.Architecture, cf.Config.Labels["org.opencontainers.image.version"]), nil
+	return fmt.Sprintf("entrypoint %s (static ELF, %d bytes), /tmp 1777, user %s, %d layers, %s/%s, version %s, source %s",
+		entrypoint, size, cf.Config.User, len(layers), cf.OS, cf.Architecture, cf.Config.Labels["org.opencontainers.image.version"],
+		cf.Config.Labels["org.opencontainers.image.source"]), nil
 }

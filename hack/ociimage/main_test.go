@@ -19,14 +19,15 @@ func TestAStaticBinaryBecomesAnImageThatVerifies(t *testing.T) {
 	}
 	archive := filepath.Join(dir, "images", "hello.tar")
 	var out bytes.Buffer
-	if err := run([]string{"build", "--binary", bin, "--entrypoint", "/hello", "--tag", "example.com/hello:test", "--out", archive, "--version", "v1.2.3"}, &out); err != nil {
+	if err := run([]string{"build", "--binary", bin, "--entrypoint", "/hello", "--tag", "example.com/hello:test", "--out", archive, "--version", "v1.2.3",
+		"--source", "https://example.com/hello"}, &out); err != nil {
 		t.Fatalf("build: %v", err)
 	}
 	out.Reset()
 	if err := run([]string{"verify", "--archive", archive, "--entrypoint", "/hello"}, &out); err != nil {
 		t.Fatalf("verify: %v", err)
 	}
-	for _, want := range []string{"entrypoint /hello (static ELF", "user 65532:65532", "2 layers", "linux/amd64", "version v1.2.3"} {
+	for _, want := range []string{"entrypoint /hello (static ELF", "user 65532:65532", "2 layers", "linux/amd64", "version v1.2.3", "source https://example.com/hello"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("verify printed %q, want %q in it", out.String(), want)
 		}
