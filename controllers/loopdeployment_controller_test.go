@@ -735,3 +735,33 @@ func TestADrainRequestWaitsWhenThePodChangesAfterTheOldReportWasRemoved(t *testi
 	_, drained := contract.Drained(&now)
 	h.g.Expect(drained).To(gomega.BeFalse())
 }
+
+// A pod that carries a loop's name label but that the loop does not
+// control (a user's, or one left by an earlier loop of that name) is no
+// replica of it: the reconciler reads its pods through the index of
+// their controller, counts only its own and never deletes the stranger.
+func TestAPodWithTheLoopsLabelThatItDoesNotControlIsLeftAlone(t *testing.T) {
+	h := newHarness(t)
+	stray := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "orders-stray", Labels: map[string]string{loopsv1alpha1.LabelName: "orders"}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "worker", Image: "example.com/stray:1"}}},
+	}
+	h.create(stray)
+	h.create(h.newLD("orders", 2))
+	h.g.Eventually(func() int32 { return h.get("orders").Status.AvailableReplicas }).Should(gomega.BeEquivalentTo(2))
+	ld := h.get("orders")
+	h.g.Expect(ld.Status.Replicas).To(gomega.BeEquivalentTo(2))
+	owned := 0
+	for _, p := range h.pods("orders") {
+		if metav1.IsControlledBy(&p, ld) {
+			owned++
+		}
+	}
+	h.g.Expect(owned).To(gomega.Equal(2))
+
+	h.update("orders", func(ld *loopsv1alpha1.LoopDeployment) { ld.Spec.Replicas = ptr.To(int32(0)) })
+	h.g.Eventually(func() []string { return podNames(h.pods("orders")) }).Should(gomega.Equal([]string{"orders-stray"}))
+	h.g.Eventually(func() int32 { return h.get("orders").Status.Replicas }).Should(gomega.BeEquivalentTo(0))
+	h.g.Expect(h.c.Get(h.ctx, client.ObjectKeyFromObject(stray), stray)).To(gomega.Succeed())
+	h.g.Expect(stray.DeletionTimestamp).To(gomega.BeNil())
+}

@@ -73,7 +73,8 @@ func (r *LoopDeploymentReconciler) newScope(ctx context.Context, ld *loopsv1alph
 	}
 
 	list := &corev1.PodList{}
-	if err := r.Client.List(ctx, list, client.InNamespace(ld.Namespace), client.MatchingLabels(selectorLabels(ld))); err != nil {
+	if err := r.Client.List(ctx, list, client.InNamespace(ld.Namespace), client.MatchingFields{podControllerIndex: string(ld.UID)},
+		client.MatchingLabels(selectorLabels(ld))); err != nil {
 		return nil, fmt.Errorf("listing the pods of %s: %w", s.key, err)
 	}
 	for i := range list.Items {
