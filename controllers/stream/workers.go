@@ -7,7 +7,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/tenire/loop-operator/worker/loop"
 	"github.com/tenire/loop-operator/worker/queue"
 )
 
@@ -30,6 +29,29 @@ type workers struct {
 	load map[string]WorkerLoad
 }
 
+// announcedLoad is the part of a loop.Announcement the operator reads:
+// decoding only it skips the rest of the status (counters, breakers, the
+// pool) without allocating for it, and every pod announces every 2 s.
+type announcedLoad struct {
+	Worker string `json:"worker"`
+	Status struct {
+		InFlightByKind map[string]int `json:"inFlightByKind"`
+	} `json:"status"`
+}
+
+// decodeLoad reads the worker's name and its tasks in flight from an
+// announcement; ok is false for anything else.
+func decodeLoad(data []byte) (worker string, inFlight int, ok bool) {
+	var a announcedLoad
+	if json.Unmarshal(data, &a) != nil || a.Worker == "" {
+		return "", 0, false
+	}
+	for _, k := range a.Status.InFlightByKind {
+		inFlight += k
+	}
+	return a.Worker, inFlight, true
+}
+
 // listen subscribes to the announcements of ld's workers on nc, once per
 // connection. The caller holds p.mu.
 func (p *Poller) listen(uid types.UID, nc *nats.Conn, n queue.Names) {
@@ -42,16 +64,12 @@ func (p *Poller) listen(uid types.UID, nc *nats.Conn, n queue.Names) {
 	}
 	w = &workers{conn: nc, load: map[string]WorkerLoad{}}
 	sub, err := nc.Subscribe(n.StatusSubject(), func(m *nats.Msg) {
-		var a loop.Announcement
-		if json.Unmarshal(m.Data, &a) != nil || a.Worker == "" {
+		worker, inFlight, ok := decodeLoad(m.Data)
+		if !ok {
 			return // not an announcement; ignored
 		}
-		inFlight := 0
-		for _, k := range a.Status.InFlightByKind {
-			inFlight += k
-		}
 		p.mu.Lock()
-		w.load[a.Worker] = WorkerLoad{InFlight: inFlight, At: p.Clock.Now()}
+		w.load[worker] = WorkerLoad{InFlight: inFlight, At: p.Clock.Now()}
 		p.mu.Unlock()
 	})
 	if err != nil {
