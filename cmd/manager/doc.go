@@ -7,6 +7,7 @@
 //	--metrics-bind-address     address of the metrics endpoint (default :8443; "0" disables it)
 //	--metrics-secure           HTTPS with token authentication and authorisation (default true)
 //	--health-probe-bind-address address of /healthz and /readyz (default :8081)
+//	--pprof-bind-address       address of /debug/pprof/ (default "": off)
 //	--leader-elect             run behind a leader election lease (default true)
 //	--leader-election-namespace namespace of the lease (default: the pod's namespace)
 //	--drain-grace              how long after a drain's deadline to wait for the worker's report (default 15s)

@@ -45,6 +45,7 @@ type options struct {
 	metricsAddr             string
 	metricsSecure           bool
 	probeAddr               string
+	pprofAddr               string
 	leaderElect             bool
 	leaderElectionNamespace string
 	leaderElectionID        string
@@ -66,6 +67,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443", `address of the Prometheus metrics endpoint; "0" disables it`)
 	fs.BoolVar(&o.metricsSecure, "metrics-secure", true, "serve the metrics over HTTPS, to clients that authenticate with a token allowed to get /metrics (TokenReview and SubjectAccessReview); --metrics-secure=false serves plain HTTP to anyone")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz probes")
+	fs.StringVar(&o.pprofAddr, "pprof-bind-address", "", `address of Go's /debug/pprof/ profiles, plain HTTP without authentication (bind it to 127.0.0.1 and reach it with kubectl port-forward); "" or "0" disables it`)
 	fs.BoolVar(&o.leaderElect, "leader-elect", true, "run behind a leader election lease, so that only one replica acts; --leader-elect=false to disable")
 	fs.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election lease (default: the namespace the manager runs in)")
 	fs.StringVar(&o.leaderElectionID, "leader-election-id", defaultLeaderElectionID, "name of the leader election lease: managers that shard the cluster (--watch-namespaces, --loop-selector) each need their own (docs/scaling.md)")
@@ -162,6 +164,7 @@ func run(args []string) error {
 		Scheme:                        newScheme(),
 		Metrics:                       metricsOptions(o),
 		HealthProbeBindAddress:        o.probeAddr,
+		PprofBindAddress:              o.pprofAddr,
 		LeaderElection:                o.leaderElect,
 		LeaderElectionID:              o.leaderElectionID,
 		LeaderElectionNamespace:       o.leaderElectionNamespace,

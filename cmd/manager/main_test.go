@@ -32,6 +32,8 @@ func TestParseFlags(t *testing.T) {
 			m := metricsOptions(o)
 			return m.SecureServing && m.FilterProvider != nil
 		}, ""},
+		{"profiling is off unless asked for", nil, func(o *options) bool { return o.pprofAddr == "" }, ""},
+		{"profiling can be served", []string{"--pprof-bind-address=127.0.0.1:6060"}, func(o *options) bool { return o.pprofAddr == "127.0.0.1:6060" }, ""},
 		{"the drain grace can be set", []string{"--drain-grace=1m"}, func(o *options) bool { return o.drainGrace == time.Minute }, ""},
 		{"the log level is a zap flag", []string{"--zap-log-level=debug"}, func(*options) bool { return true }, ""},
 		{"the client's rate limits can be set", []string{"--kube-api-qps=50", "--kube-api-burst=100"}, func(o *options) bool { return o.kubeAPIQPS == 50 && o.kubeAPIBurst == 100 }, ""},
