@@ -96,6 +96,16 @@ func runDrain(ctx context.Context, o *options) (*section, error) {
 	return sec, nil
 }
 
+// manyProfiles are the operator's profiles that part 8 records
+// (TestBenchOperatorMany, TENIRE_BENCH_MANY_PROFILES) and the report shows.
+var manyProfiles = []struct {
+	file, what string
+	args       []string
+}{
+	{"many-rollout.cpu.prof", "The operator's CPU profile over the first minute of the LoopDeployments' rollout:", nil},
+	{"many-rollout.heap.prof", "The operator's heap at the end of the rollout (memory in use):", []string{"-sample_index=inuse_space"}},
+}
+
 func runOperator(ctx context.Context, o *options) (*section, error) {
 	pods, rounds := "200", "5"
 	if o.quick {
@@ -238,6 +248,18 @@ func runMany(ctx context.Context, o *options) (*section, error) {
 	if o.manyBurst > 0 {
 		env = append(env, "TENIRE_E2E_KCM_BURST="+strconv.Itoa(o.manyBurst))
 	}
+	if !o.quick {
+		// The operator's CPU profile over the rollout's first minute and
+		// its heap at the rollout's end (the peak), for the report.
+		abs, err := filepath.Abs(o.workDir)
+		if err != nil {
+			return nil, err
+		}
+		env = append(env, "TENIRE_BENCH_MANY_PROFILES="+abs)
+		for _, f := range manyProfiles {
+			_ = os.Remove(filepath.Join(abs, f.file))
+		}
+	}
 	// About a second per pod a side at the default limits, with room.
 	timeout := (90*time.Minute + time.Duration(loops*pods)*time.Second).String()
 	var r benchresult.Many
@@ -295,6 +317,18 @@ func runMany(ctx context.Context, o *options) (*section, error) {
 		fmt.Fprintf(&b, "\n%s", writesTable(ld.Name, benchresult.OperatorPair{
 			LoopDeployment: benchresult.OperatorSample{WritesByRequest: ld.WritesByRequest},
 			Deployment:     benchresult.OperatorSample{WritesByRequest: r.Deployments[i].WritesByRequest}}))
+	}
+	for _, f := range manyProfiles {
+		prof := filepath.Join(o.workDir, f.file)
+		if _, err := os.Stat(prof); err != nil {
+			continue // not asked for (-quick)
+		}
+		args := append([]string{"tool", "pprof", "-top", "-nodecount", "25"}, f.args...)
+		top, err := command(ctx, o, f.file+".top.txt", nil, "go", append(args, prof)...)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&b, "\n%s\n\n```\ngo %s %s\n\n%s\n```\n", f.what, strings.Join(args, " "), f.file, trimProfile(string(top)))
 	}
 	sec.Details = strings.TrimSpace(b.String())
 	return sec, nil

@@ -88,13 +88,15 @@ status says what its pods show (observed generation, replicas Ready and
 updated) and every loop pod's worker has announced itself, so that a
 phase's writes are its own and the steady window starts quiet. The
 operator manages the loops' queues, and stand-in workers announce each
-pod idle, as idle loop-workers would. Writes are
+pod idle every 2 s, as idle loop-workers would. Writes are
 every client's, as in part 5; status writes are the controllers' writes of
 their own objects' status. On the LoopDeployment side the operator is
 sampled every 250 ms: resident memory (/proc), CPU time, reconciles of the
 loopdeployment controller and their duration (percentiles are bucket
-bounds of controller_runtime_reconcile_time_seconds), work queue depth.
-Goals: time and writes per pod ≤ 1.2× the Deployments' in each phase, the
+bounds of controller_runtime_reconcile_time_seconds), work queue depth;
+outside -quick, the operator's CPU profile over the rollout's first
+minute and its heap at the rollout's end (--pprof-bind-address) follow the
+tables. Goals: time and writes per pod ≤ 1.2× the Deployments' in each phase, the
 operator's peak resident memory ≤ 500 MiB, reconcile p99 ≤ 1 s in the
 steady state, and status writes in the steady state about none.`
 

@@ -8,9 +8,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -65,7 +67,11 @@ import (
 //
 // Sizes: TENIRE_BENCH_MANY_LOOPS (default 20) and TENIRE_BENCH_MANY_PODS
 // (default 5); the goal sizes are 1,000 and 10. TENIRE_BENCH_MANY_OUT
-// names the JSON file of the result (benchresult.Many).
+// names the JSON file of the result (benchresult.Many). With
+// TENIRE_BENCH_MANY_PROFILES naming a directory, the operator serves
+// pprof and the rollout of the LoopDeployments writes its CPU profile
+// (the rollout's first benchManyCPUProfile) and its heap at the rollout's
+// end there, as many-rollout.cpu.prof and many-rollout.heap.prof.
 func TestBenchOperatorMany(t *testing.T) {
 	loops := benchOpEnvInt(t, "TENIRE_BENCH_MANY_LOOPS", 20)
 	pods := benchOpEnvInt(t, "TENIRE_BENCH_MANY_PODS", 5)
@@ -80,9 +86,18 @@ func TestBenchOperatorMany(t *testing.T) {
 		t.Fatal(err)
 	}
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", port)
-	mgr := benchOpStartManager(t, qps, burst, "--metrics-bind-address="+metricsAddr, "--metrics-secure=false")
+	args := []string{"--metrics-bind-address=" + metricsAddr, "--metrics-secure=false"}
+	op := &benchManyOperator{url: "http://" + metricsAddr + "/metrics", http: &http.Client{Timeout: 10 * time.Second}}
+	if op.profiles = os.Getenv("TENIRE_BENCH_MANY_PROFILES"); op.profiles != "" {
+		if port, err = testenv.FreePort(); err != nil {
+			t.Fatal(err)
+		}
+		op.pprof = fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/", port)
+		args = append(args, fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", port))
+	}
+	mgr := benchOpStartManager(t, qps, burst, args...)
+	op.pid = mgr.PID()
 	benchOpStartKwok(t, loops*pods)
-	op := &benchManyOperator{pid: mgr.PID(), url: "http://" + metricsAddr + "/metrics", http: &http.Client{Timeout: 10 * time.Second}}
 
 	res := benchresult.Many{Loops: loops, Pods: pods, SteadySeconds: steady.Seconds(), KubeAPIQPS: qps, KubeAPIBurst: burst}
 	res.LoopDeployments = benchManySide(t, benchOpSideLD, loops, pods, steady, writes, op)
@@ -111,7 +126,7 @@ func benchManySide(t *testing.T, side string, loops, pods int, steady time.Durat
 		t.Fatal(err)
 	}
 	queueOf := loopsv1alpha1.QueueSpec{NATS: loopsv1alpha1.NATSQueueSpec{URL: env.NATS.URL()}}
-	tr := benchOpTrack(t, ns, &loopsv1alpha1.LoopDeployment{Spec: loopsv1alpha1.LoopDeploymentSpec{Queue: queueOf}})
+	tr := benchOpTrack(t, ns, &loopsv1alpha1.LoopDeployment{Spec: loopsv1alpha1.LoopDeploymentSpec{Queue: queueOf}}, benchOpAnnounceEveryAtScale)
 	tr.mu.Lock()
 	tr.rev = "1"
 	tr.mu.Unlock()
@@ -160,12 +175,15 @@ func benchManySide(t *testing.T, side string, loops, pods int, steady time.Durat
 	tr.rev = "2"
 	tr.mu.Unlock()
 	m = benchManyStart(t, writes, op)
+	cpu := op.profileCPU(t, "many-rollout.cpu.prof")
 	patch := client.RawPatch(types.MergePatchType, fmt.Appendf(nil, `{"spec":{"template":{"metadata":{"annotations":{%q:"2"}}}}}`, benchOpRevAnnotation))
 	benchManyEach(t, objs, func(ctx context.Context, obj client.Object) error { return env.Client.Patch(ctx, obj, patch) })
 	if _, err := tr.waitFor(ctx, 2*timeout, ready); err != nil {
 		t.Fatalf("%s rollout: %v; pods: %s", side, err, tr.describe())
 	}
 	benchManySettled(t, side, tr, ns, int32(pods), timeout)
+	cpu()
+	op.profileHeap(t, "many-rollout.heap.prof")
 	phases = append(phases, m.end("rollout", n))
 
 	m = benchManyStart(t, writes, op)
@@ -280,11 +298,73 @@ func benchManyHold(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// benchManyOperator reads the bench manager's process and metrics.
+// benchManyOperator reads the bench manager's process and metrics, and
+// its profiles if pprof is set.
 type benchManyOperator struct {
-	pid  int
-	url  string
-	http *http.Client
+	pid      int
+	url      string
+	http     *http.Client
+	pprof    string // base URL of /debug/pprof/, or ""
+	profiles string // directory of the profiles
+}
+
+// benchManyCPUProfile is how long the CPU profile of a phase lasts, from
+// its start: at the goal size the work queue is full from the phase's
+// first seconds to its last.
+const benchManyCPUProfile = 60 * time.Second
+
+// profileCPU starts recording the operator's CPU profile for
+// benchManyCPUProfile into name and returns a function that waits for it.
+// On the Deployments' side (o nil) or without pprof it does nothing.
+func (o *benchManyOperator) profileCPU(t *testing.T, name string) (wait func()) {
+	t.Helper()
+	if o == nil || o.pprof == "" {
+		return func() {}
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- o.fetchProfile(t.Context(), fmt.Sprintf("profile?seconds=%d", int(benchManyCPUProfile.Seconds())), name, benchManyCPUProfile+time.Minute)
+	}()
+	return func() {
+		if err := <-done; err != nil {
+			t.Fatalf("the operator's CPU profile: %v", err)
+		}
+	}
+}
+
+// profileHeap writes the operator's heap profile now into name.
+func (o *benchManyOperator) profileHeap(t *testing.T, name string) {
+	t.Helper()
+	if o == nil || o.pprof == "" {
+		return
+	}
+	if err := o.fetchProfile(t.Context(), "heap", name, time.Minute); err != nil {
+		t.Fatalf("the operator's heap profile: %v", err)
+	}
+}
+
+// fetchProfile gets pprof's path and writes the answer into name in the
+// profiles' directory.
+func (o *benchManyOperator) fetchProfile(ctx context.Context, path, name string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.pprof+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s: %s", o.pprof+path, resp.Status, body)
+	}
+	return os.WriteFile(filepath.Join(o.profiles, name), body, 0o644)
 }
 
 // rssMiB is the process's resident memory now.

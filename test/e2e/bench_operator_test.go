@@ -367,7 +367,7 @@ func benchOpRound(t *testing.T, round, n int, writes *benchOpWrites) benchresult
 			t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
 		}
 	}
-	tr := benchOpTrack(t, ns, ld)
+	tr := benchOpTrack(t, ns, ld, benchOpAnnounceEvery)
 	sides := []benchOpSide{
 		{name: benchOpSideLD, obj: ld, statusSays: func(ctx context.Context, want int32) (bool, error) {
 			var got loopsv1alpha1.LoopDeployment
@@ -573,7 +573,7 @@ type benchOpCounts struct {
 // benchOpTracker follows the pods of a round's namespace. It stands in
 // for the workers of the LoopDeployment's pods and records what the drain
 // contract forbids. Its workers announce what they hold on the loop's
-// status subject every benchOpAnnounceEvery, as loop-worker does: nothing
+// status subject at an interval, as loop-worker does: nothing
 // (idle), or, after setBusy, one task each. Asked to drain, an idle one
 // reports Drained at once, a busy one once its task would have finished.
 type benchOpTracker struct {
@@ -607,12 +607,21 @@ const benchOpBusyTask = time.Second
 // benchOpBusyTask.
 func benchOpBusyConcurrent(n int) int32 { return int32(max(n/10, 1)) }
 
-// benchOpAnnounceEvery is how often the stand-in workers announce.
+// benchOpAnnounceEvery is how often the stand-in workers of part 5
+// announce: a quarter of a real worker's interval, so that a round of a
+// few seconds waits little for them.
 const benchOpAnnounceEvery = 500 * time.Millisecond
 
+// benchOpAnnounceEveryAtScale is how often they announce in part 8: a real
+// worker's interval (loop.Config.AnnounceInterval's default), because
+// there the announcements of thousands of pods share the machine with the
+// control plane, as real workers on their own nodes would not.
+const benchOpAnnounceEveryAtScale = 2 * time.Second
+
 // benchOpTrack follows the pods of ns, whose LoopDeployments all have
-// the queue settings of ld (names aside).
-func benchOpTrack(t *testing.T, ns string, ld *loopsv1alpha1.LoopDeployment) *benchOpTracker {
+// the queue settings of ld (names aside); its stand-in workers announce
+// every announceEvery.
+func benchOpTrack(t *testing.T, ns string, ld *loopsv1alpha1.LoopDeployment, announceEvery time.Duration) *benchOpTracker {
 	t.Helper()
 	nc, err := nats.Connect(env.NATSURL())
 	if err != nil {
@@ -626,7 +635,7 @@ func benchOpTrack(t *testing.T, ns string, ld *loopsv1alpha1.LoopDeployment) *be
 	stop := watchNamespacePods(t, ns, tr.seen, tr.gone)
 	quit := make(chan struct{})
 	tr.wg.Add(1)
-	go tr.announce(quit)
+	go tr.announce(quit, announceEvery)
 	var once sync.Once
 	tr.stop = func() {
 		once.Do(func() {
@@ -649,11 +658,11 @@ func (tr *benchOpTracker) setBusy(d time.Duration) {
 	clear(tr.announced)
 }
 
-// announce publishes, every benchOpAnnounceEvery until quit, what each
-// serving LoopDeployment pod's worker holds.
-func (tr *benchOpTracker) announce(quit <-chan struct{}) {
+// announce publishes, every interval until quit, what each serving
+// LoopDeployment pod's worker holds.
+func (tr *benchOpTracker) announce(quit <-chan struct{}, every time.Duration) {
 	defer tr.wg.Done()
-	tick := time.NewTicker(benchOpAnnounceEvery)
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		tr.mu.Lock()
