@@ -169,10 +169,13 @@ func (r *LoopDeploymentReconciler) reconcileReplicas(ctx context.Context, s *sco
 	in := policy.PlanInput{Replicas: s.replicas, MaxSurge: s.maxSurge, MaxConcurrent: s.maxConcurrent}
 	for _, p := range s.pods {
 		// Pods deleted by this reconcile still count as draining: the
-		// cache shows them until they are really gone.
+		// cache shows them until they are really gone. A terminating pod
+		// that holds nothing takes no slot.
 		switch {
 		case contract.Draining(p) || (s.gone[p.Name] && !isFinished(p)):
-			in.Draining++
+			if !s.terminatingEmpty(p) {
+				in.Draining++
+			}
 		case isServing(p):
 			in.Pods = append(in.Pods, s.candidate(p))
 		}

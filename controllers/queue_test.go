@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/api/v1alpha1/contract"
@@ -332,6 +334,88 @@ func TestTheOperatorProvisionsWithTheSecretsCredentialsAndSaysWhenNATSRefusesThe
 	h.g.Consistently(func() int { return len(h.pods("refused")) }, 2*time.Second).Should(gomega.Equal(2))
 }
 
+// announceLoads publishes, as the workers of ld's pods, every 100ms (as
+// loop.announce does every 2s) until the test ends, the tasks in flight of
+// each pod that loads returns.
+func announceLoads(t *testing.T, srv *natstest.Server, ld *loopsv1alpha1.LoopDeployment, loads func() map[string]int) {
+	t.Helper()
+	nc, _ := srv.Connect()
+	subject := queue.NewNames(contract.QueueNames(ld.Namespace, ld.Name, ld.Spec.Queue.NATS)).StatusSubject()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			for pod, n := range loads() {
+				a := loop.Announcement{Worker: pod, At: time.Now(), Status: loop.Status{State: "Running", InFlightByKind: map[string]int{}}}
+				if n > 0 {
+					a.Status.InFlightByKind["sleep"] = n
+				}
+				data, _ := json.Marshal(a)
+				_ = nc.Publish(subject, data)
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+}
+
+// TestATerminatingPodThatHoldsNothingTakesNoDrainSlot: a pod that
+// terminates (here evicted, and held terminating as a slow kubelet would)
+// while its worker announces nothing in flight does not hold up a drain
+// that the loop's single slot (maxConcurrent 1) allows; a pod that may
+// hold tasks would (TestATerminatingPodTakesADrainSlot).
+func TestATerminatingPodThatHoldsNothingTakesNoDrainSlot(t *testing.T) {
+	h, srv, _ := queueHarness(t)
+	ld := h.queueLD("empty", srv.URL)
+	ld.Spec.Replicas = ptr.To[int32](3) // newLD's drain budget: one at a time
+	h.create(ld)
+	h.g.Eventually(func() []string { return h.readyPods("empty") }).Should(gomega.HaveLen(3))
+	h.g.Eventually(h.queueReady("empty")).Should(haveReason(loopsv1alpha1.ReasonQueueProvisioned))
+	ld = h.get("empty")
+
+	evicted := h.pods("empty")[0].Name
+	var mu sync.Mutex
+	everyone := map[string]bool{}
+	// Every pod's worker holds two tasks but the evicted one's, which
+	// holds none; the evicted pod is announced after it terminates too.
+	announceLoads(t, srv, ld, func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, p := range h.pods("empty") {
+			everyone[p.Name] = true
+		}
+		load := map[string]int{}
+		for name := range everyone {
+			load[name] = 2
+		}
+		load[evicted] = 0
+		return load
+	})
+	h.g.Eventually(func() int { return len(h.queues.Loads(ld.UID)) }).Should(gomega.Equal(3))
+
+	h.holdTerminating(true)
+	t.Cleanup(func() { h.holdTerminating(false) })
+	h.g.Expect(h.c.Delete(h.ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: evicted}})).To(gomega.Succeed())
+	h.g.Eventually(func() []string { return h.readyPods("empty") }).Should(gomega.HaveLen(3)) // a replacement
+
+	busy := podNames(h.pods("empty"))
+	w := h.watch()
+	h.update("empty", func(ld *loopsv1alpha1.LoopDeployment) { ld.Spec.Replicas = ptr.To[int32](2) })
+	h.g.Eventually(func() bool {
+		return slices.ContainsFunc(busy, w.wasAsked)
+	}).Should(gomega.BeTrue(), "no busy pod was asked to drain while an empty one terminated")
+	var still corev1.Pod
+	h.g.Expect(h.c.Get(h.ctx, client.ObjectKey{Namespace: h.ns, Name: evicted}, &still)).To(gomega.Succeed(), "the evicted pod is gone: the test proves nothing")
+	h.g.Expect(still.DeletionTimestamp).NotTo(gomega.BeNil())
+}
+
 // TestAScaleDownDeletesIdlePodsAndDrainsBusyOnes: the pods whose workers
 // announce no task in flight are deleted at once without a drain request
 // and take no drain slot; the pods that hold tasks are drained one at a
@@ -354,33 +438,8 @@ func TestAScaleDownDeletesIdlePodsAndDrainsBusyOnes(t *testing.T) {
 	for _, n := range busy {
 		load[n] = 2
 	}
-	// The workers announce what they hold, every 100ms, as loop.announce
-	// does every 2s; quiet announces nothing.
-	nc, _ := srv.Connect()
-	subject := queue.NewNames(contract.QueueNames(ld.Namespace, ld.Name, ld.Spec.Queue.NATS)).StatusSubject()
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			for pod, n := range load {
-				a := loop.Announcement{Worker: pod, At: time.Now(), Status: loop.Status{State: "Running", InFlightByKind: map[string]int{}}}
-				if n > 0 {
-					a.Status.InFlightByKind["sleep"] = n
-				}
-				data, _ := json.Marshal(a)
-				_ = nc.Publish(subject, data)
-			}
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	t.Cleanup(func() { close(stop); <-done })
+	// quiet announces nothing.
+	announceLoads(t, srv, ld, func() map[string]int { return load })
 	h.g.Eventually(func() int { return len(h.queues.Loads(ld.UID)) }).Should(gomega.Equal(4))
 
 	idleBefore := testutil.ToFloat64(podsDeletedWithoutDrain.WithLabelValues(deletedIdle))

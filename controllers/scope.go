@@ -150,6 +150,27 @@ func (s *scope) candidate(p *corev1.Pod) policy.Candidate {
 	return c
 }
 
+// terminatingEmpty reports whether p is terminating (or deleted by this
+// reconcile) without a drain request and holds no task: no node runs it,
+// or its worker's last announcement had nothing in flight. Such a pod
+// takes no drain slot, as an idle pod a scale-down deletes takes none:
+// its SIGTERM drain has nothing to hand back, and a task it picked up
+// since makes its worker announce again at once (loop.announceChange),
+// after which it takes its slot. Without this, a rolling update would
+// wait for each idle old pod to be gone from the API server (its kubelet
+// to stop it and report) before it removed the next, where a ReplicaSet
+// does not wait.
+func (s *scope) terminatingEmpty(p *corev1.Pod) bool {
+	if contract.DrainRequested(p) || (!isTerminating(p) && !s.gone[p.Name]) {
+		return false
+	}
+	if !isScheduled(p) {
+		return true
+	}
+	l, ok := s.loads[p.Name]
+	return ok && l.InFlight == 0
+}
+
 // pod returns the pod named name.
 func (s *scope) pod(name string) *corev1.Pod {
 	for _, p := range s.pods {

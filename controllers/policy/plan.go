@@ -12,7 +12,9 @@ type PlanInput struct {
 	// MaxConcurrent is how many pods may drain at once (see MaxConcurrent).
 	MaxConcurrent int32
 	// Draining is how many pods drain now: asked to drain and not yet
-	// gone, or terminating. Each takes one of the MaxConcurrent slots.
+	// gone, or terminating and perhaps holding tasks (a terminating pod
+	// that holds none is left out). Each takes one of the MaxConcurrent
+	// slots.
 	Draining int32
 	// Pods are the serving pods: not asked to drain, not terminating, not
 	// failed.
@@ -61,7 +63,8 @@ func (plan *Plan) remove(p Candidate) {
 //
 // A rolling update paces itself by the MaxConcurrent-Draining free slots,
 // whichever way a pod goes: an idle or unscheduled outdated pod is deleted
-// rather than drained, but it takes a slot like a drain. A scale-down's
+// rather than drained, but it takes a slot like a drain in this plan (the
+// caller leaves it out of Draining once it terminates). A scale-down's
 // drains never take more than the free slots either. A draining pod no
 // longer pulls tasks, so it is not a serving pod and its replacement may
 // start while it drains.
