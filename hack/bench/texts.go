@@ -91,9 +91,10 @@ operator manages the loops' queues, and stand-in workers announce each
 pod idle every 2 s, as idle loop-workers would. Writes are
 every client's, as in part 5; status writes are the controllers' writes of
 their own objects' status. On the LoopDeployment side the operator is
-sampled every 250 ms: resident memory (/proc), CPU time, reconciles of the
-loopdeployment controller and their duration (percentiles are bucket
-bounds of controller_runtime_reconcile_time_seconds), work queue depth;
+measured: resident memory (/proc, every 250 ms), CPU time, reconciles of
+the loopdeployment controller and their duration (percentiles are bucket
+bounds of controller_runtime_reconcile_time_seconds), work queue depth
+(its metrics, scraped every 2 s: at 1,000 loops each scrape has a cost);
 outside -quick, the operator's CPU profile over the rollout's first
 minute and its heap at the rollout's end (--pprof-bind-address) follow the
 tables. Goals: time and writes per pod ≤ 1.2× the Deployments' in each phase, the
