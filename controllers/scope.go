@@ -151,8 +151,9 @@ func (s *scope) candidate(p *corev1.Pod) policy.Candidate {
 }
 
 // terminatingEmpty reports whether p is terminating (or deleted by this
-// reconcile) without a drain request and holds no task: no node runs it,
-// or its worker's last announcement had nothing in flight. Such a pod
+// reconcile) without a drain request and holds no task, as the plan judges
+// a serving pod (policy.Candidate.HoldsNoTask: no node runs it, or its
+// worker's last announcement had nothing in flight). Such a pod
 // takes no drain slot, as an idle pod a scale-down deletes takes none:
 // its SIGTERM drain has nothing to hand back, and a task it picked up
 // since makes its worker announce again at once (loop.announceChange),
@@ -164,11 +165,7 @@ func (s *scope) terminatingEmpty(p *corev1.Pod) bool {
 	if contract.DrainRequested(p) || (!isTerminating(p) && !s.gone[p.Name]) {
 		return false
 	}
-	if !isScheduled(p) {
-		return true
-	}
-	l, ok := s.loads[p.Name]
-	return ok && l.InFlight == 0
+	return s.candidate(p).HoldsNoTask()
 }
 
 // pod returns the pod named name.

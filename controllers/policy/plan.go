@@ -36,7 +36,7 @@ type Plan struct {
 
 // remove adds p to Delete when it holds no task, else to Drain.
 func (plan *Plan) remove(p Candidate) {
-	if p.holdsNoTask() {
+	if p.HoldsNoTask() {
 		plan.Delete = append(plan.Delete, p.Name)
 		return
 	}
@@ -91,7 +91,7 @@ func PlanPods(in PlanInput) Plan {
 			plan.Create = in.Replicas - serving
 		case serving > in.Replicas:
 			for _, p := range pods[:serving-in.Replicas] {
-				if !p.holdsNoTask() {
+				if !p.HoldsNoTask() {
 					if free == 0 {
 						continue
 					}

@@ -29,9 +29,9 @@ type Candidate struct {
 	Idle bool
 }
 
-// holdsNoTask reports whether c can go without a drain: no node runs it,
+// HoldsNoTask reports whether c can go without a drain: no node runs it,
 // or its worker announced that it holds no task.
-func (c Candidate) holdsNoTask() bool { return !c.Scheduled || c.Idle }
+func (c Candidate) HoldsNoTask() bool { return !c.Scheduled || c.Idle }
 
 // SortVictims orders pods from the first to go to the last: unscheduled
 // pods, then scheduled pods that are not ready, then ready ones; within

@@ -248,6 +248,11 @@ func runMany(ctx context.Context, o *options) (*section, error) {
 	if o.manyBurst > 0 {
 		env = append(env, "TENIRE_E2E_KCM_BURST="+strconv.Itoa(o.manyBurst))
 	}
+	// The report shows the profiles this run writes, never an earlier
+	// run's left in the work directory.
+	for _, f := range manyProfiles {
+		_ = os.Remove(filepath.Join(o.workDir, f.file))
+	}
 	if !o.quick {
 		// The operator's CPU profile over the rollout's first minute and
 		// its heap at the rollout's end (the peak), for the report.
@@ -256,9 +261,6 @@ func runMany(ctx context.Context, o *options) (*section, error) {
 			return nil, err
 		}
 		env = append(env, "TENIRE_BENCH_MANY_PROFILES="+abs)
-		for _, f := range manyProfiles {
-			_ = os.Remove(filepath.Join(abs, f.file))
-		}
 	}
 	// About a second per pod a side at the default limits, with room.
 	timeout := (90*time.Minute + time.Duration(loops*pods)*time.Second).String()
