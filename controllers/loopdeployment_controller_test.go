@@ -407,6 +407,49 @@ func TestRollingUpdateWithoutSurgeDrainsOldPodsFirst(t *testing.T) {
 	}
 }
 
+// TestRollingUpdateWithMaxUnavailableDrainsBeforeReplacementsAreReady:
+// with updateStrategy.maxUnavailable 1, as a Deployment's, an old pod
+// drains while its replacement cannot become Ready, and no second one
+// while that keeps fewer than replicas-1 pods Ready.
+func TestRollingUpdateWithMaxUnavailableDrainsBeforeReplacementsAreReady(t *testing.T) {
+	h := newHarness(t)
+	ld := h.newLD("orders", 4)
+	ld.Spec.UpdateStrategy.MaxSurge = ptr.To(intstr.FromInt32(1))
+	ld.Spec.UpdateStrategy.MaxUnavailable = ptr.To(intstr.FromInt32(1))
+	ld.Spec.Drain.MaxConcurrent = ptr.To(intstr.FromInt32(2))
+	h.create(ld)
+	h.g.Eventually(func() []string { return h.readyPods("orders") }).Should(gomega.HaveLen(4))
+
+	w := h.watch()
+	const v2 = "ghcr.io/tenire/loop-worker:v2"
+	h.holdImage(v2) // the new pods start but are not ready yet
+	h.update("orders", func(ld *loopsv1alpha1.LoopDeployment) {
+		ld.Spec.Template.Spec.Containers[0].Image = v2
+	})
+	h.g.Eventually(func() []string { return w.askedNames() }).ShouldNot(gomega.BeEmpty(),
+		"no old pod was asked to drain while its replacement could not be ready")
+	h.g.Consistently(func() []string { return h.readyPods("orders") }, time.Second).Should(gomega.HaveLen(3),
+		"not exactly replicas-maxUnavailable pods stayed ready and serving")
+	h.holdImage("")
+	h.g.Eventually(func() []string {
+		var imgs []string
+		for _, p := range h.pods("orders") {
+			imgs = append(imgs, p.Spec.Containers[0].Image)
+		}
+		return imgs
+	}).Should(gomega.SatisfyAll(gomega.HaveLen(4), gomega.HaveEach(v2)))
+	h.g.Eventually(func() string {
+		return conditionReason(h.get("orders"), loopsv1alpha1.ConditionProgressing)
+	}).Should(gomega.Equal("False/" + loopsv1alpha1.ReasonComplete))
+	draining, serving := w.max()
+	if serving > 5 {
+		t.Errorf("%d pods served at once, want at most replicas+maxSurge = 5", serving)
+	}
+	if draining > 2 {
+		t.Errorf("%d pods drained at once, want at most drain.maxConcurrent = 2", draining)
+	}
+}
+
 func TestAPodTemplateTheAPIServerRejectsDegrades(t *testing.T) {
 	h := newHarness(t)
 	ld := h.newLD("orders", 2)

@@ -166,7 +166,7 @@ func (r *LoopDeploymentReconciler) reconcileReplicas(ctx context.Context, s *sco
 		return ctrl.Result{RequeueAfter: min(expire, expectationRecheck)}, nil
 	}
 
-	in := policy.PlanInput{Replicas: s.replicas, MaxSurge: s.maxSurge, MaxConcurrent: s.maxConcurrent}
+	in := policy.PlanInput{Replicas: s.replicas, MaxSurge: s.maxSurge, MaxUnavailable: s.maxUnavailable, MaxConcurrent: s.maxConcurrent}
 	for _, p := range s.pods {
 		// Pods deleted by this reconcile still count as draining: the
 		// cache shows them until they are really gone. A terminating pod

@@ -29,9 +29,10 @@ type scope struct {
 
 	// replicas is the number of serving pods wanted: spec.replicas, or 0
 	// when suspended or being deleted.
-	replicas      int32
-	maxConcurrent int32
-	maxSurge      int32
+	replicas       int32
+	maxConcurrent  int32
+	maxSurge       int32
+	maxUnavailable int32
 
 	// pods are the pods ld controls, as the cache shows them, with this
 	// reconcile's changes applied; gone holds the names it deleted.
@@ -93,6 +94,9 @@ func (r *LoopDeploymentReconciler) newScope(ctx context.Context, ld *loopsv1alph
 	// quarter of them at once by default, not one at a time, while a
 	// rolling update keeps to the replicas wanted.
 	if s.maxConcurrent, err = policy.MaxConcurrent(*s.spec.Drain.MaxConcurrent, max(*s.spec.Replicas, s.activeBefore-s.maxSurge)); err != nil {
+		return nil, err
+	}
+	if s.maxUnavailable, err = policy.MaxUnavailable(s.spec.UpdateStrategy.MaxUnavailable, *s.spec.Replicas, s.maxSurge, s.maxConcurrent); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -97,13 +97,15 @@ func setCondition(s *scope, t string, status bool, reason, format string, args .
 }
 
 // setAvailableCondition: True when at least max(1, replicas -
-// maxConcurrent) pods are ready and not draining.
+// max(maxConcurrent, maxUnavailable)) pods are ready and not draining: a
+// rolling update keeps to that bound, so it never makes a loop
+// unavailable.
 func setAvailableCondition(s *scope, c counts) {
 	if s.replicas == 0 {
 		setCondition(s, loopsv1alpha1.ConditionAvailable, false, loopsv1alpha1.ReasonScaledToZero, "%s", zeroWhy(s))
 		return
 	}
-	need := max(1, s.replicas-s.maxConcurrent)
+	need := max(1, s.replicas-max(s.maxConcurrent, s.maxUnavailable))
 	if c.available >= need {
 		setCondition(s, loopsv1alpha1.ConditionAvailable, true, loopsv1alpha1.ReasonMinimumReplicasAvailable,
 			"%d of %d pods available (at least %d needed)", c.available, s.replicas, need)

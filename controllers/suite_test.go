@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -425,6 +426,13 @@ func (w *watcher) wasAsked(pod string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.asked[pod]
+}
+
+// askedNames returns the pods that ever carried a drain request.
+func (w *watcher) askedNames() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Sorted(maps.Keys(w.asked))
 }
 
 func (w *watcher) max() (draining, serving int) {

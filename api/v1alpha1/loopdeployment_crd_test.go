@@ -295,6 +295,19 @@ func TestInvalidLoopDeploymentsAreRejectedWithMessagesThatSayWhatToFix(t *testin
 			mutate: func(s map[string]any) { set(s, "updateStrategy.maxSurge", int64(-1)) },
 			want:   "updateStrategy.maxSurge must be a number of at least 0 or a percentage from 0% to 100%",
 		},
+		{
+			name:   "a max unavailable above 100% is rejected",
+			mutate: func(s map[string]any) { set(s, "updateStrategy.maxUnavailable", "150%") },
+			want:   "updateStrategy.maxUnavailable must be a number of at least 0 or a percentage from 0% to 100%",
+		},
+		{
+			name: "max surge and max unavailable both 0 are rejected",
+			mutate: func(s map[string]any) {
+				set(s, "updateStrategy.maxSurge", int64(0))
+				set(s, "updateStrategy.maxUnavailable", "0%")
+			},
+			want: "updateStrategy.maxSurge and updateStrategy.maxUnavailable cannot both be 0",
+		},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -376,6 +389,26 @@ func TestNamesAreShortEnoughForTheirPods(t *testing.T) {
 				t.Fatalf("got %v, want a rejection saying %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestUpdateStrategiesThatProgressAreAccepted: the rule against a
+// rolling update that could not progress leaves the others alone, a
+// maxSurge of 0 without maxUnavailable included (it then takes
+// drain.maxConcurrent).
+func TestUpdateStrategiesThatProgressAreAccepted(t *testing.T) {
+	c := newClient(t)
+	for i, st := range []map[string]any{
+		{"maxSurge": int64(0)},
+		{"maxSurge": "0%", "maxUnavailable": int64(1)},
+		{"maxSurge": "25%", "maxUnavailable": "25%"},
+		{"maxSurge": int64(2), "maxUnavailable": int64(0)},
+	} {
+		u := valid(t, fmt.Sprintf("strategy-%d", i))
+		u.Object["spec"].(map[string]any)["updateStrategy"] = st
+		if err := c.Create(t.Context(), u); err != nil {
+			t.Errorf("updateStrategy %v was rejected: %v", st, err)
+		}
 	}
 }
 

@@ -343,6 +343,7 @@ type DrainSpec struct {
 
 // UpdateStrategy says how pods are replaced when the template or settings
 // change.
+// +kubebuilder:validation:XValidation:rule="!has(self.maxUnavailable) || !has(self.maxSurge) || (type(self.maxSurge) == int ? self.maxSurge != 0 : self.maxSurge != '0%') || (type(self.maxUnavailable) == int ? self.maxUnavailable != 0 : self.maxUnavailable != '0%')",message="updateStrategy.maxSurge and updateStrategy.maxUnavailable cannot both be 0: a rolling update could neither start a new pod nor remove an old one"
 type UpdateStrategy struct {
 	// maxSurge is how many new pods may run above replicas during an
 	// update, as a number or a percentage of replicas (rounded up). New
@@ -353,6 +354,21 @@ type UpdateStrategy struct {
 	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 0 : self.matches('^([0-9]|[1-9][0-9]|100)%$')",message="updateStrategy.maxSurge must be a number of at least 0 or a percentage from 0% to 100%"
 	// +optional
 	MaxSurge *intstr.IntOrString `json:"maxSurge,omitempty"`
+
+	// maxUnavailable is how many of replicas may be unavailable during an
+	// update, as a number or a percentage of replicas (rounded down), as
+	// in a Deployment: Ready old pods are drained (or, idle, deleted)
+	// while at least replicas minus maxUnavailable pods stay Ready, so
+	// old pods may go before their replacements are Ready. Every removal
+	// still keeps to drain.maxConcurrent, and nothing a pod holds is lost
+	// either way. Unset, it is 0 when maxSurge is above 0 (every replica
+	// stays Ready) and drain.maxConcurrent when maxSurge is 0. Where both
+	// resolve to 0, one pod may be unavailable, so that an update
+	// progresses.
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 0 : self.matches('^([0-9]|[1-9][0-9]|100)%$')",message="updateStrategy.maxUnavailable must be a number of at least 0 or a percentage from 0% to 100%"
+	// +optional
+	MaxUnavailable *intstr.IntOrString `json:"maxUnavailable,omitempty"`
 }
 
 // LoopDeploymentStatus is the observed state of a LoopDeployment.

@@ -33,9 +33,38 @@ func MaxSurge(v intstr.IntOrString, replicas int32) (int32, error) {
 	return n, nil
 }
 
+// MaxUnavailable returns how many of replicas may be unavailable during a
+// rolling update: v as a number, or v as a percentage of replicas rounded
+// down, as a Deployment does. Unset (nil), it is 0 when surge is above 0
+// (new pods are Ready before old ones go) and maxConcurrent when surge is 0
+// (old pods go first, as many at once as may drain). Where surge and the
+// result are both 0 it is 1, so that a rolling update progresses.
+func MaxUnavailable(v *intstr.IntOrString, replicas, surge, maxConcurrent int32) (int32, error) {
+	if v == nil {
+		if surge > 0 {
+			return 0, nil
+		}
+		return maxConcurrent, nil
+	}
+	n, err := scaledRound(*v, replicas, false)
+	if err != nil {
+		return 0, fmt.Errorf("updateStrategy.maxUnavailable: %w", err)
+	}
+	if n == 0 && surge == 0 {
+		return 1, nil
+	}
+	return n, nil
+}
+
 // scaled resolves an int-or-percent against total, rounding up.
 func scaled(v intstr.IntOrString, total int32) (int32, error) {
-	n, err := intstr.GetScaledValueFromIntOrPercent(&v, int(total), true)
+	return scaledRound(v, total, true)
+}
+
+// scaledRound resolves an int-or-percent against total, rounding a
+// percentage up or down.
+func scaledRound(v intstr.IntOrString, total int32, up bool) (int32, error) {
+	n, err := intstr.GetScaledValueFromIntOrPercent(&v, int(total), up)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrInvalidBudget, err)
 	}

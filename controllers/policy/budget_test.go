@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 )
 
 func TestMaxConcurrent(t *testing.T) {
@@ -54,7 +55,35 @@ func TestMaxSurge(t *testing.T) {
 	}
 }
 
+func TestMaxUnavailable(t *testing.T) {
+	tests := []struct {
+		name                       string
+		v                          *intstr.IntOrString
+		replicas, surge, maxConcur int32
+		want                       int32
+	}{
+		{"unset with a surge keeps every replica", nil, 10, 3, 3, 0},
+		{"unset without a surge lets as many go as may drain", nil, 10, 0, 3, 3},
+		{"a number is taken as it is", ptr.To(intstr.FromInt32(2)), 10, 3, 3, 2},
+		{"a percentage is rounded down, as a Deployment's", ptr.To(intstr.FromString("25%")), 10, 3, 3, 2},
+		{"a percentage that rounds to 0 with a surge stays 0", ptr.To(intstr.FromString("25%")), 3, 1, 1, 0},
+		{"0 without a surge is 1, so that an update progresses", ptr.To(intstr.FromString("10%")), 5, 0, 2, 1},
+		{"a number may exceed the drain slots", ptr.To(intstr.FromInt32(5)), 10, 0, 1, 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := MaxUnavailable(tt.v, tt.replicas, tt.surge, tt.maxConcur)
+			if err != nil || got != tt.want {
+				t.Errorf("MaxUnavailable(%v, %d, surge %d, maxConcurrent %d) = %d, %v; want %d", tt.v, tt.replicas, tt.surge, tt.maxConcur, got, err, tt.want)
+			}
+		})
+	}
+}
+
 func TestBudgetsRejectWhatIsNeitherANumberNorAPercentage(t *testing.T) {
+	if _, err := MaxUnavailable(ptr.To(intstr.FromString("most")), 4, 1, 1); !errors.Is(err, ErrInvalidBudget) {
+		t.Errorf("MaxUnavailable(most) error = %v, want ErrInvalidBudget", err)
+	}
 	if _, err := MaxConcurrent(intstr.FromString("half"), 4); !errors.Is(err, ErrInvalidBudget) {
 		t.Errorf("MaxConcurrent(half) error = %v, want ErrInvalidBudget", err)
 	}

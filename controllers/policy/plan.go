@@ -9,6 +9,10 @@ type PlanInput struct {
 	// MaxSurge is how many pods may serve above Replicas during a rolling
 	// update (see MaxSurge).
 	MaxSurge int32
+	// MaxUnavailable is how many of Replicas may be unavailable during a
+	// rolling update (see MaxUnavailable): Ready outdated pods go only
+	// while the Ready serving pods stay at least Replicas-MaxUnavailable.
+	MaxUnavailable int32
 	// MaxConcurrent is how many pods may drain at once (see MaxConcurrent).
 	MaxConcurrent int32
 	// Draining is how many pods drain now: asked to drain and not yet
@@ -55,11 +59,11 @@ func (plan *Plan) remove(p Candidate) {
 // fewer than Replicas of them and fewer than Replicas+MaxSurge serving
 // pods in all; it drains outdated pods that are not ready at once, and
 // ready outdated pods only while the ready serving pods stay at least
-// Replicas minus the allowed unavailability; updated pods beyond Replicas
-// are drained as in a scale-down. That allowance is 0 when
-// MaxSurge > 0 (new pods must be ready before old ones go) and
-// MaxConcurrent when MaxSurge is 0 (old pods go first, their replacements
-// start as they drain).
+// Replicas-MaxUnavailable; updated pods beyond Replicas are drained as in
+// a scale-down. Unless updateStrategy.maxUnavailable says otherwise, that
+// allowance is 0 when MaxSurge > 0 (new pods must be ready before old
+// ones go) and MaxConcurrent when MaxSurge is 0 (old pods go first, their
+// replacements start as they drain).
 //
 // A rolling update paces itself by the MaxConcurrent-Draining free slots,
 // whichever way a pod goes: an idle or unscheduled outdated pod is deleted
@@ -105,11 +109,7 @@ func PlanPods(in PlanInput) Plan {
 
 	// Rolling update.
 	plan.Create = max(min(in.Replicas-updated, in.Replicas+in.MaxSurge-serving), 0)
-	unavailable := int32(0)
-	if in.MaxSurge == 0 {
-		unavailable = in.MaxConcurrent
-	}
-	spare := max(ready-max(in.Replicas-unavailable, 0), 0) // ready pods that may go
+	spare := max(ready-max(in.Replicas-in.MaxUnavailable, 0), 0) // ready pods that may go
 	for _, p := range pods {
 		if free == 0 {
 			break

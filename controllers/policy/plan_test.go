@@ -5,6 +5,9 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 )
 
 // pods returns n ready, scheduled pods named prefix-0.., the first the
@@ -57,13 +60,20 @@ func TestPlanPods(t *testing.T) {
 			PlanInput{Replicas: 2, MaxSurge: 2, MaxConcurrent: 1, Pods: append(pods("old", 2, false, true), pods("new", 2, true, true)...)},
 			0, []string{"old-1"}},
 		{"a rolling update without surge drains old pods first within maxConcurrent",
-			PlanInput{Replicas: 4, MaxSurge: 0, MaxConcurrent: 1, Pods: pods("old", 4, false, true)}, 0, []string{"old-3"}},
+			PlanInput{Replicas: 4, MaxSurge: 0, MaxUnavailable: 1, MaxConcurrent: 1, Pods: pods("old", 4, false, true)}, 0, []string{"old-3"}},
 		{"a rolling update without surge replaces a draining old pod",
-			PlanInput{Replicas: 4, MaxSurge: 0, MaxConcurrent: 1, Draining: 1, Pods: pods("old", 3, false, true)}, 1, nil},
+			PlanInput{Replicas: 4, MaxSurge: 0, MaxUnavailable: 1, MaxConcurrent: 1, Draining: 1, Pods: pods("old", 3, false, true)}, 1, nil},
 		{"a rolling update without surge waits for the replacement before the next drain",
-			PlanInput{Replicas: 4, MaxSurge: 0, MaxConcurrent: 1, Pods: append(pods("old", 3, false, true), pods("new", 1, true, false)...)}, 0, nil},
+			PlanInput{Replicas: 4, MaxSurge: 0, MaxUnavailable: 1, MaxConcurrent: 1, Pods: append(pods("old", 3, false, true), pods("new", 1, true, false)...)}, 0, nil},
+		{"a rolling update with maxUnavailable drains a ready old pod before its replacement is ready",
+			PlanInput{Replicas: 4, MaxSurge: 1, MaxUnavailable: 1, MaxConcurrent: 2, Pods: pods("old", 4, false, true)}, 1, []string{"old-3"}},
+		{"a rolling update with maxUnavailable keeps replicas minus it ready, whatever the free slots",
+			PlanInput{Replicas: 4, MaxSurge: 1, MaxUnavailable: 1, MaxConcurrent: 3, Pods: append(pods("old", 4, false, true), pods("new", 1, true, false)...)},
+			0, []string{"old-3"}},
+		{"a rolling update with maxUnavailable still drains no more than the free slots",
+			PlanInput{Replicas: 4, MaxSurge: 1, MaxUnavailable: 3, MaxConcurrent: 2, Draining: 1, Pods: pods("old", 4, false, true)}, 1, []string{"old-3"}},
 		{"suspending drains old and new pods, old first",
-			PlanInput{Replicas: 0, MaxSurge: 0, MaxConcurrent: 2, Pods: append(pods("new", 2, true, true), pods("old", 1, false, true)...)},
+			PlanInput{Replicas: 0, MaxSurge: 0, MaxUnavailable: 2, MaxConcurrent: 2, Pods: append(pods("new", 2, true, true), pods("old", 1, false, true)...)},
 			0, []string{"old-0", "new-1"}},
 	}
 	for _, tt := range tests {
@@ -147,13 +157,17 @@ func TestPlanPodsConverges(t *testing.T) {
 		start, replicas   int
 		startUpdated      bool
 		surge, concurrent int32
+		unavailable       *intstr.IntOrString // updateStrategy.maxUnavailable; nil for unset
 	}{
-		{"a rollout with surge converges", 5, 5, false, 2, 2},
-		{"a rollout without surge converges", 5, 5, false, 0, 1},
-		{"a rollout with a scale-up converges", 2, 6, false, 1, 1},
-		{"a rollout with a scale-down converges", 6, 2, false, 1, 3},
-		{"a scale-up from zero converges", 0, 4, true, 1, 1},
-		{"a scale-down to zero converges", 7, 0, true, 1, 2},
+		{"a rollout with surge converges", 5, 5, false, 2, 2, nil},
+		{"a rollout without surge converges", 5, 5, false, 0, 1, nil},
+		{"a rollout with a scale-up converges", 2, 6, false, 1, 1, nil},
+		{"a rollout with a scale-down converges", 6, 2, false, 1, 3, nil},
+		{"a scale-up from zero converges", 0, 4, true, 1, 1, nil},
+		{"a scale-down to zero converges", 7, 0, true, 1, 2, nil},
+		{"a rollout with surge and a Deployment's unavailability converges", 10, 10, false, 3, 3, ptr.To(intstr.FromString("25%"))},
+		{"a rollout with unavailability beyond the drain slots converges", 6, 6, false, 1, 1, ptr.To(intstr.FromInt32(4))},
+		{"a rollout without surge and with unavailability 0% converges", 4, 4, false, 0, 2, ptr.To(intstr.FromString("0%"))},
 	}
 	for _, tt := range tests {
 		for _, idle := range []bool{false, true} {
@@ -173,7 +187,12 @@ func TestPlanPodsConverges(t *testing.T) {
 					for i := range serving { // pods created last step are ready now
 						serving[i].Ready = true
 					}
-					plan := PlanPods(PlanInput{Replicas: int32(tt.replicas), MaxSurge: tt.surge, MaxConcurrent: tt.concurrent, Draining: int32(draining), Pods: serving})
+					unavailable, err := MaxUnavailable(tt.unavailable, int32(tt.replicas), tt.surge, tt.concurrent)
+					if err != nil {
+						t.Fatal(err)
+					}
+					plan := PlanPods(PlanInput{Replicas: int32(tt.replicas), MaxSurge: tt.surge, MaxUnavailable: unavailable,
+						MaxConcurrent: tt.concurrent, Draining: int32(draining), Pods: serving})
 					if draining == 0 && plan.Create == 0 && len(plan.Drain) == 0 && len(plan.Delete) == 0 {
 						updated := 0
 						for _, c := range serving {
@@ -202,9 +221,13 @@ func TestPlanPodsConverges(t *testing.T) {
 					// Removals of the last step finish now; the pods
 					// removed in this one drain or terminate until the next.
 					draining = 0
+					readyBefore := len(serving) // every serving pod is ready at the start of a step
 					for _, name := range slices.Concat(plan.Drain, plan.Delete) {
 						serving = slices.DeleteFunc(serving, func(c Candidate) bool { return c.Name == name })
 						draining++
+					}
+					if floor := min(readyBefore, tt.replicas-int(unavailable)); rolling && len(serving) < floor {
+						t.Fatalf("step %d: a rollout left %d ready pods, below replicas-maxUnavailable (%d)", step, len(serving), floor)
 					}
 					for range plan.Create {
 						serving = append(serving, Candidate{Name: fmt.Sprintf("p-%d", next), Scheduled: true, Updated: true,

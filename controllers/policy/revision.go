@@ -13,7 +13,7 @@ import (
 )
 
 // revisionInput is everything in a spec that ends up in a worker pod. The
-// replica count, suspend and the drain and surge budgets do not change a
+// replica count, suspend, the drain budget and the update strategy do not change a
 // pod, so they are left out: changing them never rolls the pods.
 type revisionInput struct {
 	Template     corev1.PodTemplateSpec  `json:"template"`
