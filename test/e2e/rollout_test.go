@@ -16,11 +16,26 @@ import (
 
 // Scenario 2: a change of the pod template while tasks run rolls every pod
 // over to the new revision, new pods first (surge), old ones drained no
-// more than drain.maxConcurrent at a time, and no task is lost.
+// more than drain.maxConcurrent at a time, and no task is lost; also with
+// updateStrategy.maxUnavailable, where old pods go before their
+// replacements are Ready.
 func TestChangingTheTemplateUnderLoadRollsEveryPodOverWithoutLosingATask(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		unavailable *intstr.IntOrString
+	}{
+		{"every replica stays Ready", nil},
+		{"one replica may be unavailable", ptr.To(intstr.FromInt32(1))},
+	} {
+		t.Run(tc.name, func(t *testing.T) { rollUnderLoad(t, tc.unavailable) })
+	}
+}
+
+func rollUnderLoad(t *testing.T, unavailable *intstr.IntOrString) {
 	const replicas = 4
 	l := newLoop(t, "rollout", replicas, func(ld *loopsv1alpha1.LoopDeployment) {
 		ld.Spec.UpdateStrategy.MaxSurge = ptr.To(intstr.FromInt32(1))
+		ld.Spec.UpdateStrategy.MaxUnavailable = unavailable
 	})
 	watch := l.watchPods(2)
 	before := l.get().Status.UpdateRevision
@@ -31,13 +46,14 @@ func TestChangingTheTemplateUnderLoadRollsEveryPodOverWithoutLosingATask(t *test
 
 	l.submitSleeps(5000, 100, 800)
 	l.waitFinished(300)
+	watch.trackServing()
 	l.update(func(ld *loopsv1alpha1.LoopDeployment) {
 		c := &ld.Spec.Template.Spec.Containers[0]
 		c.Env = append(c.Env, corev1.EnvVar{Name: "E2E_ROLLOUT", Value: "2"})
 	})
 	t.Logf("template changed with %s", l.book.Summary())
 	l.waitReady(replicas)
-	t.Logf("rollout done with %s", l.book.Summary())
+	t.Logf("rollout done with %s; at the fewest %d pods Ready and not terminating", l.book.Summary(), watch.fewestServing())
 	l.waitAllAccounted(5 * time.Minute)
 	l.waitReady(replicas)
 	watch.check(t)
