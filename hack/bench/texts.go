@@ -82,7 +82,9 @@ the e2e suite's local control plane, both controllers' clients at
 kube-controller-manager's rate limits. Each side runs alone, in four phases:
 create (until L × P pods are Ready), steady (nothing changes for a while),
 rollout (every pod template changes; until L × P new pods are Ready and no
-old one is left) and zero (every object scaled to 0 through /scale; until
+old one is left; both sides with a Deployment's default update strategy,
+maxSurge and maxUnavailable 25 %, which a LoopDeployment takes only when
+asked) and zero (every object scaled to 0 through /scale; until
 no pod is left); each phase but steady ends only when every object's
 status says what its pods show (observed generation, replicas Ready and
 updated) and every loop pod's worker has announced itself, so that a

@@ -26,6 +26,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -47,7 +48,11 @@ import (
 //   - steady: nothing changes for a while (TENIRE_BENCH_MANY_STEADY_SECONDS);
 //     the status writes then should be about none;
 //   - rollout: every object's pod template changes (an annotation); until
-//     L × P pods of the new template are Ready and no other pod is left;
+//     L × P pods of the new template are Ready and no other pod is left.
+//     Both sides roll with a Deployment's default strategy, maxSurge and
+//     maxUnavailable 25 %: a LoopDeployment's own default keeps every
+//     replica Ready (maxUnavailable unset), which is slower and is not
+//     what the Deployments are held to;
 //   - zero: every object is scaled to 0 through /scale; until no pod is
 //     left.
 //
@@ -141,6 +146,9 @@ func benchManySide(t *testing.T, side string, loops, pods int, steady time.Durat
 				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 				Spec: loopsv1alpha1.LoopDeploymentSpec{
 					Replicas: ptr.To(int32(pods)), Template: benchOpTemplate(nil, "1"), Queue: queueOf,
+					UpdateStrategy: loopsv1alpha1.UpdateStrategy{
+						MaxSurge: ptr.To(intstr.FromString("25%")), MaxUnavailable: ptr.To(intstr.FromString("25%")),
+					},
 				},
 			}
 			continue
