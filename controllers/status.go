@@ -97,9 +97,9 @@ func setCondition(s *scope, t string, status bool, reason, format string, args .
 }
 
 // setAvailableCondition: True when at least max(1, replicas -
-// max(maxConcurrent, maxUnavailable)) pods are ready and not draining: a
-// rolling update keeps to that bound, so it never makes a loop
-// unavailable.
+// max(maxConcurrent, maxUnavailable)) pods are ready and not draining, at
+// any time, as a Deployment's: the operator's own drains and a rolling
+// update remove no ready pod below that bound.
 func setAvailableCondition(s *scope, c counts) {
 	if s.replicas == 0 {
 		setCondition(s, loopsv1alpha1.ConditionAvailable, false, loopsv1alpha1.ReasonScaledToZero, "%s", zeroWhy(s))

@@ -343,7 +343,7 @@ type DrainSpec struct {
 
 // UpdateStrategy says how pods are replaced when the template or settings
 // change.
-// +kubebuilder:validation:XValidation:rule="!has(self.maxUnavailable) || !has(self.maxSurge) || (type(self.maxSurge) == int ? self.maxSurge != 0 : self.maxSurge != '0%') || (type(self.maxUnavailable) == int ? self.maxUnavailable != 0 : self.maxUnavailable != '0%')",message="updateStrategy.maxSurge and updateStrategy.maxUnavailable cannot both be 0: a rolling update could neither start a new pod nor remove an old one"
+// +kubebuilder:validation:XValidation:rule="!has(self.maxUnavailable) || !has(self.maxSurge) || (type(self.maxSurge) == int ? self.maxSurge != 0 : self.maxSurge != '0%') || (type(self.maxUnavailable) == int ? self.maxUnavailable != 0 : self.maxUnavailable != '0%')",message="updateStrategy.maxSurge and updateStrategy.maxUnavailable cannot both be 0: a rolling update could neither start a new pod nor remove an old one",fieldPath=".maxUnavailable"
 type UpdateStrategy struct {
 	// maxSurge is how many new pods may run above replicas during an
 	// update, as a number or a percentage of replicas (rounded up). New

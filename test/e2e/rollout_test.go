@@ -53,10 +53,18 @@ func rollUnderLoad(t *testing.T, unavailable *intstr.IntOrString) {
 	})
 	t.Logf("template changed with %s", l.book.Summary())
 	l.waitReady(replicas)
-	t.Logf("rollout done with %s; at the fewest %d pods Ready and not terminating", l.book.Summary(), watch.fewestServing())
+	fewest := watch.fewestServing()
+	t.Logf("rollout done with %s; at the fewest %d pods Ready and not terminating", l.book.Summary(), fewest)
 	l.waitAllAccounted(5 * time.Minute)
 	l.waitReady(replicas)
 	watch.check(t)
+	floor := replicas
+	if unavailable != nil {
+		floor -= unavailable.IntValue()
+	}
+	if fewest < floor {
+		t.Errorf("%d pods were Ready and not terminating at the fewest during the rollout; the strategy keeps at least %d", fewest, floor)
+	}
 
 	ld := l.get()
 	if ld.Status.UpdateRevision == before || ld.Status.UpdateRevision == "" {
