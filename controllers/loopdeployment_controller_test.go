@@ -222,20 +222,11 @@ func TestRollingUpdateSurgesThenDrainsOldPods(t *testing.T) {
 		}
 		return revs
 	}).Should(gomega.SatisfyAll(gomega.HaveLen(3), gomega.HaveEach(gomega.HaveSuffix("/ghcr.io/tenire/loop-worker:v2"))))
-	h.g.Eventually(func() string {
-		return conditionReason(h.get("orders"), loopsv1alpha1.ConditionProgressing)
-	}).Should(gomega.Equal("False/" + loopsv1alpha1.ReasonComplete))
+	h.waitRolledOut("orders", w, 4, 1)
 	got := h.get("orders")
 	h.g.Expect(got.Status.UpdateRevision).NotTo(gomega.Equal(oldRev))
 	h.g.Expect(got.Status.CurrentRevision).To(gomega.Equal(got.Status.UpdateRevision))
 	h.g.Expect(got.Status.UpdatedReplicas).To(gomega.BeEquivalentTo(3))
-	draining, serving := w.max()
-	if serving > 4 {
-		t.Errorf("%d pods served at once, want at most replicas+maxSurge = 4", serving)
-	}
-	if draining > 1 {
-		t.Errorf("%d pods drained at once, want at most 1", draining)
-	}
 }
 
 func TestSuspendDrainsEveryPodAndResumeScalesBackUp(t *testing.T) {
@@ -395,16 +386,7 @@ func TestRollingUpdateWithoutSurgeDrainsOldPodsFirst(t *testing.T) {
 		}
 		return got
 	}).Should(gomega.Equal([]int32{4, 4, 4}))
-	h.g.Eventually(func() string {
-		return conditionReason(h.get("orders"), loopsv1alpha1.ConditionProgressing)
-	}).Should(gomega.Equal("False/" + loopsv1alpha1.ReasonComplete))
-	draining, serving := w.max()
-	if serving > 3 {
-		t.Errorf("%d pods served at once, want at most 3 without surge", serving)
-	}
-	if draining > 1 {
-		t.Errorf("%d pods drained at once, want at most 1", draining)
-	}
+	h.waitRolledOut("orders", w, 3, 1) // no surge
 }
 
 // TestRollingUpdateWithMaxUnavailableDrainsBeforeReplacementsAreReady:
@@ -438,16 +420,7 @@ func TestRollingUpdateWithMaxUnavailableDrainsBeforeReplacementsAreReady(t *test
 		}
 		return imgs
 	}).Should(gomega.SatisfyAll(gomega.HaveLen(4), gomega.HaveEach(v2)))
-	h.g.Eventually(func() string {
-		return conditionReason(h.get("orders"), loopsv1alpha1.ConditionProgressing)
-	}).Should(gomega.Equal("False/" + loopsv1alpha1.ReasonComplete))
-	draining, serving := w.max()
-	if serving > 5 {
-		t.Errorf("%d pods served at once, want at most replicas+maxSurge = 5", serving)
-	}
-	if draining > 2 {
-		t.Errorf("%d pods drained at once, want at most drain.maxConcurrent = 2", draining)
-	}
+	h.waitRolledOut("orders", w, 5, 2) // replicas+maxSurge, drain.maxConcurrent
 }
 
 func TestAPodTemplateTheAPIServerRejectsDegrades(t *testing.T) {

@@ -428,6 +428,23 @@ func (w *watcher) wasAsked(pod string) bool {
 	return w.asked[pod]
 }
 
+// waitRolledOut waits until the loop's Progressing condition says its
+// rollout is complete, then checks what w saw: at most maxServing pods
+// served and maxDraining drained at once.
+func (h *harness) waitRolledOut(name string, w *watcher, maxServing, maxDraining int) {
+	h.t.Helper()
+	h.g.Eventually(func() string {
+		return conditionReason(h.get(name), loopsv1alpha1.ConditionProgressing)
+	}).Should(gomega.Equal("False/" + loopsv1alpha1.ReasonComplete))
+	draining, serving := w.max()
+	if serving > maxServing {
+		h.t.Errorf("%d pods served at once, want at most %d (replicas+maxSurge)", serving, maxServing)
+	}
+	if draining > maxDraining {
+		h.t.Errorf("%d pods drained at once, want at most %d (drain.maxConcurrent)", draining, maxDraining)
+	}
+}
+
 // askedNames returns the pods that ever carried a drain request.
 func (w *watcher) askedNames() []string {
 	w.mu.Lock()
