@@ -61,9 +61,7 @@ func TestDeletingTheLoopDeploymentUnderLoadDrainsEveryPodFirstAndKeepsTheQueue(t
 	}
 	eventually(t, 2*time.Minute, "every pod to be gone", func() (bool, error) { return len(l.pods()) == 0, nil })
 	watch.check(t)
-	if n := len(watch.deleted); n < replicas {
-		t.Errorf("%d pods were deleted; want %d", n, replicas)
-	}
+	watch.waitDeleted(t, replicas, "deleting the loop deletes every pod")
 	l.checkRemovals(watch)
 	for _, name := range watch.deleted {
 		if watch.deletedDirectly(name) {

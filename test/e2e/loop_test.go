@@ -624,6 +624,17 @@ func (w *podWatch) check(t *testing.T) {
 	}
 }
 
+// waitDeleted waits until the watch has seen at least n pods deleted; why
+// says where n comes from. Its events trail the API server: a list may
+// show the pods gone before the watch has heard of every deletion, so
+// reading the count at once races the watch and may miss some.
+func (w *podWatch) waitDeleted(t *testing.T, n int, why string) {
+	t.Helper()
+	eventually(t, 30*time.Second, fmt.Sprintf("the watch to see %d pods deleted (%s)", n, why), func() (bool, error) {
+		return len(w.deletedPods()) >= n, nil
+	})
+}
+
 // eventually polls cond until it holds or timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
 	t.Helper()

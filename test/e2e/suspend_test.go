@@ -29,9 +29,7 @@ func TestSuspendingAndResumingUnderLoadDrainsEveryPodAndThenFinishesEveryTask(t 
 			meta.IsStatusConditionTrue(ld.Status.Conditions, loopsv1alpha1.ConditionSuspended), nil
 	})
 	watch.check(t)
-	if n := len(watch.deleted); n < replicas {
-		t.Errorf("%d pods were deleted; suspending deletes %d", n, replicas)
-	}
+	watch.waitDeleted(t, replicas, "suspending deletes every pod")
 	if open := l.queuedEqualsOpen(); open == 0 {
 		t.Error("every task finished before the pods drained; the scenario needs some left in the queue")
 	}
