@@ -15,7 +15,7 @@ var ErrInvalidBudget = errors.New("invalid budget")
 // v as a percentage of replicas rounded up, and never less than 1 so that a
 // scale-down always makes progress (also with replicas 0).
 func MaxConcurrent(v intstr.IntOrString, replicas int32) (int32, error) {
-	n, err := scaled(v, replicas)
+	n, err := scaled(v, replicas, true)
 	if err != nil {
 		return 0, fmt.Errorf("drain.maxConcurrent: %w", err)
 	}
@@ -26,7 +26,7 @@ func MaxConcurrent(v intstr.IntOrString, replicas int32) (int32, error) {
 // update: v as a number, or v as a percentage of replicas rounded up. It may
 // be 0: then old pods are drained before their replacements are created.
 func MaxSurge(v intstr.IntOrString, replicas int32) (int32, error) {
-	n, err := scaled(v, replicas)
+	n, err := scaled(v, replicas, true)
 	if err != nil {
 		return 0, fmt.Errorf("updateStrategy.maxSurge: %w", err)
 	}
@@ -46,7 +46,7 @@ func MaxUnavailable(v *intstr.IntOrString, replicas, surge, maxConcurrent int32)
 		}
 		return maxConcurrent, nil
 	}
-	n, err := scaledRound(*v, replicas, false)
+	n, err := scaled(*v, replicas, false)
 	if err != nil {
 		return 0, fmt.Errorf("updateStrategy.maxUnavailable: %w", err)
 	}
@@ -56,14 +56,9 @@ func MaxUnavailable(v *intstr.IntOrString, replicas, surge, maxConcurrent int32)
 	return n, nil
 }
 
-// scaled resolves an int-or-percent against total, rounding up.
-func scaled(v intstr.IntOrString, total int32) (int32, error) {
-	return scaledRound(v, total, true)
-}
-
-// scaledRound resolves an int-or-percent against total, rounding a
-// percentage up or down.
-func scaledRound(v intstr.IntOrString, total int32, up bool) (int32, error) {
+// scaled resolves an int-or-percent against total, rounding a percentage
+// up or down.
+func scaled(v intstr.IntOrString, total int32, up bool) (int32, error) {
 	n, err := intstr.GetScaledValueFromIntOrPercent(&v, int(total), up)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrInvalidBudget, err)
