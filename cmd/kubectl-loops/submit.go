@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	"github.com/spf13/cobra"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
@@ -160,7 +161,7 @@ func (s *submitOptions) run(cmd *cobra.Command, o *options, args []string) error
 	ids := taskIDs(s.id, s.count)
 	var book *ledger.Ledger
 	if s.wait {
-		if book, err = openLedger(ctx, q, ld); err != nil {
+		if book, err = openLedger(ctx, o, q, ld); err != nil {
 			return err
 		}
 		defer book.Close()
@@ -209,7 +210,7 @@ func (s *submitOptions) run(cmd *cobra.Command, o *options, args []string) error
 }
 
 // openLedger follows the results of a loop that keeps them.
-func openLedger(ctx context.Context, q *loopQueue, ld *loopsv1alpha1.LoopDeployment) (*ledger.Ledger, error) {
+func openLedger(ctx context.Context, o *options, q *loopQueue, ld *loopsv1alpha1.LoopDeployment) (*ledger.Ledger, error) {
 	qs := contract.QueueOf(ld)
 	if qs.ResultRetention <= 0 {
 		return nil, fmt.Errorf("loopdeployment %q keeps no result records (spec.queue.nats.resultRetention is 0s), so waiting cannot tell completed tasks from lost ones", ld.Name)
@@ -221,7 +222,11 @@ func openLedger(ctx context.Context, q *loopQueue, ld *loopsv1alpha1.LoopDeploym
 	// electing its leaders), for a bounded time.
 	ctx, cancel := context.WithTimeout(ctx, ledgerOpenTimeout)
 	defer cancel()
-	return ledger.Open(ctx, q.js, q.names)
+	// The ledger says on stderr when it follows a stream again after its
+	// consumer stalled (a NATS server of a cluster died).
+	errOut := o.streams.ErrOut
+	log := funcr.New(func(prefix, args string) { fmt.Fprintln(errOut, "\n"+prefix, args) }, funcr.Options{}).WithName("ledger")
+	return ledger.Open(ctx, q.js, q.names, ledger.WithLogger(log))
 }
 
 // ledgerOpenTimeout bounds the wait for JetStream to follow a loop's
@@ -284,7 +289,7 @@ duplicates and the time waited.`,
 				return err
 			}
 			defer q.Close()
-			book, err := openLedger(ctx, q, ld)
+			book, err := openLedger(ctx, o, q, ld)
 			if err != nil {
 				return err
 			}

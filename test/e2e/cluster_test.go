@@ -302,28 +302,31 @@ func replicasCurrent(what string, ci *jetstream.ClusterInfo) error {
 	return nil
 }
 
-// logQueueState logs what the work-queue stream and its consumers say of
+// logQueueState logs what the loop's streams and their consumers say of
 // themselves (state, leader, replicas and their lag; pending, ack pending,
 // delivered and ack floor), for a scenario that failed after a node died.
 func logQueueState(t *testing.T, l *loop) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), 30*time.Second) // t.Context() ends before the clean-ups run
 	defer cancel()
-	s, err := l.js.Stream(ctx, l.names.Stream)
-	if err != nil {
-		t.Logf("the work-queue stream does not answer: %v", err)
-		return
+	for _, name := range []string{l.names.Stream, l.names.ResultStream(), l.names.DeadStream} {
+		s, err := l.js.Stream(ctx, name)
+		if err != nil {
+			t.Logf("stream %s does not answer: %v", name, err)
+			continue
+		}
+		info := s.CachedInfo()
+		t.Logf("stream %s: %d messages, sequences %d-%d, cluster %s", name, info.State.Msgs, info.State.FirstSeq, info.State.LastSeq, clusterOf(info.Cluster))
+		lister := s.ListConsumers(ctx)
+		for c := range lister.Info() {
+			t.Logf("consumer %s of %s: %d pending, %d ack pending, %d redelivered, %d waiting pulls, delivered %d/%d, ack floor %d/%d, cluster %s",
+				c.Name, name, c.NumPending, c.NumAckPending, c.NumRedelivered, c.NumWaiting, c.Delivered.Consumer, c.Delivered.Stream,
+				c.AckFloor.Consumer, c.AckFloor.Stream, clusterOf(c.Cluster))
+		}
+		if err := lister.Err(); err != nil && !errors.Is(err, jetstream.ErrEndOfData) {
+			t.Logf("listing the consumers of %s: %v", name, err)
+		}
 	}
-	info := s.CachedInfo()
-	t.Logf("stream %s: %d messages, sequences %d-%d, cluster %s", l.names.Stream, info.State.Msgs, info.State.FirstSeq, info.State.LastSeq, clusterOf(info.Cluster))
-	lister := s.ListConsumers(ctx)
-	for c := range lister.Info() {
-		t.Logf("consumer %s: %d pending, %d ack pending, %d redelivered, %d waiting pulls, delivered %d/%d, ack floor %d/%d, cluster %s",
-			c.Name, c.NumPending, c.NumAckPending, c.NumRedelivered, c.NumWaiting, c.Delivered.Consumer, c.Delivered.Stream,
-			c.AckFloor.Consumer, c.AckFloor.Stream, clusterOf(c.Cluster))
-	}
-	if err := lister.Err(); err != nil && !errors.Is(err, jetstream.ErrEndOfData) {
-		t.Logf("listing the consumers: %v", err)
-	}
+	t.Logf("ledger: %s", l.book.Summary())
 }
 
 // clusterOf is a ClusterInfo as one line: the leader, then each replica

@@ -103,7 +103,7 @@ func newLoop(t *testing.T, name string, replicas int32, edit func(*loopsv1alpha1
 	// formed still electing the streams' leaders, a machine short of CPU).
 	opening, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if l.book, err = ledger.Open(opening, l.js, l.names); err != nil {
+	if l.book, err = ledger.Open(opening, l.js, l.names, ledger.WithLogger(env.Log.WithName("ledger").WithValues("namespace", l.ns))); err != nil {
 		t.Fatalf("opening the ledger (the workers create the streams): %v", err)
 	}
 	t.Cleanup(l.book.Close)

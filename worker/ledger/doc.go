@@ -3,7 +3,9 @@
 // still open. It reads a loop's result stream (one record per completion,
 // see queue.Delivery.RecordResult) and its dead-letter stream with ordered
 // consumers, so it sees the history as well as what happens while it is
-// open, and it needs no acknowledgements.
+// open, and it needs no acknowledgements. It watches those consumers and
+// follows a stream again from the record after the last one it read when
+// its consumer stops delivering (see Open).
 //
 // `kubectl loops submit --wait`, the demo and the end-to-end tests use it to
 // state, after pods came and went, that nothing was lost: every id they

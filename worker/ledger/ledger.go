@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -56,50 +57,208 @@ type Ledger struct {
 	expected  map[string]struct{}
 	completed map[string]int
 	dead      map[string]Failure
-	consumers []jetstream.ConsumeContext
+	followers []*follower
+
+	js   jetstream.JetStream
+	log  logr.Logger
+	stop context.CancelFunc
+	done chan struct{} // closed when the watch has ended
 }
+
+// follower reads one stream with an ordered consumer and remembers the
+// last stream sequence it recorded, so that a consumer that stopped
+// delivering can be replaced by one that starts after it. l.mu guards
+// its fields.
+type follower struct {
+	stream   string
+	record   func(jetstream.Msg) // called with l.mu held
+	cc       jetstream.ConsumeContext
+	seen     uint64    // the stream sequence of the last message recorded
+	progress time.Time // when a message was last recorded, or the consumer (re)started
+}
+
+// Option configures Open.
+type Option func(*Ledger)
+
+// WithLogger makes the ledger log what its consumers report and when it
+// follows a stream again (see Open); by default it logs nothing.
+func WithLogger(log logr.Logger) Option { return func(l *Ledger) { l.log = log } }
 
 // Open starts following the result and dead-letter streams of the loop
 // with the given names, from their first record. A JetStream that does not
 // answer in time (the streams' replicas still electing a leader, a server
 // catching up or short of CPU) is asked again until ctx ends: bound ctx to
 // bound the wait.
-func Open(ctx context.Context, js jetstream.JetStream, names queue.Names) (*Ledger, error) {
+//
+// Once open, the ledger watches its own consumers: when a stream holds
+// records past the last one the ledger read and none has arrived for a
+// while (nats.go may go on recreating an ordered consumer on a NATS server
+// that has just died, or may give up recreating it, and deliver nothing
+// again), it stops that consumer and follows the stream again from the
+// record after the last one it read. A record is counted once, however
+// many consumers deliver it.
+func Open(ctx context.Context, js jetstream.JetStream, names queue.Names, opts ...Option) (*Ledger, error) {
 	l := &Ledger{
 		changed:   make(chan struct{}),
 		expected:  map[string]struct{}{},
 		completed: map[string]int{},
 		dead:      map[string]Failure{},
+		js:        js,
+		log:       logr.Discard(),
+		done:      make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(l)
 	}
 	follow := func(stream string, record func(jetstream.Msg)) error {
-		c, err := orderedConsumer(ctx, js, stream)
-		if err != nil {
+		f := &follower{stream: stream, record: record}
+		if err := l.consume(ctx, f); err != nil {
 			return err
 		}
-		cc, err := c.Consume(record)
-		if err != nil {
-			return err
-		}
-		l.consumers = append(l.consumers, cc)
+		l.followers = append(l.followers, f)
 		return nil
 	}
 	if err := follow(names.ResultStream(), l.recordResult); err != nil {
+		close(l.done)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return nil, fmt.Errorf("%w (stream %s does not exist)", ErrNoResults, names.ResultStream())
 		}
 		return nil, fmt.Errorf("ledger: follow %s: %w", names.ResultStream(), err)
 	}
 	if err := follow(names.DeadStream, l.recordDead); err != nil {
+		close(l.done)
 		l.Close()
 		return nil, fmt.Errorf("ledger: follow %s: %w", names.DeadStream, err)
 	}
+	watching, stop := context.WithCancel(context.Background())
+	l.stop = stop
+	go l.watch(watching)
 	return l, nil
 }
 
-// orderedConsumer creates an ordered consumer of stream from its first
-// record, asking again, with a growing pause, while the answer is a timeout
-// or a "temporarily unavailable" and ctx lives.
-func orderedConsumer(ctx context.Context, js jetstream.JetStream, stream string) (jetstream.Consumer, error) {
+// consume starts an ordered consumer of f's stream from the record after
+// the last one f recorded (from the first, when none was).
+func (l *Ledger) consume(ctx context.Context, f *follower) error {
+	l.mu.Lock()
+	from := f.seen + 1
+	l.mu.Unlock()
+	c, err := orderedConsumer(ctx, l.js, f.stream, from)
+	if err != nil {
+		return err
+	}
+	cc, err := c.Consume(func(m jetstream.Msg) { l.deliver(f, m) },
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			l.log.V(1).Info("the ledger's consumer reports an error; nats.go recreates it where it can", "stream", f.stream, "error", err.Error())
+		}))
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	f.cc = cc
+	f.progress = time.Now()
+	l.mu.Unlock()
+	return nil
+}
+
+// deliver records m once: a record at or before the last one f recorded
+// came from a consumer the ledger has since replaced.
+func (l *Ledger) deliver(f *follower, m jetstream.Msg) {
+	meta, err := m.Metadata()
+	if err != nil {
+		l.log.Info("the ledger skips a message without JetStream metadata", "stream", f.stream, "error", err.Error())
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if meta.Sequence.Stream <= f.seen {
+		return
+	}
+	f.seen = meta.Sequence.Stream
+	f.progress = time.Now()
+	f.record(m)
+	l.notify()
+}
+
+// watch checks, every checkEvery until ctx ends, that each stream's
+// consumer delivers what the stream holds, and follows a stalled stream
+// again.
+func (l *Ledger) watch(ctx context.Context) {
+	defer close(l.done)
+	tick := time.NewTicker(checkEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for _, f := range l.followers {
+			if l.stalled(ctx, f) {
+				l.refollow(ctx, f)
+			}
+		}
+	}
+}
+
+// stalled tells whether f's stream holds a record past the last one f
+// recorded while nothing has arrived for stallAfter. A stream that cannot
+// be asked now is not called stalled: it is asked again at the next check.
+func (l *Ledger) stalled(ctx context.Context, f *follower) bool {
+	l.mu.Lock()
+	quiet := time.Since(f.progress) >= stallAfter
+	seen := f.seen
+	l.mu.Unlock()
+	if !quiet {
+		return false
+	}
+	ask, cancel := context.WithTimeout(ctx, askTimeout)
+	defer cancel()
+	s, err := l.js.Stream(ask, f.stream)
+	if err != nil {
+		return false
+	}
+	st := s.CachedInfo().State
+	return st.Msgs > 0 && st.LastSeq > seen
+}
+
+// refollow replaces f's consumer with one that starts after the last
+// record f recorded. When the new one cannot be created now, f stays
+// without a consumer until the next check tries again.
+func (l *Ledger) refollow(ctx context.Context, f *follower) {
+	l.mu.Lock()
+	old, seen := f.cc, f.seen
+	f.cc = nil
+	l.mu.Unlock()
+	if old != nil {
+		old.Stop()
+	}
+	l.log.Info("the ledger's consumer stalled while its stream holds newer records; following the stream again after the last record read",
+		"stream", f.stream, "lastRead", seen)
+	ask, cancel := context.WithTimeout(ctx, askTimeout)
+	defer cancel()
+	if err := l.consume(ask, f); err != nil && ctx.Err() == nil {
+		l.log.Info("the ledger could not follow the stream again; it tries at its next check", "stream", f.stream, "error", err.Error())
+	}
+}
+
+// checkEvery and stallAfter pace the ledger's watch of its consumers
+// (variables for the package's tests): a stream whose consumer delivered
+// nothing for stallAfter while the stream holds newer records is followed
+// again.
+var (
+	checkEvery = 2 * time.Second
+	stallAfter = 5 * time.Second
+)
+
+// orderedConsumer creates an ordered consumer of stream from the record
+// with sequence from (or the first after it), asking again, with a growing
+// pause, while the answer is a timeout or a "temporarily unavailable" and
+// ctx lives.
+func orderedConsumer(ctx context.Context, js jetstream.JetStream, stream string, from uint64) (jetstream.Consumer, error) {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 1 {
+		cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from}
+	}
 	pause := 100 * time.Millisecond
 	var last error
 	for {
@@ -107,7 +266,7 @@ func orderedConsumer(ctx context.Context, js jetstream.JetStream, stream string)
 		// deadline, whatever ctx's own deadline: a request the server
 		// dropped is asked again rather than waited for.
 		try, cancel := context.WithTimeout(ctx, askTimeout)
-		c, err := js.OrderedConsumer(try, stream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+		c, err := js.OrderedConsumer(try, stream, cfg)
 		cancel()
 		switch {
 		case err == nil:
@@ -154,28 +313,36 @@ var askTimeout = 5 * time.Second
 // temporarily unavailable", which nats.go does not name.
 const jsClusterNotAvailable jetstream.ErrorCode = 10008
 
-// Close stops following the streams.
+// Close stops following the streams and returns when the ledger's own
+// goroutine has ended.
 func (l *Ledger) Close() {
-	for _, cc := range l.consumers {
+	if l.stop != nil {
+		l.stop()
+	}
+	<-l.done
+	l.mu.Lock()
+	ccs := make([]jetstream.ConsumeContext, 0, len(l.followers))
+	for _, f := range l.followers {
+		if f.cc != nil {
+			ccs = append(ccs, f.cc)
+		}
+	}
+	l.mu.Unlock()
+	for _, cc := range ccs {
 		cc.Stop()
 	}
 }
 
+// recordResult counts a completion; l.mu is held.
 func (l *Ledger) recordResult(m jetstream.Msg) {
-	id := m.Headers().Get(queue.HeaderTaskID)
-	l.mu.Lock()
-	l.completed[id]++
-	l.notify()
-	l.mu.Unlock()
+	l.completed[m.Headers().Get(queue.HeaderTaskID)]++
 }
 
+// recordDead remembers a dead letter; l.mu is held.
 func (l *Ledger) recordDead(m jetstream.Msg) {
 	h := m.Headers()
 	id := h.Get(queue.HeaderTaskID)
-	l.mu.Lock()
 	l.dead[id] = Failure{ID: id, Kind: h.Get(queue.HeaderKind), Error: h.Get(queue.HeaderError)}
-	l.notify()
-	l.mu.Unlock()
 }
 
 // notify wakes Wait; l.mu is held.

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
@@ -252,5 +254,65 @@ func TestUnansweredTellsATransientAnswerFromARefusal(t *testing.T) {
 		if got := ledger.Unanswered(c.err); got != c.want {
 			t.Errorf("unanswered(%v) = %v, want %v", c.err, got, c.want)
 		}
+	}
+}
+
+// A consumer that stops delivering while its stream goes on (here paused
+// by the server, as a consumer recreated on a server that has just died
+// delivers nothing and nats.go does not notice) is replaced: the ledger
+// follows the stream again after the last record it read, counts what
+// came since, and counts nothing twice.
+func TestALedgerWhoseConsumerStallsFollowsTheStreamAgain(t *testing.T) {
+	t.Cleanup(ledger.SetWatch(50*time.Millisecond, 300*time.Millisecond))
+	js, names, c := setUp(t, true, "a", "b", "c")
+	var logged sync.Map
+	log := funcr.New(func(_, args string) { logged.Store(args, true) }, funcr.Options{})
+	l, err := ledger.Open(t.Context(), js, names, ledger.WithLogger(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.Expect("a", "b", "c")
+
+	complete(t, js, names, next(t, c))
+	waitFor(t, l, ledger.Summary{Expected: 3, Completed: 1, Open: 2})
+
+	s, err := js.Stream(t.Context(), names.ResultStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	paused := 0
+	for ci := range s.ListConsumers(t.Context()).Info() {
+		if _, err := s.PauseConsumer(t.Context(), ci.Name, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		paused++
+	}
+	if paused != 1 {
+		t.Fatalf("paused %d consumers of the result stream, want the ledger's one", paused)
+	}
+	complete(t, js, names, next(t, c))
+	complete(t, js, names, next(t, c))
+	waitFor(t, l, ledger.Summary{Expected: 3, Completed: 3})
+
+	refollowed := false
+	logged.Range(func(k, _ any) bool {
+		refollowed = refollowed || strings.Contains(k.(string), `"stream"="`+names.ResultStream()+`"`)
+		return true
+	})
+	if !refollowed {
+		t.Error("the ledger counted every result but logged no new consumer of the result stream")
+	}
+}
+
+// waitFor waits up to 30 s for the ledger's summary to be want.
+func waitFor(t *testing.T, l *ledger.Ledger, want ledger.Summary) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for got := l.Summary(); got != want; got = l.Summary() {
+		if time.Now().After(deadline) {
+			t.Fatalf("summary %+v after 30s, want %+v", got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
