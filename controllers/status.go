@@ -30,7 +30,10 @@ func (s *scope) count() counts {
 			continue
 		}
 		draining := contract.Draining(p)
-		if draining {
+		// A terminating pod that holds nothing drains nothing and takes
+		// no drain slot (terminatingEmpty): it is not reported draining,
+		// as a Deployment's terminating pod is no replica.
+		if draining && !s.terminatingEmpty(p) {
 			c.draining++
 			c.drainingNames = append(c.drainingNames, p.Name)
 		}

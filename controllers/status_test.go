@@ -13,10 +13,12 @@ import (
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/api/v1alpha1/contract"
+	"github.com/tenire/loop-operator/controllers/stream"
 )
 
 // statusPod is a pod for status tests: rev is its revision, and flags
-// among "ready", "draining", "terminating", "failed".
+// among "ready", "draining", "terminating", "failed", "scheduled" (on a
+// node; its worker announced nothing, so it may hold tasks).
 func statusPod(i int, rev string, flags ...string) *corev1.Pod {
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{
 		Name:              fmt.Sprintf("p%d", i),
@@ -33,6 +35,8 @@ func statusPod(i int, rev string, flags ...string) *corev1.Pod {
 			p.DeletionTimestamp = &metav1.Time{Time: time.Now()}
 		case "failed":
 			p.Status.Phase = corev1.PodFailed
+		case "scheduled":
+			p.Spec.NodeName = "node-1"
 		}
 	}
 	return p
@@ -58,7 +62,15 @@ func TestComputeStatus(t *testing.T) {
 			[]*corev1.Pod{statusPod(0, "r1", "ready"), statusPod(1, "r1", "ready"), statusPod(2, "r1", "ready", "draining")}, nil,
 			want{3, 3, 2, 2, 1, "True/MinimumReplicasAvailable", "True/ScalingDown", "True/DrainInProgress", "False/AsExpected"}},
 		{"a terminating pod is no replica but still drains", 2, false,
-			[]*corev1.Pod{statusPod(0, "r1", "ready"), statusPod(1, "r1", "ready"), statusPod(2, "r1", "terminating")}, nil,
+			[]*corev1.Pod{statusPod(0, "r1", "ready"), statusPod(1, "r1", "ready"), statusPod(2, "r1", "scheduled", "terminating")}, nil,
+			want{2, 2, 2, 2, 1, "True/MinimumReplicasAvailable", "True/ScalingDown", "True/DrainInProgress", "False/AsExpected"}},
+		{"a terminating pod that holds nothing is not draining", 2, false,
+			[]*corev1.Pod{statusPod(0, "r1", "ready"), statusPod(1, "r1", "ready"), statusPod(2, "r1", "scheduled", "terminating"), statusPod(3, "r1", "terminating")},
+			func(s *scope) { s.loads = map[string]stream.WorkerLoad{"p2": {InFlight: 0}} },
+			want{2, 2, 2, 2, 0, "True/MinimumReplicasAvailable", "False/Complete", "False/NoDrains", "False/AsExpected"}},
+		{"a terminating pod asked to drain drains whatever it announced", 2, false,
+			[]*corev1.Pod{statusPod(0, "r1", "ready"), statusPod(1, "r1", "ready"), statusPod(2, "r1", "scheduled", "draining", "terminating")},
+			func(s *scope) { s.loads = map[string]stream.WorkerLoad{"p2": {InFlight: 0}} },
 			want{2, 2, 2, 2, 1, "True/MinimumReplicasAvailable", "True/ScalingDown", "True/DrainInProgress", "False/AsExpected"}},
 		{"a pod of another revision is a rolling update", 2, false,
 			[]*corev1.Pod{statusPod(0, "r0", "ready"), statusPod(1, "r1", "ready")}, nil,

@@ -395,7 +395,10 @@ type LoopDeploymentStatus struct {
 	// +optional
 	UpdatedReplicas int32 `json:"updatedReplicas"`
 
-	// drainingReplicas counts the pods asked to drain and not yet deleted.
+	// drainingReplicas counts the pods that drain: asked to drain, or
+	// terminating while their worker may hold tasks. A terminating pod that
+	// holds nothing (unscheduled, or its worker announced no task in
+	// flight) is not counted.
 	// +optional
 	DrainingReplicas int32 `json:"drainingReplicas"`
 
