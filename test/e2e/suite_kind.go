@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
@@ -110,6 +111,8 @@ func envOr(key, def string) string {
 // port to NATS.
 func StartSuite(ctx context.Context) (*Suite, error) {
 	s := &Suite{Log: zap.New(zap.UseDevMode(true), zap.WriteTo(os.Stderr)).WithName("e2e")}
+	// controller-runtime's own packages (envtest's CRD install) log through it too.
+	ctrllog.SetLogger(s.Log.WithName("controller-runtime"))
 	root, err := testenv.RepoRoot()
 	if err != nil {
 		return nil, err

@@ -16,6 +16,7 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/tenire/loop-operator/internal/localcluster"
@@ -57,6 +58,8 @@ type mode struct {
 // StartSuite builds the binaries and starts everything.
 func StartSuite(ctx context.Context) (*Suite, error) {
 	s := &Suite{Log: zap.New(zap.UseDevMode(true), zap.WriteTo(os.Stderr)).WithName("e2e")}
+	// controller-runtime's own packages (envtest's CRD install) log through it too.
+	ctrllog.SetLogger(s.Log.WithName("controller-runtime"))
 	s.Bins = map[string]string{}
 	root, err := testenv.RepoRoot()
 	if err != nil {
