@@ -142,7 +142,26 @@ test-e2e: kube-bins ## Run the end-to-end suites (local control plane, node agen
 	  test "$$found" = "$(sort $(E2E_OTHER_TESTS))" || \
 	  { echo "E2E_OTHER_TESTS ($(sort $(E2E_OTHER_TESTS))) is not the e2e tests outside test/e2e ($$found)"; exit 1; }
 	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" go test -tags e2e -race -count=1 -timeout 20m -run '^($(subst $(eval) ,|,$(E2E_OTHER_TESTS)))$$' $(E2E_PACKAGES)
-	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" go test -tags e2e -race -count=1 -timeout 60m ./test/...
+	KUBEBUILDER_ASSETS="$(KUBE_BINS_DIR)" go test -tags e2e -race -count=1 -timeout 60m $(if $(E2E_LOCAL_RUN),-run '$(E2E_LOCAL_RUN)') ./test/...
+
+# A go test -run pattern for the scenarios of make test-e2e in test/e2e;
+# empty runs them all.
+E2E_LOCAL_RUN ?=
+
+# The scenarios that only the local control plane runs: those of test/e2e
+# in files built without kind ("e2e && !kind"), less the benchmarks, which
+# make bench-smoke runs.
+E2E_LOCAL_ONLY = $(shell grep -l '^//go:build e2e && !kind' test/e2e/*_test.go | xargs grep -ho '^func Test[A-Za-z0-9_]*' | cut -d' ' -f2 | grep -vx TestMain | grep -v '^TestBench' | sort)
+
+# What .ci/run runs on the local control plane: the e2e tests outside
+# test/e2e and the scenarios that have no kind variant. Every other scenario
+# runs in kind (make kind-path, on real kubelets and containers), so that CI
+# runs each scenario once and stays within its hour; make test-e2e still
+# runs them all here.
+.PHONY: test-e2e-local-only
+test-e2e-local-only: E2E_LOCAL_RUN = ^($(subst $(eval) ,|,$(E2E_LOCAL_ONLY)))$$
+test-e2e-local-only: test-e2e ## Run make test-e2e with only the scenarios that have no kind variant (CI runs the others in make kind-path).
+	@test -n "$(E2E_LOCAL_ONLY)" || { echo "no local-only scenario found in test/e2e"; exit 1; }
 
 .PHONY: lint
 lint: golangci-lint ## Run golangci-lint on everything, the e2e suite included, then on the kind variant of the e2e suite and on the image tests.
