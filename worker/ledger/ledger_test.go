@@ -305,14 +305,18 @@ func TestALedgerWhoseConsumerStallsFollowsTheStreamAgain(t *testing.T) {
 	}
 }
 
-// waitFor waits up to 30 s for the ledger's summary to be want.
+// waitFor waits up to 30 s for the ledger's summary to be want, looking
+// every 10 ms.
 func waitFor(t *testing.T, l *ledger.Ledger, want ledger.Summary) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.After(30 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
 	for got := l.Summary(); got != want; got = l.Summary() {
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline:
 			t.Fatalf("summary %+v after 30s, want %+v", got, want)
+		case <-tick.C:
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
