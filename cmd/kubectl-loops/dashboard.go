@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/go-logr/logr/funcr"
 	"github.com/spf13/cobra"
 )
 
@@ -58,9 +57,7 @@ func (f *dashboardFlags) run(ctx context.Context, o *options) error {
 	if f.allNamespaces {
 		namespace = ""
 	}
-	errOut := o.streams.ErrOut
-	log := funcr.New(func(prefix, args string) { fmt.Fprintln(errOut, prefix, args) }, funcr.Options{}).WithName("dashboard")
-	d, err := newDashboard(o, k, namespace, log)
+	d, err := newDashboard(o, k, namespace, o.errLog("dashboard", ""))
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -36,6 +38,13 @@ type options struct {
 	natsURL   string
 	// clock tells the time of drain requests; tests replace it.
 	clock clock.PassiveClock
+}
+
+// errLog is a logger that writes each line to the command's stderr, after
+// lead ("\n" starts it below a progress bar).
+func (o *options) errLog(name, lead string) logr.Logger {
+	errOut := o.streams.ErrOut
+	return funcr.New(func(prefix, args string) { fmt.Fprintln(errOut, lead+prefix, args) }, funcr.Options{}).WithName(name)
 }
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3"

@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/go-logr/logr/funcr"
 	"github.com/spf13/cobra"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
@@ -224,9 +223,7 @@ func openLedger(ctx context.Context, o *options, q *loopQueue, ld *loopsv1alpha1
 	defer cancel()
 	// The ledger says on stderr when it follows a stream again after its
 	// consumer stalled (a NATS server of a cluster died).
-	errOut := o.streams.ErrOut
-	log := funcr.New(func(prefix, args string) { fmt.Fprintln(errOut, "\n"+prefix, args) }, funcr.Options{}).WithName("ledger")
-	return ledger.Open(ctx, q.js, q.names, ledger.WithLogger(log))
+	return ledger.Open(ctx, q.js, q.names, ledger.WithLogger(o.errLog("ledger", "\n")))
 }
 
 // ledgerOpenTimeout bounds the wait for JetStream to follow a loop's

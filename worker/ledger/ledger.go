@@ -61,8 +61,8 @@ type Ledger struct {
 
 	js   jetstream.JetStream
 	log  logr.Logger
-	stop context.CancelFunc
-	done chan struct{} // closed when the watch has ended
+	stop context.CancelFunc // ends the watch; nil until Open succeeded
+	done chan struct{}      // closed when the watch has ended
 }
 
 // follower reads one stream with an ordered consumer and remembers the
@@ -73,8 +73,9 @@ type follower struct {
 	stream   string
 	record   func(jetstream.Msg) // called with l.mu held
 	cc       jetstream.ConsumeContext
-	seen     uint64    // the stream sequence of the last message recorded
-	progress time.Time // when a message was last recorded, or the consumer (re)started
+	seen     uint64        // the stream sequence of the last message recorded
+	progress time.Time     // when a message was last recorded, or the consumer (re)started
+	patience time.Duration // how long a quiet consumer is trusted: stallAfter, doubled after each new consumer that brought nothing
 }
 
 // Option configures Open.
@@ -105,13 +106,12 @@ func Open(ctx context.Context, js jetstream.JetStream, names queue.Names, opts .
 		dead:      map[string]Failure{},
 		js:        js,
 		log:       logr.Discard(),
-		done:      make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(l)
 	}
 	follow := func(stream string, record func(jetstream.Msg)) error {
-		f := &follower{stream: stream, record: record}
+		f := &follower{stream: stream, record: record, patience: stallAfter}
 		if err := l.consume(ctx, f); err != nil {
 			return err
 		}
@@ -119,19 +119,17 @@ func Open(ctx context.Context, js jetstream.JetStream, names queue.Names, opts .
 		return nil
 	}
 	if err := follow(names.ResultStream(), l.recordResult); err != nil {
-		close(l.done)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return nil, fmt.Errorf("%w (stream %s does not exist)", ErrNoResults, names.ResultStream())
 		}
 		return nil, fmt.Errorf("ledger: follow %s: %w", names.ResultStream(), err)
 	}
 	if err := follow(names.DeadStream, l.recordDead); err != nil {
-		close(l.done)
 		l.Close()
 		return nil, fmt.Errorf("ledger: follow %s: %w", names.DeadStream, err)
 	}
 	watching, stop := context.WithCancel(context.Background())
-	l.stop = stop
+	l.stop, l.done = stop, make(chan struct{})
 	go l.watch(watching)
 	return l, nil
 }
@@ -175,6 +173,7 @@ func (l *Ledger) deliver(f *follower, m jetstream.Msg) {
 	}
 	f.seen = meta.Sequence.Stream
 	f.progress = time.Now()
+	f.patience = stallAfter
 	f.record(m)
 	l.notify()
 }
@@ -201,11 +200,11 @@ func (l *Ledger) watch(ctx context.Context) {
 }
 
 // stalled tells whether f's stream holds a record past the last one f
-// recorded while nothing has arrived for stallAfter. A stream that cannot
+// recorded while nothing has arrived for f.patience. A stream that cannot
 // be asked now is not called stalled: it is asked again at the next check.
 func (l *Ledger) stalled(ctx context.Context, f *follower) bool {
 	l.mu.Lock()
-	quiet := time.Since(f.progress) >= stallAfter
+	quiet := time.Since(f.progress) >= f.patience
 	seen := f.seen
 	l.mu.Unlock()
 	if !quiet {
@@ -223,11 +222,16 @@ func (l *Ledger) stalled(ctx context.Context, f *follower) bool {
 
 // refollow replaces f's consumer with one that starts after the last
 // record f recorded. When the new one cannot be created now, f stays
-// without a consumer until the next check tries again.
+// without a consumer until the next check tries again. Each new consumer
+// that brings nothing doubles the wait before the next (up to
+// maxPatience): the newest record may have been deleted before the ledger
+// read it (kubectl loops deadletters requeues and deletes dead letters),
+// and then no consumer has anything to deliver.
 func (l *Ledger) refollow(ctx context.Context, f *follower) {
 	l.mu.Lock()
 	old, seen := f.cc, f.seen
 	f.cc = nil
+	f.patience = min(2*f.patience, maxPatience)
 	l.mu.Unlock()
 	if old != nil {
 		old.Stop()
@@ -246,8 +250,9 @@ func (l *Ledger) refollow(ctx context.Context, f *follower) {
 // nothing for stallAfter while the stream holds newer records is followed
 // again.
 var (
-	checkEvery = 2 * time.Second
-	stallAfter = 5 * time.Second
+	checkEvery  = 2 * time.Second
+	stallAfter  = 5 * time.Second
+	maxPatience = time.Minute
 )
 
 // orderedConsumer creates an ordered consumer of stream from the record
@@ -318,8 +323,8 @@ const jsClusterNotAvailable jetstream.ErrorCode = 10008
 func (l *Ledger) Close() {
 	if l.stop != nil {
 		l.stop()
+		<-l.done
 	}
-	<-l.done
 	l.mu.Lock()
 	ccs := make([]jetstream.ConsumeContext, 0, len(l.followers))
 	for _, f := range l.followers {
