@@ -63,7 +63,7 @@ demo-down: ## Stop the demo's local cluster.
 ##@ Benchmarks
 
 .PHONY: bench
-bench: kube-bins ## Measure the pool, the queue path, the operator (one loop and many), drains and autoscaling beside their anchors; writes docs/benchmarks.md (about 45 min, on an idle machine).
+bench: kube-bins ## Measure the pool, the queue path, the operator (one loop and many), drains and autoscaling beside their anchors; writes docs/benchmarks.md (part 8 at the goal size, 1,000 × 10; about 80 min, on an idle machine).
 	go run ./hack/bench -out docs/benchmarks.md
 
 .PHONY: bench-smoke

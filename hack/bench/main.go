@@ -30,9 +30,10 @@ type options struct {
 	count   int    // -count of the Go benchmarks
 	quick   bool   // a smoke run: small sizes, for CI
 	skip    string // comma-separated parts to leave out
-	// many: the sizes of part 8 (0: 100 × 10, or 10 × 3 with quick) and
-	// kube-controller-manager's client limits, given to the operator too
-	// (0: its own defaults, 20 and 30).
+	// many: the sizes of part 8 (0: the goal size, 1,000 × 10, or 10 × 3
+	// with quick) and kube-controller-manager's client limits, given to
+	// the operator too (0: 100 and 200, or with quick its own defaults,
+	// 20 and 30).
 	manyLoops, manyPods, manyBurst int
 	manyQPS                        float64
 	log                            logr.Logger
@@ -54,10 +55,10 @@ func run(args []string, log logr.Logger) error {
 	fs.IntVar(&o.count, "count", 6, "how many times each Go benchmark runs (benchstat needs at least 6 for a confidence interval)")
 	fs.BoolVar(&o.quick, "quick", false, "a smoke run with small sizes and -count 1 (the figures mean nothing; CI checks that every part runs)")
 	fs.StringVar(&o.skip, "skip", "", "parts to leave out, comma-separated: dispatch,features,footprint,queue,operator,drain,autoscale,many")
-	fs.IntVar(&o.manyLoops, "many-loops", 0, "LoopDeployments (and Deployments) in part 8 (default 100, 10 with -quick; the goal size is 1000)")
+	fs.IntVar(&o.manyLoops, "many-loops", 0, "LoopDeployments (and Deployments) in part 8 (default the goal size, 1000; 10 with -quick)")
 	fs.IntVar(&o.manyPods, "many-pods", 0, "pods of each object in part 8 (default 10, 3 with -quick)")
-	fs.Float64Var(&o.manyQPS, "many-qps", 0, "kube-controller-manager's and the operator's client QPS in part 8 (default kube-controller-manager's own, 20)")
-	fs.IntVar(&o.manyBurst, "many-burst", 0, "kube-controller-manager's and the operator's client burst in part 8 (default kube-controller-manager's own, 30)")
+	fs.Float64Var(&o.manyQPS, "many-qps", 0, "kube-controller-manager's and the operator's client QPS in part 8 (default 100; with -quick kube-controller-manager's own, 20)")
+	fs.IntVar(&o.manyBurst, "many-burst", 0, "kube-controller-manager's and the operator's client burst in part 8 (default 200; with -quick kube-controller-manager's own, 30)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -78,8 +78,10 @@ than its pool and one task, and the fast one runs most of a burst).`
 
 const introMany = `The operator with many loops (TestBenchOperatorMany in test/e2e): L
 LoopDeployments of P pods beside L Deployments of P pods on kwok nodes, on
-the e2e suite's local control plane, both controllers' clients at
-kube-controller-manager's rate limits. Each side runs alone, in four phases:
+the e2e suite's local control plane, at the goal size (1,000 × 10) unless
+-many-loops and -many-pods say otherwise, both controllers' clients at the
+same rate limits: 100 QPS, burst 200 (at kube-controller-manager's own,
+20 and 30, the goal size takes some four hours; -quick keeps them). Each side runs alone, in four phases:
 create (until L × P pods are Ready), steady (nothing changes for a while),
 rollout (every pod template changes; until L × P new pods are Ready and no
 old one is left; both sides with a Deployment's default update strategy,
