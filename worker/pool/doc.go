@@ -24,6 +24,8 @@
 // Cost: the pool holds tasks by value in ring buffers that grow by doubling
 // and are reused, and wakes idle goroutines through per-goroutine channels,
 // so dispatching a task allocates nothing in the steady state unless a task
-// timeout is configured (context.WithTimeout allocates). Each dispatch takes
-// one mutex twice (pick and release).
+// timeout is configured (context.WithTimeout allocates). A goroutine that
+// ends a task releases it and picks the next under one lock; a task handed
+// to an idle goroutine is picked by TrySubmit and runs without the
+// goroutine taking the lock first.
 package pool

@@ -143,15 +143,19 @@ type Pool[T any] struct {
 	abort   context.CancelFunc
 	aborted atomic.Bool
 
-	mu        sync.Mutex
-	q         *queue[T]
-	workers   int       // goroutines alive, retiring ones included
-	retiring  int       // goroutines the reaper told to exit that have not exited yet
-	idle      []*worker // LIFO: the most recently idle goroutine is woken first, the oldest retires first
-	reaper    *time.Timer
-	reaping   bool   // the reaper is armed
-	tick      uint64 // how often the reaper ran: a clock that costs no clock read
-	running   int
+	mu       sync.Mutex
+	q        *queue[T]
+	workers  int          // goroutines alive, retiring ones included
+	retiring int          // goroutines the reaper told to exit that have not exited yet
+	idle     []*worker[T] // LIFO: the most recently idle goroutine is woken first, the oldest retires first
+	reaper   *time.Timer
+	reaping  bool   // the reaper is armed
+	tick     uint64 // how often the reaper ran: a clock that costs no clock read
+	running  int
+	// ending counts the goroutines that ended a task and wait for mu,
+	// each about to take the next runnable queued task: start leaves
+	// that many queued tasks to them rather than wake or start another.
+	ending    atomic.Int32
 	stopped   bool
 	exited    chan struct{} // closed when stopped and no goroutine is left
 	space     chan struct{} // closed when slots free (see wakeBatch) and spaceWait is set
@@ -159,10 +163,15 @@ type Pool[T any] struct {
 	wakeBatch int // a waiting WaitFree is woken when this many slots are free, or the queue is empty
 }
 
-type worker struct {
+type worker[T any] struct {
 	wake      chan struct{}
 	idleSince uint64 // Pool.tick when it went idle; guarded by Pool.mu
 	exit      bool   // set by the reaper, with Pool.mu held, before it wakes the goroutine
+	// task, when handed is set, is the task the goroutine runs next
+	// without taking Pool.mu: set by whoever wakes or starts it, which
+	// counted it running. The wake-up (or the go statement) orders it.
+	task   entry[T]
+	handed bool
 }
 
 // New returns a running pool that calls handler for every task and done,
@@ -238,7 +247,7 @@ func New[T any](opts Options, handler Handler[T], done DoneFunc[T]) (*Pool[T], e
 	}
 	p.mu.Lock()
 	for range opts.MinWorkers {
-		p.spawn()
+		p.spawn(nil)
 	}
 	p.mu.Unlock()
 	return p, nil
@@ -251,28 +260,59 @@ func (p *Pool[T]) TrySubmit(kind string, class int, task T) error {
 	if class < 0 || class >= len(p.opts.Classes) {
 		return fmt.Errorf("pool: class %d out of range [0,%d)", class, len(p.opts.Classes))
 	}
+	var enqueued int64
+	if p.done != nil {
+		enqueued = int64(time.Since(p.epoch))
+	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	switch {
 	case p.stopped:
+		p.mu.Unlock()
 		return ErrClosed
 	case p.free() <= 0: // below 0 after SetBacklog shrank it
+		p.mu.Unlock()
 		return ErrFull
 	}
-	e := entry[T]{ks: p.q.kind(kind), class: class, value: task}
-	if p.done != nil {
-		e.enqueued = int64(time.Since(p.epoch))
-	}
-	p.q.push(e)
-	if n := len(p.idle); n > 0 {
-		w := p.idle[n-1]
-		p.idle[n-1] = nil
-		p.idle = p.idle[:n-1]
-		w.wake <- struct{}{} // capacity 1 and only the popper sends
-	} else if p.workers-p.retiring < p.opts.MaxWorkers {
-		p.spawn()
+	p.q.push(entry[T]{ks: p.q.kind(kind), class: class, value: task, enqueued: enqueued})
+	w := p.start()
+	p.mu.Unlock()
+	if w != nil {
+		w.wake <- struct{}{} // capacity 1, and only who took it off the idle list sends
 	}
 	return nil
+}
+
+// start hands the next task the queue lets run (by class, within its
+// kind's limit) to an idle goroutine, which it returns for the caller to
+// wake once p.mu is released, or to a new goroutine while fewer than
+// MaxWorkers run. Either runs it without taking p.mu first: a task costs
+// one wake-up and no second trip through the lock, which thousands of
+// goroutines finishing together would otherwise queue on. It does nothing
+// when no goroutine is free, when the goroutines that just ended a task
+// and wait for p.mu are as many as the queued tasks (they take them, as
+// busy as they are, with no wake-up: on no-op tasks a task bound to a
+// goroutine still waking would wait while they went idle), or when no
+// task may run (its kind is at its limit: the goroutine that ends one of
+// that kind takes it). p.mu must be held.
+func (p *Pool[T]) start() *worker[T] {
+	n := len(p.idle)
+	if n == 0 && p.workers-p.retiring >= p.opts.MaxWorkers || p.q.len() <= int(p.ending.Load()) {
+		return nil
+	}
+	e, ok := p.q.pop()
+	if !ok {
+		return nil
+	}
+	p.running++
+	if n == 0 {
+		p.spawn(&e)
+		return nil
+	}
+	w := p.idle[n-1]
+	p.idle[n-1] = nil
+	p.idle = p.idle[:n-1]
+	w.task, w.handed = e, true
+	return w
 }
 
 func (p *Pool[T]) free() int {
@@ -408,29 +448,42 @@ func (p *Pool[T]) Wait(ctx context.Context) error {
 	}
 }
 
-// spawn starts a goroutine. p.mu must be held.
-func (p *Pool[T]) spawn() {
+// spawn starts a goroutine, which runs first, if not nil, the task it is
+// handed (counted running already). p.mu must be held.
+func (p *Pool[T]) spawn(first *entry[T]) {
 	p.workers++
-	w := &worker{wake: make(chan struct{}, 1)}
+	w := &worker[T]{wake: make(chan struct{}, 1)}
+	if first != nil {
+		w.task, w.handed = *first, true
+	}
 	go p.loop(w)
 }
 
-func (p *Pool[T]) loop(w *worker) {
-	p.mu.Lock()
+func (p *Pool[T]) loop(w *worker[T]) {
 	for {
-		if e, ok := p.q.pop(); ok {
+		if w.handed {
+			e := w.task
+			w.task, w.handed = entry[T]{}, false
+			p.run(e)
+			p.ending.Add(1)
+			p.mu.Lock()
+			p.ending.Add(-1)
+			p.finished(e)
+		} else {
+			p.mu.Lock() // a new goroutine with no task, or woken by Stop
+		}
+		for {
+			e, ok := p.q.pop()
+			if !ok {
+				break
+			}
 			p.running++
 			p.mu.Unlock()
 			p.run(e)
+			p.ending.Add(1)
 			p.mu.Lock()
-			p.q.release(e.ks)
-			p.running--
-			if p.spaceWait && (p.q.len() == 0 || p.free() >= p.wakeBatch) {
-				close(p.space)
-				p.space = make(chan struct{})
-				p.spaceWait = false
-			}
-			continue
+			p.ending.Add(-1)
+			p.finished(e)
 		}
 		if p.stopped {
 			break
@@ -448,8 +501,8 @@ func (p *Pool[T]) loop(w *worker) {
 		}
 		p.mu.Unlock()
 		<-w.wake
-		p.mu.Lock()
 		if w.exit {
+			p.mu.Lock()
 			p.retiring--
 			break
 		}
@@ -459,6 +512,19 @@ func (p *Pool[T]) loop(w *worker) {
 		close(p.exited)
 	}
 	p.mu.Unlock()
+}
+
+// finished counts e's end: its kind's slot and the pool's are free again,
+// and a waiting WaitFree is woken when enough are (see wakeBatch). p.mu
+// must be held.
+func (p *Pool[T]) finished(e entry[T]) {
+	p.q.release(e.ks)
+	p.running--
+	if p.spaceWait && (p.q.len() == 0 || p.free() >= p.wakeBatch) {
+		close(p.space)
+		p.space = make(chan struct{})
+		p.spaceWait = false
+	}
 }
 
 // reaperTicks is how many reaper ticks make an IdleTimeout.

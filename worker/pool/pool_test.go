@@ -261,6 +261,71 @@ func TestKindLimitsUnderLoad(t *testing.T) {
 	}
 }
 
+// TestEveryTaskRunsOnceWhileGoroutinesIdleAndEndTogether races no-op and
+// yielding tasks from several submitters against goroutines that go idle
+// and end tasks at once: tasks handed to idle goroutines and tasks left to
+// the goroutines ending one must each run exactly once, none stranded in
+// the queue while a goroutine sleeps; so must tasks submitted one at a time
+// to an idle pool.
+func TestEveryTaskRunsOnceWhileGoroutinesIdleAndEndTogether(t *testing.T) {
+	const submitters, perSubmitter, alone = 4, 5000, 50
+	runs := make([]atomic.Int32, submitters*perSubmitter+alone) // the test's own record
+	var finished atomic.Int64
+	handler := func(_ context.Context, i int) error {
+		runs[i].Add(1)
+		if i%3 == 0 {
+			runtime.Gosched()
+		}
+		return nil
+	}
+	for _, backlog := range []int{0, 16} {
+		finished.Store(0)
+		for i := range runs {
+			runs[i].Store(0)
+		}
+		p, err := pool.New(pool.Options{MaxWorkers: 16, Backlog: backlog, KindLimits: map[string]int{"limited": 3},
+			Classes: []pool.Class{{Name: "high", Weight: 3}, {Name: "low", Weight: 1}}}, handler,
+			func(int, pool.Result) { finished.Add(1) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for s := range submitters {
+			wg.Go(func() {
+				for j := range perSubmitter {
+					i := s*perSubmitter + j
+					kind := "free"
+					if i%4 == 0 {
+						kind = "limited"
+					}
+					if err := p.Submit(t.Context(), kind, i%2, i); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		waitFor(t, fmt.Sprintf("every task to finish (backlog %d)", backlog), func() bool { return finished.Load() == submitters*perSubmitter })
+		// Then one at a time into an idle pool: no goroutine ends a task
+		// that would take it.
+		for i := submitters * perSubmitter; i < len(runs); i++ {
+			if err := p.Submit(t.Context(), "free", i%2, i); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, fmt.Sprintf("task %d submitted alone to finish (backlog %d)", i, backlog), func() bool { return finished.Load() == int64(i+1) })
+		}
+		if left := p.Close(); len(left) != 0 {
+			t.Errorf("backlog %d: %d tasks never started", backlog, len(left))
+		}
+		for i := range runs {
+			if n := runs[i].Load(); n != 1 {
+				t.Fatalf("backlog %d: task %d ran %d times, want 1", backlog, i, n)
+			}
+		}
+	}
+}
+
 func TestKindAtLimitDoesNotBlockOtherKinds(t *testing.T) {
 	r := newRecorder()
 	p := newPool(t, pool.Options{MaxWorkers: 2, Backlog: 10, KindLimits: map[string]int{"slow": 1}}, r)
