@@ -461,30 +461,29 @@ func (p *Pool[T]) spawn(first *entry[T]) {
 
 func (p *Pool[T]) loop(w *worker[T]) {
 	for {
-		if w.handed {
-			e := w.task
-			w.task, w.handed = entry[T]{}, false
-			p.run(e)
-			p.ending.Add(1)
+		// A handed task runs without the lock; otherwise (a new goroutine
+		// with no task, or woken by Stop) the goroutine picks one.
+		e, ok := w.task, w.handed
+		w.task, w.handed = entry[T]{}, false
+		if !ok {
 			p.mu.Lock()
-			p.ending.Add(-1)
-			p.finished(e)
-		} else {
-			p.mu.Lock() // a new goroutine with no task, or woken by Stop
-		}
-		for {
-			e, ok := p.q.pop()
-			if !ok {
-				break
+			if e, ok = p.q.pop(); ok {
+				p.running++
+				p.mu.Unlock()
 			}
-			p.running++
-			p.mu.Unlock()
+		}
+		for ok {
 			p.run(e)
 			p.ending.Add(1)
 			p.mu.Lock()
 			p.ending.Add(-1)
 			p.finished(e)
+			if e, ok = p.q.pop(); ok {
+				p.running++
+				p.mu.Unlock()
+			}
 		}
+		// p.mu is held here.
 		if p.stopped {
 			break
 		}
