@@ -147,7 +147,7 @@ func (s *scope) candidate(p *corev1.Pod) policy.Candidate {
 		Created:   p.CreationTimestamp.Time,
 		InFlight:  -1,
 	}
-	if l, ok := s.loads[p.Name]; ok {
+	if l, ok := s.loads[p.Name]; ok && !l.Stale {
 		c.InFlight = l.InFlight
 		c.Idle = l.InFlight == 0
 	}
@@ -165,11 +165,23 @@ func (s *scope) candidate(p *corev1.Pod) policy.Candidate {
 // wait for each idle old pod to be gone from the API server (its kubelet
 // to stop it and report) before it removed the next, where a ReplicaSet
 // does not wait.
+//
+// For such a pod the worker's last announcement counts however old it is
+// (stream.WorkerLoad.Stale): an idle worker ends soon after SIGTERM and
+// announces no more, while its pod can stay terminating for as long as its
+// kubelet takes to report. Letting the announcement lapse there made every
+// such pod take a slot again, and count in drainingReplicas, until the
+// API server let it go: at a few hundred loops on kwok that was a third of
+// a rollout's status writes, and the slots held up the rollout itself.
 func (s *scope) terminatingEmpty(p *corev1.Pod) bool {
 	if contract.DrainRequested(p) || (!isTerminating(p) && !s.gone[p.Name]) {
 		return false
 	}
-	return s.candidate(p).HoldsNoTask()
+	if !isScheduled(p) {
+		return true
+	}
+	l, ok := s.loads[p.Name]
+	return ok && l.InFlight == 0
 }
 
 // pod returns the pod named name.

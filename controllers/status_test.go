@@ -68,6 +68,14 @@ func TestComputeStatus(t *testing.T) {
 			[]*corev1.Pod{statusPod(0, "r1", "ready"), statusPod(1, "r1", "ready"), statusPod(2, "r1", "scheduled", "terminating"), statusPod(3, "r1", "terminating")},
 			func(s *scope) { s.loads = map[string]stream.WorkerLoad{"p2": {InFlight: 0}} },
 			want{2, 2, 2, 2, 0, "True/MinimumReplicasAvailable", "False/Complete", "False/NoDrains", "False/AsExpected"}},
+		{"a terminating pod whose worker ended idle stays empty after its announcement is stale", 2, false,
+			[]*corev1.Pod{statusPod(0, "r1", "ready"), statusPod(1, "r1", "ready"), statusPod(2, "r1", "scheduled", "terminating")},
+			func(s *scope) { s.loads = map[string]stream.WorkerLoad{"p2": {InFlight: 0, Stale: true}} },
+			want{2, 2, 2, 2, 0, "True/MinimumReplicasAvailable", "False/Complete", "False/NoDrains", "False/AsExpected"}},
+		{"a terminating pod whose last word was a task in flight drains, however old that word", 2, false,
+			[]*corev1.Pod{statusPod(0, "r1", "ready"), statusPod(1, "r1", "ready"), statusPod(2, "r1", "scheduled", "terminating")},
+			func(s *scope) { s.loads = map[string]stream.WorkerLoad{"p2": {InFlight: 1, Stale: true}} },
+			want{2, 2, 2, 2, 1, "True/MinimumReplicasAvailable", "True/ScalingDown", "True/DrainInProgress", "False/AsExpected"}},
 		{"a terminating pod asked to drain drains whatever it announced", 2, false,
 			[]*corev1.Pod{statusPod(0, "r1", "ready"), statusPod(1, "r1", "ready"), statusPod(2, "r1", "scheduled", "draining", "terminating")},
 			func(s *scope) { s.loads = map[string]stream.WorkerLoad{"p2": {InFlight: 0}} },
@@ -205,5 +213,19 @@ func TestNameListKeepsMessagesShort(t *testing.T) {
 		if got := nameList(names); got != tt.want {
 			t.Errorf("nameList(%d names) = %q, want %q", tt.n, got, tt.want)
 		}
+	}
+}
+
+// TestAServingPodIsIdleOnlyByAFreshAnnouncement: the plan deletes a
+// serving pod without a drain only on an announcement within
+// announcementTTL; a stale one (a hung worker, or one cut off from NATS)
+// is as good as none, and the pod is drained.
+func TestAServingPodIsIdleOnlyByAFreshAnnouncement(t *testing.T) {
+	s := &scope{revision: "r1", loads: map[string]stream.WorkerLoad{"p0": {InFlight: 0, Stale: true}, "p1": {InFlight: 0}}}
+	if c := s.candidate(statusPod(0, "r1", "scheduled", "ready")); c.Idle || c.InFlight != -1 || c.HoldsNoTask() {
+		t.Errorf("a pod whose worker's last announcement is stale: %+v, want not idle, in flight unknown", c)
+	}
+	if c := s.candidate(statusPod(1, "r1", "scheduled", "ready")); !c.Idle || c.InFlight != 0 || !c.HoldsNoTask() {
+		t.Errorf("a pod whose worker just announced nothing in flight: %+v, want idle", c)
 	}
 }

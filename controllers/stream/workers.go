@@ -10,9 +10,15 @@ import (
 	"github.com/tenire/loop-operator/worker/queue"
 )
 
-// announcementTTL is how long a worker's announcement counts: a few of
-// the workers' 2s announce intervals. An older one is as good as none.
+// announcementTTL is how long a worker's announcement counts for a pod
+// that serves: a few of the workers' 2s announce intervals. An older one
+// is stale (WorkerLoad.Stale).
 const announcementTTL = 10 * time.Second
+
+// announcementKeep is how long a stale announcement is kept at all: a
+// terminating pod's worker stops announcing when it ends, and its pod can
+// stay in the API server well after that while its kubelet is behind.
+const announcementKeep = 10 * time.Minute
 
 // WorkerLoad is what a worker last announced about its tasks.
 type WorkerLoad struct {
@@ -20,6 +26,11 @@ type WorkerLoad struct {
 	InFlight int
 	// At is when it announced it.
 	At time.Time
+	// Stale is set when the worker has not announced for longer than
+	// announcementTTL. It says nothing about a serving pod (its worker
+	// may be hung), but it is the last word of a terminating pod's worker,
+	// which stops announcing as it ends.
+	Stale bool
 }
 
 // workers collects the announcements of one LoopDeployment's workers.
@@ -91,9 +102,10 @@ func (p *Poller) unlisten(uid types.UID) {
 	}
 }
 
-// Loads returns what the workers of a LoopDeployment announced within the
-// last few seconds, by pod name: the scale-down drains the pods with the
-// fewest tasks in flight first.
+// Loads returns what the workers of a LoopDeployment last announced, by
+// pod name, within announcementKeep, marked Stale when older than
+// announcementTTL: the scale-down drains the pods with the fewest tasks
+// in flight first.
 func (p *Poller) Loads(uid types.UID) map[string]WorkerLoad {
 	p.init()
 	p.mu.Lock()
@@ -105,10 +117,12 @@ func (p *Poller) Loads(uid types.UID) map[string]WorkerLoad {
 	now := p.Clock.Now()
 	out := make(map[string]WorkerLoad, len(w.load))
 	for name, l := range w.load {
-		if now.Sub(l.At) > announcementTTL {
+		age := now.Sub(l.At)
+		if age > announcementKeep {
 			delete(w.load, name)
 			continue
 		}
+		l.Stale = age > announcementTTL
 		out[name] = l
 	}
 	return out

@@ -2,8 +2,12 @@ package stream
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/tenire/loop-operator/worker/loop"
 )
@@ -63,4 +67,35 @@ func BenchmarkDecodeLoad(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestLoadsMarksOldAnnouncementsStaleAndForgetsTheOldest: an announcement
+// counts as fresh for announcementTTL, is then returned marked Stale (the
+// last word of a worker that ended, for a pod still terminating), and is
+// dropped after announcementKeep.
+func TestLoadsMarksOldAnnouncementsStaleAndForgetsTheOldest(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Unix(1700000000, 0))
+	p := &Poller{Clock: clk}
+	p.init()
+	now := clk.Now()
+	uid := types.UID("u1")
+	p.workers[uid] = &workers{load: map[string]WorkerLoad{
+		"fresh": {InFlight: 2, At: now.Add(-announcementTTL)},
+		"stale": {InFlight: 0, At: now.Add(-announcementTTL - time.Millisecond)},
+		"gone":  {InFlight: 0, At: now.Add(-announcementKeep - time.Millisecond)},
+	}}
+	got := p.Loads(uid)
+	want := map[string]WorkerLoad{
+		"fresh": {InFlight: 2, At: now.Add(-announcementTTL)},
+		"stale": {InFlight: 0, At: now.Add(-announcementTTL - time.Millisecond), Stale: true},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Loads = %+v, want %+v", got, want)
+	}
+	if _, kept := p.workers[uid].load["gone"]; kept {
+		t.Error("an announcement older than announcementKeep is still kept")
+	}
+	if p.Loads("other") != nil {
+		t.Error("Loads of a loop nobody announced for is not nil")
+	}
 }
