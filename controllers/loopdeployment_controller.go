@@ -19,11 +19,14 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	loopsv1alpha1 "github.com/tenire/loop-operator/api/v1alpha1"
 	"github.com/tenire/loop-operator/controllers/stream"
@@ -165,7 +168,7 @@ func (r *LoopDeploymentReconciler) SetupWithManager(mgr ctrl.Manager, options co
 		WithOptions(options).
 		For(&loopsv1alpha1.LoopDeployment{}).
 		Owns(&corev1.Pod{}).
-		Owns(&policyv1.PodDisruptionBudget{}).
+		Owns(&policyv1.PodDisruptionBudget{}, builder.WithPredicates(notStatusOnly)).
 		Owns(&corev1.ServiceAccount{}).
 		Owns(&rbacv1.Role{}).
 		Owns(&rbacv1.RoleBinding{}).
@@ -175,6 +178,31 @@ func (r *LoopDeploymentReconciler) SetupWithManager(mgr ctrl.Manager, options co
 	}
 	return nil
 }
+
+// notStatusOnly drops the update events of a LoopDeployment's
+// PodDisruptionBudget that change nothing but its status, which
+// kube-controller-manager rewrites as each pod comes and goes and which no
+// reconcile reads. Every other change passes: spec (the generation),
+// labels, annotations, finalizers, owners and deletion.
+//
+// The LoopDeployment's own status events still pass, though the operator
+// wrote that status itself: a reconcile compares the status it computes
+// with the cached one and writes only a difference, and a reconcile that
+// ran before the cache showed the previous write compares with an older
+// status. The event of that write brings the reconcile that puts it right
+// (a drained pod's Draining condition stayed True without it).
+var notStatusOnly = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	o, n := e.ObjectOld, e.ObjectNew
+	if o == nil || n == nil {
+		return true
+	}
+	return o.GetGeneration() != n.GetGeneration() ||
+		!o.GetDeletionTimestamp().Equal(n.GetDeletionTimestamp()) ||
+		!equality.Semantic.DeepEqual(o.GetLabels(), n.GetLabels()) ||
+		!equality.Semantic.DeepEqual(o.GetAnnotations(), n.GetAnnotations()) ||
+		!equality.Semantic.DeepEqual(o.GetFinalizers(), n.GetFinalizers()) ||
+		!equality.Semantic.DeepEqual(o.GetOwnerReferences(), n.GetOwnerReferences())
+}}
 
 // podControllerIndex indexes the cached pods by the UID of the
 // LoopDeployment that controls them, so that a reconcile reads its own
