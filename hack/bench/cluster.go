@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -331,6 +333,7 @@ func runMany(ctx context.Context, o *options) (*section, error) {
 			ld.WritesPerPod, d.WritesPerPod, ld.StatusWrites, d.StatusWrites, ld.OperatorRSSPeakMiB, ld.OperatorRSSEndMiB, ld.OperatorCPUSeconds,
 			ld.Reconciles, ld.ReconcileP50, ld.ReconcileP99, ld.QueueDepthMax)
 	}
+	b.WriteString(cpuTable(r))
 	for i, ld := range r.LoopDeployments {
 		fmt.Fprintf(&b, "\n%s", writesTable(ld.Name, benchresult.OperatorPair{
 			LoopDeployment: benchresult.OperatorSample{WritesByRequest: ld.WritesByRequest},
@@ -350,6 +353,50 @@ func runMany(ctx context.Context, o *options) (*section, error) {
 	}
 	sec.Details = strings.TrimSpace(b.String())
 	return sec, nil
+}
+
+// cpuTable is the CPU seconds of each process of the machine in each
+// phase but steady, a column a side: where the two cores went, and what
+// the LoopDeployment side spent that the Deployment side did not. Empty
+// when the result has none (an older result).
+func cpuTable(r benchresult.Many) string {
+	names := map[string]bool{}
+	for _, side := range [][]benchresult.ManyPhase{r.LoopDeployments, r.Deployments} {
+		for _, p := range side {
+			for name := range p.CPUSecondsByProcess {
+				names[name] = true
+			}
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	phases := []int{0, 2, 3} // create, rollout, zero
+	var b strings.Builder
+	b.WriteString("\n| CPU seconds by process |")
+	for _, i := range phases {
+		fmt.Fprintf(&b, " %s LD | %s Deployment |", r.LoopDeployments[i].Name, r.Deployments[i].Name)
+	}
+	b.WriteString("\n| --- |" + strings.Repeat(" --- | --- |", len(phases)) + "\n")
+	row := func(name string, v func(p benchresult.ManyPhase) float64) {
+		fmt.Fprintf(&b, "| %s |", name)
+		for _, i := range phases {
+			fmt.Fprintf(&b, " %.1f | %.1f |", v(r.LoopDeployments[i]), v(r.Deployments[i]))
+		}
+		b.WriteString("\n")
+	}
+	for _, name := range slices.Sorted(maps.Keys(names)) {
+		row(name, func(p benchresult.ManyPhase) float64 { return p.CPUSecondsByProcess[name] })
+	}
+	row("all", func(p benchresult.ManyPhase) float64 {
+		var sum float64
+		for _, v := range p.CPUSecondsByProcess {
+			sum += v
+		}
+		return sum
+	})
+	row("wall time × cores", func(p benchresult.ManyPhase) float64 { return p.Seconds * float64(runtime.NumCPU()) })
+	return b.String()
 }
 
 // divide is a ÷ b, 0 when b is 0.

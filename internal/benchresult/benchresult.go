@@ -245,4 +245,10 @@ type ManyPhase struct {
 	ReconcileP50       float64 `json:"reconcileP50Seconds,omitempty"`
 	ReconcileP99       float64 `json:"reconcileP99Seconds,omitempty"`
 	QueueDepthMax      int     `json:"queueDepthMax,omitempty"`
+	// CPUSecondsByProcess is the CPU time each process of the machine's
+	// cluster used in the phase, by name (etcd, kube-apiserver,
+	// kube-controller-manager, kube-scheduler, kwok, the NATS server,
+	// the operator, and the test itself, which runs the stand-in workers
+	// and the pod tracker): where the machine's cores went.
+	CPUSecondsByProcess map[string]float64 `json:"cpuSecondsByProcess,omitempty"`
 }

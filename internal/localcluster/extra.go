@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -38,6 +39,35 @@ func (c *Cluster) StartProcess(name, binary string, args, env []string) (*Proces
 	c.mu.Unlock()
 	c.log.Info("started a process", "name", name, "pid", p.cmd.Process.Pid, "log", p.logPath)
 	return &Process{p: p}, nil
+}
+
+// PIDs returns the process ids of the cluster's processes that still run
+// (etcd, the control plane, NATS, kwok, every StartProcess), by name; a
+// name started more than once gets "-2", "-3", … after the first.
+func (c *Cluster) PIDs() map[string]int {
+	c.mu.Lock()
+	procs := slices.Clone(c.procs)
+	nats := slices.Clone(c.nats)
+	c.mu.Unlock()
+	for _, n := range nats {
+		n.mu.Lock()
+		if n.proc != nil {
+			procs = append(procs, n.proc)
+		}
+		n.mu.Unlock()
+	}
+	pids := map[string]int{}
+	for _, p := range procs {
+		if ok, _ := p.exited(); ok {
+			continue
+		}
+		name := p.name
+		for i := 2; pids[name] != 0; i++ {
+			name = fmt.Sprintf("%s-%d", p.name, i)
+		}
+		pids[name] = p.cmd.Process.Pid
+	}
+	return pids
 }
 
 // PID returns the process id (also its process group id).

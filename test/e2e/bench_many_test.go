@@ -391,9 +391,12 @@ func (o *benchManyOperator) rssMiB() (float64, error) {
 	return 0, fmt.Errorf("/proc/%d/status has no VmRSS", o.pid)
 }
 
-// cpuSeconds is the process's user and system time so far.
-func (o *benchManyOperator) cpuSeconds() (float64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", o.pid))
+// cpuSeconds is the operator's user and system time so far.
+func (o *benchManyOperator) cpuSeconds() (float64, error) { return benchProcCPUSeconds(o.pid) }
+
+// benchProcCPUSeconds is the user and system time so far of process pid.
+func benchProcCPUSeconds(pid int) (float64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
 	}
@@ -401,18 +404,38 @@ func (o *benchManyOperator) cpuSeconds() (float64, error) {
 	// spaces): state is field 3, utime 14 and stime 15.
 	_, rest, ok := strings.Cut(string(data), ") ")
 	if !ok {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected %q", o.pid, data)
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected %q", pid, data)
 	}
 	f := strings.Fields(rest)
 	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: too few fields", o.pid)
+		return 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
 	}
 	utime, err1 := strconv.ParseFloat(f[11], 64)
 	stime, err2 := strconv.ParseFloat(f[12], 64)
 	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %w", o.pid, err)
+		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 	}
 	return (utime + stime) / 100, nil // USER_HZ is 100 on Linux
+}
+
+// benchManyTestProcess names this test's own process in
+// ManyPhase.CPUSecondsByProcess: the pod tracker, the stand-in workers'
+// announcements and the status checks.
+const benchManyTestProcess = "e2e test"
+
+// benchManyCPU is the CPU time so far of every process of the local
+// cluster (the control plane, etcd, kwok, NATS, the operator) and of this
+// test, by name. A process that cannot be read (it just ended) is left out.
+func benchManyCPU() map[string]float64 {
+	pids := env.Cluster.PIDs()
+	pids[benchManyTestProcess] = os.Getpid()
+	cpu := make(map[string]float64, len(pids))
+	for name, pid := range pids {
+		if s, err := benchProcCPUSeconds(pid); err == nil {
+			cpu[name] = s
+		}
+	}
+	return cpu
 }
 
 // reconcileHistogram returns the loopdeployment controller's reconcile
@@ -465,6 +488,7 @@ type benchManyMeasure struct {
 	op      *benchManyOperator
 	buckets map[float64]float64
 	cpu     float64
+	procs   map[string]float64 // benchManyCPU at the start
 	stop    chan struct{}
 	done    chan struct{}
 
@@ -482,6 +506,7 @@ func benchManyStart(t *testing.T, writes *benchOpWrites, op *benchManyOperator) 
 	if m.before, err = writes.scrape(ctx); err != nil {
 		t.Fatalf("counting writes: %v", err)
 	}
+	m.procs = benchManyCPU()
 	if op == nil {
 		close(m.done)
 		m.start = time.Now()
@@ -563,7 +588,12 @@ func (m *benchManyMeasure) end(name string, n int) benchresult.ManyPhase {
 	if err != nil {
 		m.t.Fatalf("counting writes: %v", err)
 	}
-	p := benchresult.ManyPhase{Name: name, Seconds: benchOpRound3(took.Seconds()), WritesByRequest: map[string]int{}}
+	p := benchresult.ManyPhase{Name: name, Seconds: benchOpRound3(took.Seconds()), WritesByRequest: map[string]int{}, CPUSecondsByProcess: map[string]float64{}}
+	for name, cpu := range benchManyCPU() {
+		if before, ok := m.procs[name]; ok {
+			p.CPUSecondsByProcess[name] = benchOpRound3(cpu - before)
+		}
+	}
 	for k, v := range after {
 		d := int(math.Round(v - m.before[k]))
 		if d <= 0 {
@@ -601,7 +631,7 @@ func (m *benchManyMeasure) end(name string, n int) benchresult.ManyPhase {
 		}
 		p.ReconcileP50, p.ReconcileP99 = benchQuantile(delta, 0.5), benchQuantile(delta, 0.99)
 	}
-	m.t.Logf("%s in %.2fs: %d writes (%.2f per pod, %d status): %s", name, p.Seconds, p.Writes, p.WritesPerPod, p.StatusWrites, benchOpTop(p.WritesByRequest, 8))
+	m.t.Logf("%s in %.2fs: %d writes (%.2f per pod, %d status): %s; CPU seconds by process: %v", name, p.Seconds, p.Writes, p.WritesPerPod, p.StatusWrites, benchOpTop(p.WritesByRequest, 8), p.CPUSecondsByProcess)
 	return p
 }
 
