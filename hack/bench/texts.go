@@ -98,7 +98,10 @@ their own objects' status. On the LoopDeployment side the operator is
 measured: resident memory (/proc, every 250 ms), CPU time, reconciles of
 the loopdeployment controller and their duration (percentiles are bucket
 bounds of controller_runtime_reconcile_time_seconds), work queue depth
-(its metrics, scraped every 2 s: at 1,000 loops each scrape has a cost);
+(its metrics, scraped every 2 s: at 1,000 loops each scrape has a cost).
+On both sides the CPU seconds of every process of the machine (/proc:
+etcd, the control plane, kwok, NATS, the operator, and the test, which
+runs the stand-in workers and the pod tracker) show where the cores went;
 outside -quick, the operator's CPU profile over the rollout's first
 minute and its heap at the rollout's end (--pprof-bind-address) follow the
 tables. Goals: time and writes per pod ≤ 1.2× the Deployments' in each phase, the
